@@ -1,0 +1,355 @@
+"""Live API (BidiGenerateContent) messages as typed values.
+
+Client messages are built as JSON text. Server messages arrive as binary frames holding UTF-8
+JSON (text is accepted too); :func:`parse_server_message` turns one into a list of events, in
+the order a client should act on them, or raises :class:`GeminiProtocolError` and nothing else.
+The service reads proto JSON, so both ``lowerCamelCase`` and ``snake_case`` names are accepted,
+and ``bytes`` fields in both base64 alphabets, padded or not.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from ..errors import GeminiProtocolError
+
+#: Largest server message we parse (a turn's audio can arrive in large chunks).
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+# ---------------------------------------------------------------------------------------------
+# Client → server
+
+
+@dataclass(slots=True)
+class SetupConfig:
+    """Everything that goes into the first (``setup``) message."""
+
+    model: str
+    system_instruction: str = ""
+    voice: str | None = None
+    language: str | None = None
+    function_declarations: list[dict[str, Any]] = field(default_factory=list)
+    silence_duration_ms: int | None = None
+    prefix_padding_ms: int | None = None
+    start_sensitivity: str | None = None  # START_SENSITIVITY_LOW / _HIGH
+    end_sensitivity: str | None = None  # END_SENSITIVITY_LOW / _HIGH
+    session_resumption: bool = True
+    resumption_handle: str | None = None
+    compression_trigger_tokens: int | None = None
+    compression_target_tokens: int | None = None
+    input_transcription: bool = True
+    output_transcription: bool = True
+
+
+def build_setup(cfg: SetupConfig) -> str:
+    model = cfg.model if cfg.model.startswith("models/") else f"models/{cfg.model}"
+    generation: dict[str, Any] = {"responseModalities": ["AUDIO"]}
+    speech: dict[str, Any] = {}
+    if cfg.voice:
+        speech["voiceConfig"] = {"prebuiltVoiceConfig": {"voiceName": cfg.voice}}
+    if cfg.language:
+        speech["languageCode"] = cfg.language
+    if speech:
+        generation["speechConfig"] = speech
+    setup: dict[str, Any] = {"model": model, "generationConfig": generation}
+    if cfg.system_instruction:
+        setup["systemInstruction"] = {"parts": [{"text": cfg.system_instruction}]}
+    if cfg.function_declarations:
+        setup["tools"] = [{"functionDeclarations": cfg.function_declarations}]
+    detection: dict[str, Any] = {}
+    if cfg.silence_duration_ms is not None:
+        detection["silenceDurationMs"] = cfg.silence_duration_ms
+    if cfg.prefix_padding_ms is not None:
+        detection["prefixPaddingMs"] = cfg.prefix_padding_ms
+    if cfg.start_sensitivity:
+        detection["startOfSpeechSensitivity"] = cfg.start_sensitivity
+    if cfg.end_sensitivity:
+        detection["endOfSpeechSensitivity"] = cfg.end_sensitivity
+    if detection:
+        setup["realtimeInputConfig"] = {"automaticActivityDetection": detection}
+    if cfg.session_resumption:
+        setup["sessionResumption"] = {"handle": cfg.resumption_handle} if cfg.resumption_handle else {}
+    if cfg.compression_trigger_tokens is not None:
+        window: dict[str, Any] = {}
+        if cfg.compression_target_tokens is not None:
+            window["targetTokens"] = cfg.compression_target_tokens
+        setup["contextWindowCompression"] = {
+            "triggerTokens": cfg.compression_trigger_tokens, "slidingWindow": window,
+        }
+    if cfg.input_transcription:
+        setup["inputAudioTranscription"] = {}
+    if cfg.output_transcription:
+        setup["outputAudioTranscription"] = {}
+    return json.dumps({"setup": setup}, separators=(",", ":"))
+
+
+class AudioInput:
+    """Builds ``realtimeInput.audio`` messages for one sample rate (the per-frame hot path)."""
+
+    __slots__ = ("_prefix",)
+
+    def __init__(self, rate: int = 16000) -> None:
+        self._prefix = '{"realtimeInput":{"audio":{"mimeType":"audio/pcm;rate=%d","data":"' % rate
+
+    def message(self, pcm: bytes) -> str:
+        return self._prefix + binascii.b2a_base64(pcm, newline=False).decode("ascii") + '"}}}'
+
+
+def audio_stream_end() -> str:
+    return '{"realtimeInput":{"audioStreamEnd":true}}'
+
+
+def client_text(text: str, *, role: str = "user", turn_complete: bool = True) -> str:
+    return json.dumps(
+        {"clientContent": {"turns": [{"role": role, "parts": [{"text": text}]}],
+                           "turnComplete": turn_complete}},
+        separators=(",", ":"),
+    )
+
+
+def tool_response(responses: list[dict[str, Any]]) -> str:
+    """``responses``: ``[{"id", "name", "response": {...}, "scheduling"?}]``."""
+    return json.dumps({"toolResponse": {"functionResponses": responses}}, separators=(",", ":"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Server → client
+
+
+@dataclass(frozen=True, slots=True)
+class SetupComplete:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class AudioChunk:
+    pcm: bytes
+    rate: int
+
+
+@dataclass(frozen=True, slots=True)
+class TextPart:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class InputTranscription:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class OutputTranscription:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Interrupted:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationComplete:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class TurnComplete:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionCall:
+    id: str
+    name: str
+    args: dict[str, Any] = field(hash=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    calls: tuple[FunctionCall, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallCancellation:
+    ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class GoAway:
+    time_left_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class SessionResumptionUpdate:
+    new_handle: str | None
+    resumable: bool
+
+
+@dataclass(frozen=True, slots=True)
+class UsageMetadata:
+    total_tokens: int
+    raw: dict[str, Any] = field(hash=False, compare=False)
+
+
+ServerEvent = Union[
+    SetupComplete, AudioChunk, TextPart, InputTranscription, OutputTranscription, Interrupted,
+    GenerationComplete, TurnComplete, ToolCall, ToolCallCancellation, GoAway,
+    SessionResumptionUpdate, UsageMetadata,
+]
+
+_RATE = re.compile(r"rate=(\d{3,6})")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
+
+
+def _get(d: dict[str, Any], camel: str, snake: str) -> Any:
+    value = d.get(camel)
+    return d.get(snake) if value is None else value
+
+
+def _b64(data: Any) -> bytes:
+    if not isinstance(data, str):
+        raise GeminiProtocolError("wrong-type", "inline data must be a base64 string")
+    try:
+        if "-" in data or "_" in data:
+            data = data.replace("-", "+").replace("_", "/")
+        pad = -len(data) % 4
+        if pad:
+            data += "=" * pad
+        return binascii.a2b_base64(data, strict_mode=True)
+    except (binascii.Error, ValueError) as exc:
+        raise GeminiProtocolError("bad-base64", str(exc)) from None
+
+
+def _duration(value: Any) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if m:
+            return float(m.group(1))
+    raise GeminiProtocolError("wrong-type", f"bad duration {str(value)[:20]!r}")
+
+
+def _server_content(sc: Any, out: list[ServerEvent]) -> None:
+    if not isinstance(sc, dict):
+        raise GeminiProtocolError("wrong-type", "serverContent must be an object")
+    if _get(sc, "interrupted", "interrupted") is True:
+        out.append(Interrupted())
+    tr = _get(sc, "inputTranscription", "input_transcription")
+    if isinstance(tr, dict) and isinstance(tr.get("text"), str) and tr["text"]:
+        out.append(InputTranscription(tr["text"]))
+    turn = _get(sc, "modelTurn", "model_turn")
+    if turn is not None:
+        if not isinstance(turn, dict):
+            raise GeminiProtocolError("wrong-type", "modelTurn must be an object")
+        parts = turn.get("parts", [])
+        if not isinstance(parts, list):
+            raise GeminiProtocolError("wrong-type", "modelTurn.parts must be a list")
+        for part in parts:
+            if not isinstance(part, dict):
+                raise GeminiProtocolError("wrong-type", "a part must be an object")
+            inline = _get(part, "inlineData", "inline_data")
+            if inline is not None:
+                if not isinstance(inline, dict):
+                    raise GeminiProtocolError("wrong-type", "inlineData must be an object")
+                mime = _get(inline, "mimeType", "mime_type") or ""
+                if not isinstance(mime, str) or not mime.startswith("audio/pcm"):
+                    raise GeminiProtocolError("unsupported-mime", str(mime)[:40])
+                m = _RATE.search(mime)
+                pcm = _b64(inline.get("data"))
+                if pcm:
+                    out.append(AudioChunk(pcm, int(m.group(1)) if m else 24000))
+            elif isinstance(part.get("text"), str):
+                out.append(TextPart(part["text"]))
+    tr = _get(sc, "outputTranscription", "output_transcription")
+    if isinstance(tr, dict) and isinstance(tr.get("text"), str) and tr["text"]:
+        out.append(OutputTranscription(tr["text"]))
+    if _get(sc, "generationComplete", "generation_complete") is True:
+        out.append(GenerationComplete())
+    if _get(sc, "turnComplete", "turn_complete") is True:
+        out.append(TurnComplete())
+
+
+def _tool_call(tc: Any) -> ToolCall:
+    if not isinstance(tc, dict):
+        raise GeminiProtocolError("wrong-type", "toolCall must be an object")
+    calls = _get(tc, "functionCalls", "function_calls") or []
+    if not isinstance(calls, list):
+        raise GeminiProtocolError("wrong-type", "functionCalls must be a list")
+    parsed = []
+    for call in calls:
+        if not isinstance(call, dict):
+            raise GeminiProtocolError("wrong-type", "a function call must be an object")
+        cid, name, args = call.get("id", ""), call.get("name"), call.get("args", {})
+        if not isinstance(name, str) or not name or not isinstance(cid, str):
+            raise GeminiProtocolError("missing-field", "function call needs a name and an id")
+        if args is None:
+            args = {}
+        if not isinstance(args, dict):
+            raise GeminiProtocolError("wrong-type", "function call args must be an object")
+        parsed.append(FunctionCall(cid, name, args))
+    return ToolCall(tuple(parsed))
+
+
+def _parse(msg: dict[str, Any]) -> list[ServerEvent]:
+    out: list[ServerEvent] = []
+    if _get(msg, "setupComplete", "setup_complete") is not None:
+        out.append(SetupComplete())
+    sc = _get(msg, "serverContent", "server_content")
+    if sc is not None:
+        _server_content(sc, out)
+    tc = _get(msg, "toolCall", "tool_call")
+    if tc is not None:
+        out.append(_tool_call(tc))
+    cancel = _get(msg, "toolCallCancellation", "tool_call_cancellation")
+    if cancel is not None:
+        ids = cancel.get("ids", []) if isinstance(cancel, dict) else None
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise GeminiProtocolError("wrong-type", "toolCallCancellation.ids must be strings")
+        out.append(ToolCallCancellation(tuple(ids)))
+    ga = _get(msg, "goAway", "go_away")
+    if ga is not None:
+        if not isinstance(ga, dict):
+            raise GeminiProtocolError("wrong-type", "goAway must be an object")
+        left = _get(ga, "timeLeft", "time_left")
+        out.append(GoAway(_duration(left) if left is not None else 0.0))
+    sru = _get(msg, "sessionResumptionUpdate", "session_resumption_update")
+    if sru is not None:
+        if not isinstance(sru, dict):
+            raise GeminiProtocolError("wrong-type", "sessionResumptionUpdate must be an object")
+        handle = _get(sru, "newHandle", "new_handle")
+        if handle is not None and not isinstance(handle, str):
+            raise GeminiProtocolError("wrong-type", "newHandle must be a string")
+        out.append(SessionResumptionUpdate(handle or None, sru.get("resumable") is True))
+    usage = _get(msg, "usageMetadata", "usage_metadata")
+    if isinstance(usage, dict):
+        total = _get(usage, "totalTokenCount", "total_token_count")
+        out.append(UsageMetadata(total if isinstance(total, int) else 0, usage))
+    return out
+
+
+def parse_server_message(data: bytes | str) -> list[ServerEvent]:
+    """Parse one server frame into events. Raises only :class:`GeminiProtocolError`."""
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise GeminiProtocolError("oversize", f"{len(data)} bytes")
+    try:
+        msg = json.loads(data)
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise GeminiProtocolError("not-json", type(exc).__name__) from None
+    if not isinstance(msg, dict):
+        raise GeminiProtocolError("not-object", type(msg).__name__)
+    try:
+        return _parse(msg)
+    except GeminiProtocolError:
+        raise
+    except Exception as exc:  # defensive: nothing but the typed error leaves a parser
+        raise GeminiProtocolError("malformed", type(exc).__name__) from None
+
+
+def encode_b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
