@@ -1,0 +1,69 @@
+"""``telephony-bridge`` command line: serve, demo, emulator, call."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import ConfigError
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .server import serve
+    from .settings import load_settings
+
+    settings = load_settings()
+    serve(settings)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .demo import run_demo
+
+    return asyncio.run(run_demo(out_dir=args.out, quiet=args.quiet))
+
+
+def _emulator(args: argparse.Namespace) -> int:
+    from .testing.emulator import main
+
+    return main(args.rest) or 0
+
+
+def _call(args: argparse.Namespace) -> int:
+    from .testing.simulator import main
+
+    return main(args.rest) or 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="telephony-bridge",
+        description="Bridge Twilio phone calls to a Gemini Live voice agent.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("serve", help="run the bridge (settings from the environment)")
+    p.set_defaults(func=_serve)
+    p = sub.add_parser("demo", help="run a whole interview offline: emulator + bridge + simulated caller")
+    p.add_argument("--out", default="demo-output", help="folder for call.wav, transcript.json, timeline.json")
+    p.add_argument("--quiet", action="store_true", help="print only the summary")
+    p.set_defaults(func=_demo)
+    p = sub.add_parser("emulator", help="run the Gemini Live emulator (see --help)", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_emulator)
+    p = sub.add_parser("call", help="place a simulated Twilio call (see --help)", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_call)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"telephony-bridge: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

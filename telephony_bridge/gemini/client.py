@@ -1,0 +1,97 @@
+"""The asyncio client for the Gemini Live websocket (an adapter: all protocol logic lives in
+:mod:`telephony_bridge.gemini.session` and :mod:`telephony_bridge.gemini.messages`).
+
+:meth:`GeminiLiveClient.connect` opens the socket with the key in the ``x-goog-api-key``
+header (never in the URL, which proxies and servers log), sends ``setup`` and waits for
+``setupComplete``: the Live API accepts nothing else before it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+
+from ..errors import GeminiProtocolError
+from .messages import SetupComplete, parse_server_message
+
+#: Gemini's pongs can take many seconds under load; only a long silence means a dead socket.
+PING_INTERVAL_S = 20.0
+PING_TIMEOUT_S = 60.0
+#: One server message can carry a whole sentence of 24 kHz audio.
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class GeminiLiveClient:
+    """One websocket connection to the Live API, set up and ready to stream."""
+
+    def __init__(self, ws: ClientConnection, setup_complete_frame: bytes | str) -> None:
+        self.ws = ws
+        #: The raw ``setupComplete`` frame, for a session state machine that wants to see it.
+        self.setup_complete_frame = setup_complete_frame
+
+    @classmethod
+    async def connect(cls, url: str, api_key: str, setup_message: str, *,
+                      timeout: float = 15.0) -> GeminiLiveClient:
+        ws = await connect(
+            url,
+            additional_headers={"x-goog-api-key": api_key},
+            max_size=MAX_MESSAGE_BYTES,
+            ping_interval=PING_INTERVAL_S,
+            ping_timeout=PING_TIMEOUT_S,
+            compression=None,  # PCM barely compresses; deflate would cost CPU on every frame
+            open_timeout=timeout,
+            proxy=None if _is_loopback(url) else True,
+        )
+        try:
+            await ws.send(setup_message)
+            async with asyncio.timeout(timeout):
+                frame = await ws.recv()
+            events = parse_server_message(frame)
+            if not events or not isinstance(events[0], SetupComplete):
+                raise GeminiProtocolError("no-setup-complete", "first server message was not setupComplete",
+                                          fatal=True)
+        except BaseException:
+            await ws.close()
+            raise
+        return cls(ws, frame)
+
+    async def send(self, message: str) -> None:
+        await self.ws.send(message)
+
+    async def frames(self) -> AsyncIterator[bytes | str]:
+        """Server frames until the connection closes (normally or not)."""
+        try:
+            async for frame in self.ws:
+                yield frame
+        except websockets.ConnectionClosed:
+            return
+
+    @property
+    def close_code(self) -> int | None:
+        rcvd = self.ws.close_rcvd
+        if rcvd is not None:
+            return rcvd.code
+        return 1006 if self.ws.close_sent is None else self.ws.close_sent.code
+
+    @property
+    def close_reason(self) -> str:
+        rcvd = self.ws.close_rcvd
+        return rcvd.reason if rcvd is not None else ""
+
+    async def close(self) -> None:
+        await self.ws.close()
