@@ -9,10 +9,11 @@ from .errors import ConfigError
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .server import serve
     from .settings import load_settings
 
-    settings = load_settings()
+    settings = load_settings()  # a missing setting fails here, before anything heavy is imported
+    from .server import serve
+
     serve(settings)
     return 0
 
