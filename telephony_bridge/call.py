@@ -445,8 +445,8 @@ class CallCore:
         self._pending_agent_text = ""
         if self._caller_spoke and self._last_caller_speech is not None:
             turn.latency_s = now - self._last_caller_speech
-            if self._caller_text or self._caller_turn_start is not None:
-                self._record_caller_text(now)
+        if self._caller_text:
+            self._record_caller_text(now)
         self._caller_spoke = False
         self._caller_turn_start = None
         self.turns.append(turn)

@@ -1,0 +1,196 @@
+"""The call core on a fake clock: no sockets, no sleeps."""
+
+import base64
+import json
+
+import numpy as np
+import pytest
+
+from telephony_bridge.call import CallConfig, CallCore
+from telephony_bridge.gemini.messages import SetupConfig
+
+STREAM_SID = "MZ" + "1" * 32
+START = json.dumps({"event": "start", "streamSid": STREAM_SID, "start": {
+    "streamSid": STREAM_SID, "callSid": "CA" + "2" * 32, "accountSid": "AC" + "3" * 32, "tracks": ["inbound"],
+    "customParameters": {}, "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}})
+
+
+def ulaw_tone(seconds: float, amp: float, freq: float = 440.0) -> bytes:
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import audioop
+    t = np.arange(int(seconds * 8000)) / 8000
+    pcm = (amp * 32767 * np.sin(2 * np.pi * freq * t)).astype("<i2").tobytes()
+    return audioop.lin2ulaw(pcm, 2)
+
+
+def pcm24_tone(seconds: float, amp: float = 0.3, freq: float = 300.0) -> bytes:
+    t = np.arange(int(seconds * 24000)) / 24000
+    return (amp * 32767 * np.sin(2 * np.pi * freq * t)).astype("<i2").tobytes()
+
+
+def media(payload: bytes, ts: int = 0) -> str:
+    return json.dumps({"event": "media", "streamSid": STREAM_SID, "media": {
+        "track": "inbound", "chunk": "1", "timestamp": str(ts), "payload": base64.b64encode(payload).decode()}})
+
+
+def audio_frame(pcm: bytes) -> bytes:
+    return json.dumps({"serverContent": {"modelTurn": {"parts": [{"inlineData": {
+        "mimeType": "audio/pcm;rate=24000", "data": base64.b64encode(pcm).decode()}}]}}}).encode()
+
+
+def drain(q) -> list[dict]:
+    out = [json.loads(m) for m in q]
+    q.clear()
+    return out
+
+
+def ready_core(lead: float = 0.1, now: float = 0.0) -> CallCore:
+    core = CallCore(SetupConfig(model="m"), CallConfig(playback_lead_s=lead), now=now)
+    setup = json.loads(core.gemini_connected(now))
+    assert "setup" in setup
+    core.receive_gemini(b'{"setupComplete":{}}', now)
+    core.receive_twilio(START, now)
+    return core
+
+
+def test_greeting_waits_for_both_sides_then_caller_audio_flows():
+    core = CallCore(SetupConfig(model="m"), CallConfig(), now=0.0)
+    core.receive_twilio(START, 0.0)
+    for i in range(10):  # caller audio before Gemini is ready is kept, not lost
+        core.receive_twilio(media(b"\xff" * 160, i * 20), 0.02 * i)
+    assert not core.gemini_out
+    core.gemini_connected(0.2)
+    core.receive_gemini(b'{"setupComplete":{}}', 0.3)
+    msgs = drain(core.gemini_out)
+    audio = [m for m in msgs if "realtimeInput" in m]
+    assert len(audio) == 10
+    assert "clientContent" in msgs[-1]  # greeting after the buffered audio
+    core.receive_twilio(media(ulaw_tone(0.02, 0.3)), 0.32)
+    (msg,) = drain(core.gemini_out)
+    pcm = base64.b64decode(msg["realtimeInput"]["audio"]["data"])
+    assert msg["realtimeInput"]["audio"]["mimeType"] == "audio/pcm;rate=16000"
+    assert len(pcm) == 640  # 20 ms at 16 kHz, 16-bit
+
+
+def test_agent_audio_is_paced_within_the_lead_and_marked():
+    core = ready_core(lead=0.1)
+    core.receive_gemini(audio_frame(pcm24_tone(1.0)), 1.0)
+    out = drain(core.twilio_out)
+    media_out = [m for m in out if m["event"] == "media"]
+    assert 1 <= len(media_out) <= 6  # never more than the lead (100 ms = 5 frames) ahead
+    assert all(len(base64.b64decode(m["media"]["payload"])) == 160 for m in media_out)
+    now, sent = 1.0, len(media_out)
+    marks = [m["mark"]["name"] for m in out if m["event"] == "mark"]
+    while core.queue:
+        deadline = core.next_deadline()
+        assert deadline is not None and deadline > now - 1e-9
+        now = deadline
+        core.tick(now)
+        out = drain(core.twilio_out)
+        sent += sum(m["event"] == "media" for m in out)
+        marks += [m["mark"]["name"] for m in out if m["event"] == "mark"]
+        # the lead bound holds at every step
+        assert core._playout_end - now <= 0.1 + 0.02 + 1e-9
+    assert sent == 50  # one second of audio, 20 ms frames
+    assert 1.7 < now < 2.0  # it took about real time to forward
+    assert core.agent_audible
+    for name in marks:
+        core.receive_twilio(json.dumps({"event": "mark", "streamSid": STREAM_SID, "mark": {"name": name}}), now)
+    assert not core.agent_audible
+    assert core.counters["marks_played"] == len(marks)
+
+
+def test_barge_in_clears_drops_queue_and_flushed_marks_are_not_played():
+    core = ready_core(lead=0.1)
+    core.receive_gemini(audio_frame(pcm24_tone(2.0)), 1.0)
+    out = drain(core.twilio_out)
+    marks = [m["mark"]["name"] for m in out if m["event"] == "mark"]
+    assert core.queue
+    core.receive_gemini(b'{"serverContent":{"interrupted":true}}', 1.05)
+    out = drain(core.twilio_out)
+    assert out[-1] == {"event": "clear", "streamSid": STREAM_SID}
+    assert not any(m["event"] == "media" for m in out)
+    assert not core.queue and core.next_deadline() is None
+    # Twilio returns pending marks after a clear: they mean "flushed"
+    for name in marks:
+        core.receive_twilio(json.dumps({"event": "mark", "streamSid": STREAM_SID, "mark": {"name": name}}), 1.06)
+    assert core.counters["marks_played"] == 0 and core.counters["marks_flushed"] == len(marks)
+    assert core.counters["barge_ins"] == 1 and core.turns[-1].interrupted
+    # late audio of the interrupted turn leaves no trace: a new turn starts clean
+    core.receive_gemini(audio_frame(pcm24_tone(0.04)), 1.2)
+    assert core.turns[-1].index == 2
+
+
+def test_turn_latency_from_caller_end_of_speech_to_first_agent_frame():
+    core = ready_core()
+    now = 1.0
+    for _ in range(50):  # one second of speech
+        core.receive_twilio(media(ulaw_tone(0.02, 0.3)), now)
+        now += 0.02
+    speech_end = now - 0.02
+    for _ in range(40):  # 0.8 s of silence
+        core.receive_twilio(media(b"\xff" * 160), now)
+        now += 0.02
+    core.receive_gemini(audio_frame(pcm24_tone(0.2)), now)
+    assert core.latencies_ms() == [pytest.approx((now - speech_end) * 1000, abs=0.5)]
+    summary = core.summary()
+    assert summary["agent_turns"] == 1 and summary["latency_p50_ms"] == pytest.approx(820, abs=1)
+    assert 0.15 < summary["caller_rms_max"] < 0.4
+
+
+def test_transcripts_are_recorded_per_turn():
+    core = ready_core()
+    core.receive_gemini(json.dumps({"serverContent": {"outputTranscription": {"text": "Hello, "}}}).encode(), 1.0)
+    core.receive_gemini(audio_frame(pcm24_tone(0.1)), 1.0)
+    core.receive_gemini(json.dumps({"serverContent": {"outputTranscription": {"text": "founder."},
+                                                      "turnComplete": True}}).encode(), 1.1)
+    for t in np.arange(1.1, 1.6, 0.02):
+        core.tick(t)
+    for m in drain(core.twilio_out):
+        if m["event"] == "mark":
+            core.receive_twilio(json.dumps({"event": "mark", "mark": {"name": m["mark"]["name"]}}), 1.6)
+    core.receive_gemini(json.dumps({"serverContent": {"inputTranscription": {"text": "I build tools"}}}).encode(), 3)
+    core.receive_gemini(audio_frame(pcm24_tone(0.1)), 4.0)
+    roles = [(e["role"], e["text"]) for e in core.transcript]
+    assert roles[0] == ("agent", "Hello, founder.")
+    assert ("caller", "I build tools") in roles
+
+
+def test_bad_twilio_input_is_counted_and_skipped_and_fatal_input_ends_the_call():
+    core = ready_core()
+    core.receive_twilio("{not json", 1.0)
+    core.receive_twilio('{"event":"media","media":{"payload":"%%%"}}', 1.0)
+    core.receive_twilio('{"event":"brandNew"}', 1.0)
+    assert core.ended is None
+    assert core.counters["twilio_errors"] == 2 and core.counters["unknown_events"] == 1
+    core.receive_twilio(START, 1.1)
+    assert core.ended == "twilio-protocol-error"
+
+
+def test_bad_gemini_input_is_counted_and_skipped():
+    core = ready_core()
+    core.receive_gemini(b"\x00garbage", 1.0)
+    core.receive_gemini(b'{"serverContent":{"modelTurn":{"parts":[{"inlineData":{"mimeType":"audio/pcm",'
+                        b'"data":"!!"}}]}}}', 1.0)
+    assert core.ended is None and core.counters["gemini_errors"] == 2
+
+
+def test_dtmf_reaches_the_model_as_text_and_stop_ends_the_call():
+    core = ready_core()
+    drain(core.gemini_out)
+    core.receive_twilio('{"event":"dtmf","streamSid":"x","dtmf":{"track":"inbound_track","digit":"7"}}', 1.0)
+    (msg,) = drain(core.gemini_out)
+    assert "7" in msg["clientContent"]["turns"][0]["parts"][0]["text"]
+    core.receive_twilio('{"event":"stop","stop":{"callSid":"CA"}}', 2.0)
+    assert core.ended == "caller-hangup"
+
+
+def test_unknown_tool_calls_get_an_error_response():
+    core = ready_core()
+    drain(core.gemini_out)
+    core.receive_gemini(b'{"toolCall":{"functionCalls":[{"id":"c1","name":"nope","args":{}}]}}', 1.0)
+    (msg,) = drain(core.gemini_out)
+    resp = msg["toolResponse"]["functionResponses"][0]
+    assert resp["id"] == "c1" and "error" in resp["response"]

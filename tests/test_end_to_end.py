@@ -1,0 +1,74 @@
+"""A whole call over real loopback websockets: simulator ⇄ bridge ⇄ emulator."""
+
+import asyncio
+import secrets
+
+import numpy as np
+import pytest
+
+from telephony_bridge.demo import DEMO_KEY, LocalBridge, founder_turns
+from telephony_bridge.settings import Settings
+from telephony_bridge.testing import CallerScript, CallerSimulator, GeminiEmulator, Scenario
+
+
+def rms(pcm: bytes) -> float:
+    x = np.frombuffer(pcm, dtype="<i2").astype(np.float64) / 32768
+    return float(np.sqrt(np.mean(x * x))) if len(x) else 0.0
+
+
+async def place_call(script, *, silence_ms=800, scenario=None):
+    emulator = GeminiEmulator(scenario or Scenario(), api_key=DEMO_KEY)
+    await emulator.start()
+    bridge = LocalBridge(Settings(gemini_api_key=DEMO_KEY, public_url="http://127.0.0.1",
+                                  gemini_live_url=emulator.url, twilio_auth_token=secrets.token_hex(16),
+                                  silence_duration_ms=silence_ms))
+    await bridge.start()
+    try:
+        sim = CallerSimulator(bridge.twiml_url, script, auth_token=bridge.settings.twilio_auth_token, timeout=90)
+        result = await sim.run()
+        core = await bridge.finished_call(result.call_sid)
+    finally:
+        await bridge.stop()
+        await emulator.stop()
+    return result, core, emulator
+
+
+def test_an_interview_runs_end_to_end():
+    turns = founder_turns()[:2]
+    result, core, emulator = asyncio.run(place_call(CallerScript.from_founder_turns(turns)))
+
+    # The caller's turns reached Gemini: the emulator's VAD saw each of them.
+    session = emulator.sessions[0]
+    assert session.setup["model"].startswith("models/")
+    assert len(session.turns) == len(turns)
+    assert session.audio_in_seconds > sum(len(t) for t in turns) / 8000
+
+    # The agent's speech reached the caller, in 160-byte frames, with real energy.
+    assert set(result.media_sizes_seen) == {160}
+    heard = result.heard_pcm16()
+    assert rms(heard) > 0.02
+    # greeting + one reply per caller turn were heard
+    assert len(core.turns) == len(turns) + 1
+    assert all(t.frames_heard > 0 for t in core.turns)
+    assert result.marks_returned > 0
+
+    # Transcripts and latency figures were recorded.
+    agent_lines = [e for e in core.transcript if e["role"] == "agent"]
+    caller_lines = [e for e in core.transcript if e["role"] == "caller"]
+    assert len(agent_lines) == len(turns) + 1 and all(e["text"] for e in agent_lines)
+    assert len(caller_lines) == len(turns)
+    lat = core.latencies_ms()
+    assert len(lat) == len(turns)
+    # the emulator waits for 800 ms of silence before it answers: latency can't be less
+    assert all(700 < x < 3000 for x in lat), lat
+    assert core.ended == "caller-hangup" and result.ended_by == "caller"
+
+
+def test_caller_talking_over_the_agent_interrupts_it():
+    turns = founder_turns()[:2]
+    script = CallerScript.from_founder_turns(turns, barge_in=True)
+    result, core, emulator = asyncio.run(place_call(script))
+    assert emulator.sessions[0].interruptions >= 1
+    assert core.counters["barge_ins"] >= 1
+    assert result.clears >= 1
+    assert any(t.interrupted for t in core.turns)
