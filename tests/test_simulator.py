@@ -13,6 +13,7 @@ import contextlib
 import json
 import re
 import socket
+import sys
 import urllib.parse
 import wave
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -38,7 +39,7 @@ from telephony_bridge.testing import (
     Wait,
     WaitForAgent,
 )
-from telephony_bridge.testing.simulator import loopback_rewrite, main
+from telephony_bridge.testing.simulator import SimulatorError, loopback_rewrite
 from telephony_bridge.testing.wav import (
     load_ulaw,
     pcm16_to_ulaw,
@@ -210,13 +211,6 @@ def check_inbound_protocol(peer: Peer, start_params: dict[str, str], call_sid: s
         assert m["streamSid"] == start["streamSid"]
 
 
-def nonsilent_runs(track: bytes) -> list[tuple[int, int]]:
-    """(start, end) byte ranges of non-silent μ-law."""
-    a = np.frombuffer(track, dtype=np.uint8) != SILENCE
-    edges = np.flatnonzero(np.diff(np.concatenate(([0], a.astype(np.int8), [0]))))
-    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
-
-
 def events(result: CallResult, kind: str) -> list[dict[str, Any]]:
     return [e for e in result.events if e["kind"] == kind]
 
@@ -371,6 +365,7 @@ def test_full_call_protocol_marks_clear_and_connect_action(tmp_path: Any) -> Non
 
     # Media of any size, counted.
     assert dict(result.media_sizes_seen) == {333: 1, 1000: 1, 7: 1, 500: 1, 16000: 1, 3000: 1, 1600: 1, 2400: 1}
+    assert [n for _, n in result.media_received] == [333, 1000, 7, 500, 16000, 3000, 1600, 2400]
 
     # Heard track: the greeting verbatim, starting where it was sent (within two frames).
     heard = result.heard_ulaw
@@ -508,9 +503,17 @@ def test_replay_is_verbatim_from_t0_and_cli(tmp_path: Any) -> None:
                 f"http://127.0.0.1:{port}/twiml", CallerScript.replay(audio), timeout=10,
                 url_rewrite=loopback_rewrite(f"http://127.0.0.1:{port}"),
             ).run()
-            argv = ["--twiml-url", f"http://127.0.0.1:{port}/twiml", "--audio", str(audio_path),
-                    "--out", str(tmp_path / "cli.wav"), "--quiet"]
-            rc = await asyncio.to_thread(main, argv)
+            # The command line, as documented (warnings are errors: no runpy double import).
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-W", "error", "-m", "telephony_bridge.testing.simulator",
+                "--twiml-url", f"http://127.0.0.1:{port}/twiml", "--audio", str(audio_path),
+                "--out", str(tmp_path / "cli.wav"), "--quiet",
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )
+            out, err = await asyncio.wait_for(proc.communicate(), 15)
+            assert err == b"", err
+            assert b"ended by caller" in out
+            rc = proc.returncode
         assert all(w["signature_ok"] is False for w in webhooks)  # no token: unsigned
         return result, rc, log["ws_signatures"]
 
@@ -605,7 +608,9 @@ def test_timeout_hangs_up_and_silent_agent_does_not_block_say() -> None:
     assert 0.3 <= say_start["t"] <= 0.4
     peer = log["peers"][0]
     assert peer.of("stop") and peer.messages[-1][1]["event"] == "stop"
-    assert 0.9 <= result.duration <= 1.1
+    (timed_out,) = events(result, "timeout")
+    assert 0.5 <= timed_out["t"] <= 1.0  # the 1 s budget includes the webhook and the upgrade
+    assert abs(result.duration - timed_out["t"]) <= 0.06
     assert result.heard_ulaw == b"\xff" * len(result.sent_ulaw)
 
 
@@ -634,6 +639,46 @@ def test_bad_messages_from_bridge_are_recorded_not_fatal() -> None:
     assert len(result.protocol_errors) == 5
     assert dict(result.media_sizes_seen) == {160: 1}
     assert result.heard_ulaw.count(b"\x00") == 160
+
+
+def test_wrong_token_upgrade_rejected_then_action_followed() -> None:
+    """Signatures matter: with the wrong token the bridge rejects the upgrade (HTTP 403);
+    Twilio then ends the <Connect> and requests its action URL."""
+    log: dict[str, Any] = {}
+    webhooks: list[dict[str, Any]] = []
+
+    async def stream(peer: Peer) -> None:  # never reached
+        await peer.handshake()
+
+    async def scenario() -> CallResult:
+        routes = [
+            twiml_route("/twiml", connect_twiml("/s", {}, action="/after"), webhooks),
+            twiml_route("/after", "<Response><Hangup/></Response>", webhooks),
+            stream_route("/s", stream, log),
+        ]
+        async with serve(routes) as port:
+            return await CallerSimulator(
+                f"{PUBLIC}/twiml", CallerScript([Wait(2000)]), auth_token="not-the-token",
+                url_rewrite=loopback_rewrite(f"http://127.0.0.1:{port}", PUBLIC), timeout=5,
+            ).run()
+
+    result = asyncio.run(scenario())
+    assert [w["path"] for w in webhooks] == ["/twiml", "/after"]
+    assert not any(w["signature_ok"] for w in webhooks)
+    assert len(log["ws_signatures"]) == 1 and "peers" not in log
+    (error,) = events(result, "stream_error")
+    assert "403" in error["details"]["error"]
+    assert result.ended_by == "bridge" and result.stream_sids == []
+
+
+def test_unreachable_webhook_raises() -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there now
+    sim = CallerSimulator(f"http://127.0.0.1:{port}/twiml", CallerScript([]), timeout=5)
+    with pytest.raises(SimulatorError):
+        asyncio.run(sim.run())
 
 
 # --------------------------------------------------------------------------- pure parts

@@ -244,6 +244,8 @@ class CallResult:
     ended_by: str
     streams: list[dict[str, Any]] = field(default_factory=list)
     protocol_errors: list[str] = field(default_factory=list)
+    #: ``(t, bytes)`` for every ``media`` message from the bridge, in arrival order.
+    media_received: list[tuple[float, int]] = field(default_factory=list)
 
     @property
     def duration(self) -> float:
@@ -382,6 +384,7 @@ class CallerSimulator:
         self._sent = bytearray()
         self._heard = bytearray()
         self._sizes: Counter[int] = Counter()
+        self._media_received: list[tuple[float, int]] = []
         self._twiml: list[str] = []
         self._stream_sids: list[str] = []
         self._streams: list[dict[str, Any]] = []
@@ -478,6 +481,7 @@ class CallerSimulator:
             ended_by=ended_by,
             streams=self._streams,
             protocol_errors=list(self._errors),
+            media_received=list(self._media_received),
         )
 
     def _call_params(self) -> dict[str, str]:
@@ -890,6 +894,7 @@ class CallerSimulator:
                 self._protocol_error("media.payload is not valid base64")
                 return []
             self._sizes[len(data)] += 1
+            self._media_received.append((self._now_t() or 0.0, len(data)))
             if s.media_in == 0:
                 self._emit("media_in_first", stream_sid=s.stream_sid, bytes=len(data))
             s.media_in += 1
