@@ -1,10 +1,10 @@
 """Testing kit: a Twilio caller simulator and a Gemini Live emulator (real sockets, real protocols)."""
 
-from .emulator import Fault, GeminiEmulator, Scenario, ToolCallStep
-
 # The simulator is loaded on first use (PEP 562) so that `python -m telephony_bridge.testing.simulator`
 # does not find the module already imported by this package (runpy's RuntimeWarning).
 _SIMULATOR_NAMES = ("CallerScript", "CallerSimulator", "CallResult", "Dtmf", "Hangup", "Say", "Wait", "WaitForAgent")
+# The emulator likewise (`python -m telephony_bridge.testing.emulator`).
+_EMULATOR_NAMES = ("Fault", "GeminiEmulator", "Scenario", "ToolCallStep")
 
 
 def __getattr__(name: str) -> object:
@@ -12,4 +12,8 @@ def __getattr__(name: str) -> object:
         from . import simulator
 
         return getattr(simulator, name)
+    if name in _EMULATOR_NAMES:
+        from . import emulator
+
+        return getattr(emulator, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

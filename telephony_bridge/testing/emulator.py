@@ -124,6 +124,8 @@ def load_clips(directory: str | Path | None = None) -> dict[str, Clip]:
 class ToolCallStep:
     """After caller turn ``after_turn`` (1-based, audio or text turns), call a tool.
 
+    (Or after the first turn past it, if that reply was cut off before the call went out.)
+
     The emulator sends ``toolCall {functionCalls: [{id, name, args}]}``, waits for the matching
     ``toolResponse``, then speaks ``then_clip`` (``None``: the next reply in order). Caller speech
     while it waits cancels the call with ``toolCallCancellation {ids}``; so does
@@ -506,7 +508,8 @@ def _text_of(content: Any) -> str:
         return ""
     parts = content.get("parts")
     if isinstance(parts, list):
-        return " ".join(p["text"] for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str))
+        texts = [p.get("text") for p in parts if isinstance(p, dict)]
+        return " ".join(t for t in texts if isinstance(t, str))
     text = content.get("text")
     return text if isinstance(text, str) else ""
 
@@ -559,6 +562,7 @@ class GeminiEmulator:
         self._server: Server | None = None
         self._handles: dict[str, tuple[Conversation, float]] = {}
         self._refuse_until = 0.0
+        self._stopping = False
         self._refuse_status = 503
         self._new_session: asyncio.Condition | None = None  # created in start()
 
@@ -578,6 +582,7 @@ class GeminiEmulator:
     async def start(self) -> None:
         if self._server is not None:
             return
+        self._stopping = False
         self._new_session = asyncio.Condition()
         self._server = await serve(
             self._handler,
@@ -596,6 +601,7 @@ class GeminiEmulator:
         server, self._server = self._server, None
         if server is None:
             return
+        self._stopping = True
         server.close()
         await server.wait_closed()
         logger.info("Gemini Live emulator stopped")
@@ -777,6 +783,8 @@ class _Connection:
             s = self.session
             if self.dropped:
                 s.closed_code, s.closed_reason, s.closed_by = 1006, "", "drop"
+            elif self.close_sent is None and self.emu._stopping:
+                s.closed_code, s.closed_reason, s.closed_by = 1001, "", "server"
             elif self.close_sent is not None:
                 s.closed_code, s.closed_reason = self.close_sent
                 s.closed_by = "server"
@@ -867,8 +875,11 @@ class _Connection:
         aad = ric.get("automaticActivityDetection") or {}
         silence = _int_field(aad, "silenceDurationMs", DEFAULT_SILENCE_DURATION_MS)
         prefix = _int_field(aad, "prefixPaddingMs", DEFAULT_PREFIX_PADDING_MS)
-        s.silence_duration_ms = int(sc.silence_duration_ms if sc.silence_duration_ms is not None else silence)
-        s.prefix_padding_ms = int(sc.prefix_padding_ms if sc.prefix_padding_ms is not None else prefix)
+        if sc.silence_duration_ms is not None:
+            silence = sc.silence_duration_ms
+        if sc.prefix_padding_ms is not None:
+            prefix = sc.prefix_padding_ms
+        s.silence_duration_ms, s.prefix_padding_ms = int(silence or 0), int(prefix or 0)
         self.manual_activity = bool(aad.get("disabled", False))
         self.no_interruption = ric.get("activityHandling") == "NO_INTERRUPTION"
         self.vad = EnergyVAD(
@@ -923,7 +934,8 @@ class _Connection:
             rate = audio_rate(blob.get("mimeType"))
             data = b64decode_any(blob.get("data", ""))
             if rate is None:
-                logger.debug("session %d: ignoring %s input", self.session.index, blob.get("mimeType"))
+                logger.debug("session %d: ignoring %s input",
+                             self.session.index, blob.get("mimeType"))
                 continue
             await self._on_audio(data, rate)
         if ri.get("audioStreamEnd") is True:
@@ -1076,13 +1088,14 @@ class _Connection:
         if isinstance(responses, dict):
             responses = [responses]
         if not isinstance(responses, list):
-            raise BadRequest("Invalid value at 'tool_response.function_responses': expected a list.")
+            raise BadRequest("Invalid value at 'function_responses': expected a list.")
         for resp in responses:
             if not isinstance(resp, dict):
                 raise BadRequest("Invalid value at 'function_responses': expected an object.")
             self.session.tool_responses.append(resp)
             self.session.record(self.loop.time(), "toolResponse", resp.get("id"))
-            logger.info("session %d: toolResponse %s %s", self.session.index, resp.get("id"), resp.get("name"))
+            logger.info("session %d: toolResponse %s %s",
+                        self.session.index, resp.get("id"), resp.get("name"))
             if self.pending_tool and resp.get("id") == self.pending_tool[0]:
                 fut = self.pending_tool[1]
                 if not fut.done():
@@ -1093,7 +1106,7 @@ class _Connection:
     def _plan_after_caller_turn(self, n: int) -> tuple[str, str | None, ToolCallStep | None]:
         assert self.conv is not None
         for i, step in enumerate(self.sc.tool_calls):
-            if step.after_turn == n and i not in self.conv.tool_steps_done:
+            if step.after_turn <= n and i not in self.conv.tool_steps_done:
                 return ("tool", step.then_clip, step)
         return ("reply", None, None)
 
@@ -1215,7 +1228,7 @@ class _Connection:
             if delay > 0:
                 await asyncio.sleep(delay)
             while next_piece < len(pieces) and piece_at[next_piece] <= k:
-                await self.send({"serverContent": {"outputTranscription": {"text": pieces[next_piece]}}})
+                await self._transcript(pieces[next_piece])
                 next_piece += 1
             chunk = pcm[k * bytes_per_chunk : (k + 1) * bytes_per_chunk]
             await self.send(
@@ -1241,7 +1254,7 @@ class _Connection:
                     if await self._fire(f):
                         return
         while next_piece < len(pieces):
-            await self.send({"serverContent": {"outputTranscription": {"text": pieces[next_piece]}}})
+            await self._transcript(pieces[next_piece])
             next_piece += 1
         await self.send({"serverContent": {"generationComplete": True}})
         done: dict[str, Any] = {"serverContent": {"turnComplete": True}}
@@ -1263,13 +1276,17 @@ class _Connection:
         self.reply_sent_anything = False  # fully sent: caller speech now starts a new turn
         self._handle_update()
 
+    async def _transcript(self, text: str) -> None:
+        await self.send({"serverContent": {"outputTranscription": {"text": text}}})
+
     def _handle_update(self) -> None:
         """Queue ``sessionResumptionUpdate`` (turn boundary) when the setup asked for it."""
         if not self.want_resumption or self.conv is None or self.closing:
             return
         handle = self.emu._issue_handle(self.conv)
         self.session.handles_issued.append(handle)
-        self.spawn(self._send_quietly({"sessionResumptionUpdate": {"newHandle": handle, "resumable": True}}))
+        update = {"sessionResumptionUpdate": {"newHandle": handle, "resumable": True}}
+        self.spawn(self._send_quietly(update))
 
     async def _send_quietly(self, message: dict[str, Any]) -> None:
         try:
@@ -1280,7 +1297,8 @@ class _Connection:
     # -- faults
 
     def _faults(self) -> list[Fault]:
-        return [f for f in self.sc.faults if f.connection is None or f.connection == self.session.index]
+        index = self.session.index
+        return [f for f in self.sc.faults if f.connection is None or f.connection == index]
 
     async def _fault_at(self, fault: Fault) -> None:
         delay = self.session.started_at + (fault.at_s or 0.0) - self.loop.time()
