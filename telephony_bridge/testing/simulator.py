@@ -371,13 +371,18 @@ class CallerSimulator:
         self.timeout = timeout
         self.on_event = on_event
         self._validator = RequestValidator(auth_token) if auth_token else None
+        #: Known before :meth:`run` (a bridge test may want to look the call up by it).
+        self.call_sid = _sid("CA")
+        self.account_sid = _sid("AC")
+        self._ran = False
 
     # ------------------------------------------------------------------ state
 
     def _reset(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self.call_sid = _sid("CA")
-        self.account_sid = _sid("AC")
+        if self._ran:  # each run is a new call
+            self.call_sid = _sid("CA")
+        self._ran = True
         self._origin: float | None = None
         self._unplaced: list[tuple[dict[str, Any], float]] = []
         self._events: list[dict[str, Any]] = []
@@ -1014,8 +1019,8 @@ class CallerSimulator:
 
 def _print_event(event: dict[str, Any]) -> None:
     kind = event["kind"]
-    if kind in ("mark_received",):
-        return
+    if kind == "mark_received" or (kind == "mark_sent_back" and not event["details"].get("flushed")):
+        return  # one per mark: too chatty for a console
     t = event["t"]
     stamp = f"{t:8.3f}" if t is not None else "     ..."
     details = " ".join(f"{k}={v}" for k, v in event["details"].items() if k not in ("custom_parameters",))
