@@ -20,28 +20,41 @@ from .call import CallConfig, CallCore
 from .gemini.client import GeminiLiveClient
 from .gemini.messages import SetupConfig
 from .log import log_event
+from .metrics import Metrics
 
 logger = logging.getLogger("telephony_bridge.bridge")
 
 
 class _Writer:
-    """Drains one of the core's outboxes into a socket, one writer at a time, in order."""
+    """Drains one of the core's outboxes into a socket, one writer at a time, in order.
 
-    __slots__ = ("queue", "send", "busy")
+    ``watch``/``on_watch``: when the message that ``watch()`` returns (compared by identity,
+    the core hands out one string object) has been written, ``on_watch`` is called.
+    """
 
-    def __init__(self, queue: deque[str], send: Callable[[str], Awaitable[Any]] | None) -> None:
+    __slots__ = ("queue", "send", "busy", "watch", "on_watch")
+
+    def __init__(self, queue: deque[str], send: Callable[[str], Awaitable[Any]] | None,
+                 watch: Callable[[], str | None] | None = None,
+                 on_watch: Callable[[], None] | None = None) -> None:
         self.queue = queue
         self.send = send
         self.busy = False
+        self.watch = watch
+        self.on_watch = on_watch
 
     async def flush(self) -> None:
         if self.busy or self.send is None:
             return
         self.busy = True
         queue, send = self.queue, self.send
+        watched = self.watch() if self.watch is not None else None
         try:
             while queue:
-                await send(queue.popleft())
+                message = queue.popleft()
+                await send(message)
+                if message is watched and self.on_watch is not None:
+                    self.on_watch()
         finally:
             self.busy = False
 
@@ -50,16 +63,19 @@ class CallBridge:
     """Runs one call: Twilio websocket ⇄ CallCore ⇄ Gemini websocket."""
 
     def __init__(self, websocket: WebSocket, *, live_url: str, api_key: str, setup: SetupConfig,
-                 config: CallConfig, on_finish: Callable[[CallCore], None] | None = None) -> None:
+                 config: CallConfig, on_finish: Callable[[CallCore], None] | None = None,
+                 metrics: Metrics | None = None) -> None:
         self.ws = websocket
         self.live_url = live_url
         self.api_key = api_key
         self.loop = asyncio.get_running_loop()
-        self.core = CallCore(setup, config, now=self.loop.time())
+        self.core = CallCore(setup, config, now=self.loop.time(), metrics=metrics)
         self.on_finish = on_finish
         self._wake = asyncio.Event()
         self._gemini: GeminiLiveClient | None = None
-        self._to_twilio = _Writer(self.core.twilio_out, websocket.send_text)
+        core = self.core
+        self._to_twilio = _Writer(core.twilio_out, websocket.send_text, lambda: core.clear_message,
+                                  lambda: core.clear_written(self.loop.time()))
         self._to_gemini = _Writer(self.core.gemini_out, None)
 
     async def run(self) -> None:

@@ -31,6 +31,7 @@ from .errors import GeminiProtocolError, ProtocolError, TwilioProtocolError
 from .gemini import messages as gm
 from .gemini.session import GeminiSession
 from .log import log_event
+from .metrics import Metrics
 from .twilio import events as te
 from .twilio.outbound import OutboundMessages
 from .twilio.stream import TwilioStream
@@ -70,8 +71,10 @@ class AgentTurn:
 class CallCore:
     """Joins a Twilio Media Stream to a Gemini Live session. See the module docstring."""
 
-    def __init__(self, setup: gm.SetupConfig, config: CallConfig | None = None, *, now: float) -> None:
+    def __init__(self, setup: gm.SetupConfig, config: CallConfig | None = None, *, now: float,
+                 metrics: Metrics | None = None) -> None:
         self.config = config or CallConfig()
+        self.metrics = metrics
         self.t0 = now
         self.stream = TwilioStream()
         self.session = GeminiSession(setup)
@@ -119,6 +122,9 @@ class CallCore:
             "marks_flushed": 0, "unknown_events": 0, "input_dropped_frames": 0,
         }
         self.protocol_errors: dict[str, int] = {}
+        #: When the last ``interrupted`` arrived, until its ``clear`` is written (see clear_written).
+        self.interrupted_at: float | None = None
+        self.clear_reactions_s: list[float] = []
 
     # -- records -------------------------------------------------------------------------------
 
@@ -141,6 +147,8 @@ class CallCore:
         key = f"{err.peer}:{err.kind}"
         self.protocol_errors[key] = self.protocol_errors.get(key, 0) + 1
         self.counters["twilio_errors" if err.peer == "twilio" else "gemini_errors"] += 1
+        if self.metrics is not None:
+            self.metrics.protocol_errors.labels(peer=err.peer, kind=err.kind).inc()
         if self.protocol_errors[key] <= 3:  # a flood of one kind logs three times, then counts
             self._event(now, "protocol_error", peer=err.peer, error=err.kind, fatal=err.fatal)
             log_event(logger, "call.protocol_error", logging.WARNING, call_sid=self.call_sid,
@@ -340,6 +348,9 @@ class CallCore:
     def _interrupted(self, now: float) -> None:
         """Barge-in: nothing stale may play after this."""
         self.counters["barge_ins"] += 1
+        if self.metrics is not None:
+            self.metrics.barge_ins.inc()
+        self.interrupted_at = now
         dropped = len(self.queue)
         self.queue.clear()
         self._outbound.reset()
@@ -432,6 +443,19 @@ class CallCore:
             if self._turn_sent:
                 self._finish_agent_turn(now)
 
+    def clear_written(self, now: float) -> None:
+        """The adapter wrote a ``clear`` to Twilio's socket: closes the barge-in reaction timer."""
+        if self.interrupted_at is not None:
+            reaction = now - self.interrupted_at
+            self.interrupted_at = None
+            self.clear_reactions_s.append(reaction)
+            if self.metrics is not None:
+                self.metrics.clear_reaction.observe(reaction)
+
+    @property
+    def clear_message(self) -> str | None:
+        return self._messages.clear() if self._messages is not None else None
+
     @property
     def agent_audible(self) -> bool:
         """True while agent audio is queued or not yet confirmed played by its mark."""
@@ -451,6 +475,8 @@ class CallCore:
         self._caller_turn_start = None
         self.turns.append(turn)
         self._turn = turn
+        if turn.latency_s is not None and self.metrics is not None:
+            self.metrics.turn_latency.observe(turn.latency_s)
         self._event(now, "agent_turn_start", turn=turn.index,
                     latency_ms=None if turn.latency_s is None else round(turn.latency_s * 1000, 1))
         log_event(logger, "call.agent_turn", call_sid=self.call_sid, turn=turn.index,

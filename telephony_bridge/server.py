@@ -6,6 +6,7 @@ Routes::
     POST /twiml/continue   what Twilio asks when our stream ends: here, hang up
     WS   /media-stream     one call: Twilio Media Stream ⇄ Gemini Live
     GET  /healthz          liveness and the number of active calls
+    GET  /metrics          Prometheus metrics
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .bridge import CallBridge
 from .call import CallConfig, CallCore
 from .gemini.messages import SetupConfig
 from .log import log_event, register_secret
+from .metrics import Metrics
 from .prompts import DEFAULT_SYSTEM_INSTRUCTION
 from .settings import Settings
 from .twilio.twiml import connect_twiml, hangup_twiml
@@ -64,6 +66,7 @@ def create_app(settings: Settings) -> Starlette:
     register_secret(settings.gemini_api_key)
     register_secret(settings.twilio_auth_token)
     calls = CallRegistry()
+    metrics = Metrics()
 
     def setup_config() -> SetupConfig:
         return SetupConfig(
@@ -92,6 +95,9 @@ def create_app(settings: Settings) -> Starlette:
     async def healthz(request: Request) -> Response:
         return JSONResponse({"ok": True, "active_calls": len(calls.active)})
 
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(metrics.render(), media_type=metrics.content_type)
+
     async def media_stream(websocket: WebSocket) -> None:
         await websocket.accept()
         key = id(websocket)
@@ -99,21 +105,26 @@ def create_app(settings: Settings) -> Starlette:
         def finished(core: CallCore) -> None:
             calls.active.pop(key, None)
             calls.finished.append(core)
+            metrics.active_calls.dec()
 
         config = CallConfig(playback_lead_s=settings.playback_lead_ms / 1000)
         bridge = CallBridge(websocket, live_url=settings.gemini_live_url, api_key=settings.gemini_api_key,
-                            setup=setup_config(), config=config, on_finish=finished)
+                            setup=setup_config(), config=config, on_finish=finished, metrics=metrics)
         calls.active[key] = bridge.core
+        metrics.active_calls.inc()
+        metrics.calls_total.inc()
         await bridge.run()
 
     app = Starlette(routes=[
         Route("/twiml", twiml, methods=["POST"]),
         Route("/twiml/continue", twiml_continue, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
         WebSocketRoute("/media-stream", media_stream),
     ])
     app.state.settings = settings
     app.state.calls = calls
+    app.state.metrics = metrics
     return app
 
 

@@ -1,0 +1,39 @@
+"""Prometheus metrics, served at ``GET /metrics``.
+
+Each app gets its own :class:`CollectorRegistry` (several bridges can share a process in tests).
+Labelled children are bound once, so the per-frame path does one ``inc()`` on a prebuilt object.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+#: Gate decisions the echo gate can take for one caller frame.
+GATE_DECISIONS = ("forward", "suppress", "double_talk", "cooldown_forward", "cooldown_suppress")
+
+
+class Metrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.active_calls = Gauge("bridge_active_calls", "Calls in progress", registry=r)
+        self.calls_total = Counter("bridge_calls", "Calls started", registry=r)
+        self.turn_latency = Histogram(
+            "bridge_turn_latency_seconds",
+            "Caller's end of speech to the first agent frame sent to Twilio",
+            buckets=(0.3, 0.5, 0.7, 0.9, 1.1, 1.3, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0), registry=r)
+        self.barge_ins = Counter("bridge_barge_ins", "Gemini interruptions acted on", registry=r)
+        self.clear_reaction = Histogram(
+            "bridge_interrupted_to_clear_seconds", "Gemini 'interrupted' received to Twilio 'clear' written",
+            buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1), registry=r)
+        gate = Counter("bridge_gate_decisions", "Echo-gate decisions per caller frame", ["decision"], registry=r)
+        self.gate = {d: gate.labels(decision=d) for d in GATE_DECISIONS}
+        self.protocol_errors = Counter("bridge_protocol_errors", "Malformed peer messages", ["peer", "kind"],
+                                       registry=r)
+        self.gemini_reconnects = Counter("bridge_gemini_reconnects", "Gemini reconnections", registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
