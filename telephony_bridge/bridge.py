@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from starlette.websockets import WebSocket
@@ -64,13 +64,15 @@ class CallBridge:
 
     def __init__(self, websocket: WebSocket, *, live_url: str, api_key: str, setup: SetupConfig,
                  config: CallConfig, on_finish: Callable[[CallCore], None] | None = None,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, first_frames: Sequence[str | bytes] = ()) -> None:
         self.ws = websocket
         self.live_url = live_url
         self.api_key = api_key
         self.loop = asyncio.get_running_loop()
         self.core = CallCore(setup, config, now=self.loop.time(), metrics=metrics)
         self.on_finish = on_finish
+        #: Twilio frames the server already read (``connected``, ``start``) to vet the stream.
+        self.first_frames = list(first_frames)
         self._wake = asyncio.Event()
         self._gemini: GeminiLiveClient | None = None
         core = self.core
@@ -126,6 +128,9 @@ class CallBridge:
     async def _twilio_loop(self) -> None:
         core, ws, loop = self.core, self.ws, self.loop
         receive = ws.receive
+        for data in self.first_frames:
+            core.receive_twilio(data, loop.time())
+        self.first_frames.clear()
         while core.ended is None:
             message = await receive()
             kind = message["type"]

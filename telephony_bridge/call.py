@@ -52,6 +52,10 @@ class CallConfig:
     speech_rms: float = 0.05
     #: Caller audio kept while Gemini is not ready yet, sent once it is.
     max_pending_input_s: float = 3.0
+    #: A call longer than this is ended (a runaway call costs money and holds a line).
+    max_call_s: float = 3600.0
+    #: A stream that sends no media for this long is dead (Twilio sends 50 frames a second).
+    no_media_timeout_s: float = 10.0
     #: Text turn that makes the agent speak first; None to wait for the caller.
     greeting_prompt: str | None = "The caller has just connected. Greet them and begin the interview."
 
@@ -99,6 +103,7 @@ class CallCore:
         self._flushed_marks: set[str] = set()
         self._generation_done = False
 
+        self._last_media = now
         self.call_sid: str | None = None
         self.stream_sid: str | None = None
         self.custom_parameters: dict[str, str] = {}
@@ -200,6 +205,7 @@ class CallCore:
         self._maybe_greet(now)
 
     def _caller_audio(self, ulaw: bytes, now: float) -> None:
+        self._last_media = now
         self.counters["twilio_frames_in"] += 1
         level = rms_ulaw(ulaw)
         self.caller_rms.append(level)
@@ -501,14 +507,23 @@ class CallCore:
     # -- timers --------------------------------------------------------------------------------
 
     def tick(self, now: float) -> None:
+        if self.ended is not None:
+            return
         self._pump(now)
+        if now - self._last_media >= self.config.no_media_timeout_s:
+            self._event(now, "no_media_timeout")
+            self._end(now, "no-media")
+        elif now - self.t0 >= self.config.max_call_s:
+            self._event(now, "max_duration")
+            self._end(now, "max-duration")
 
     def next_deadline(self) -> float | None:
-        """When :meth:`tick` should run next (None: only on input)."""
+        """When :meth:`tick` should run next."""
+        deadline = min(self._last_media + self.config.no_media_timeout_s, self.t0 + self.config.max_call_s)
         if self.queue and self._messages is not None:
             # Top up when Twilio holds half the lead: wakes every lead/2, not every frame.
-            return self._playout_end - self.config.playback_lead_s / 2
-        return None
+            deadline = min(deadline, self._playout_end - self.config.playback_lead_s / 2)
+        return deadline
 
     # -- summary -------------------------------------------------------------------------------
 

@@ -194,3 +194,25 @@ def test_unknown_tool_calls_get_an_error_response():
     (msg,) = drain(core.gemini_out)
     resp = msg["toolResponse"]["functionResponses"][0]
     assert resp["id"] == "c1" and "error" in resp["response"]
+
+
+def test_a_stream_without_media_is_ended_after_the_timeout():
+    core = CallCore(SetupConfig(model="m"), CallConfig(no_media_timeout_s=10.0), now=0.0)
+    core.receive_twilio(START, 0.0)
+    core.receive_twilio(media(b"\xff" * 160), 3.0)
+    assert core.next_deadline() == pytest.approx(13.0)
+    core.tick(12.9)
+    assert core.ended is None
+    core.tick(13.0)
+    assert core.ended == "no-media"
+
+
+def test_a_call_longer_than_the_limit_is_ended():
+    core = CallCore(SetupConfig(model="m"), CallConfig(max_call_s=60.0), now=100.0)
+    core.receive_twilio(START, 100.0)
+    t = 100.0
+    while core.ended is None and t < 200:
+        core.receive_twilio(media(b"\xff" * 160), t)
+        core.tick(t)
+        t += 1.0
+    assert core.ended == "max-duration" and t == pytest.approx(161.0)
