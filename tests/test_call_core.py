@@ -112,7 +112,7 @@ def test_barge_in_clears_drops_queue_and_flushed_marks_are_not_played():
     out = drain(core.twilio_out)
     assert out[-1] == {"event": "clear", "streamSid": STREAM_SID}
     assert not any(m["event"] == "media" for m in out)
-    assert not core.queue and core.next_deadline() is None
+    assert not core.queue and core.next_deadline() == pytest.approx(10.0)  # only the no-media timer is left
     # Twilio returns pending marks after a clear: they mean "flushed"
     for name in marks:
         core.receive_twilio(json.dumps({"event": "mark", "streamSid": STREAM_SID, "mark": {"name": name}}), 1.06)
