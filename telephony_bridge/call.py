@@ -23,13 +23,14 @@ from __future__ import annotations
 import logging
 from array import array
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from .dsp import Framer, InboundConverter, OutboundConverter, rms_ulaw
 from .errors import GeminiProtocolError, ProtocolError, TwilioProtocolError
 from .gemini import messages as gm
-from .gemini.session import GeminiSession
+from .gemini.session import GeminiSession, SessionState
 from .log import log_event
 from .metrics import Metrics
 from .twilio import events as te
@@ -50,8 +51,27 @@ class CallConfig:
     mark_every_frames: int = 5
     #: Caller frames above this RMS (full scale 1.0) count as speech, for latency figures.
     speech_rms: float = 0.05
-    #: Caller audio kept while Gemini is not ready yet, sent once it is.
-    max_pending_input_s: float = 3.0
+    #: Caller audio kept while Gemini is not ready (connecting, reconnecting), sent once it is.
+    max_pending_input_s: float = 5.0
+    #: Caller audio already sent since the newest resumption handle, replayed to a resumed
+    #: connection so nothing the caller said after that handle is lost.
+    replay_input_s: float = 10.0
+    #: Filler phrase when a tool call is still running after this long and nothing plays.
+    filler_after_s: float = 0.8
+    filler_repeat_s: float = 4.0
+    filler_max: int = 3
+    #: No agent audio this long after the greeting request or the caller's end of turn:
+    #: nudge the model once, then apologise.
+    reply_watchdog_s: float = 8.0
+    #: Names of the tools the adapter can run (None: none; calls get an error response).
+    tool_names: frozenset[str] | None = None
+    #: After end_call: wait this long for a goodbye to start, and at most this long in all.
+    end_call_grace_s: float = 1.5
+    end_call_timeout_s: float = 15.0
+    #: goAway: hand over at a quiet moment, or this long before the cut at the latest.
+    handover_margin_s: float = 2.0
+    #: While Gemini is down, say "one moment" if nothing else plays after this long.
+    reconnect_notice_after_s: float = 0.6
     #: A call longer than this is ended (a runaway call costs money and holds a line).
     max_call_s: float = 3600.0
     #: A stream that sends no media for this long is dead (Twilio sends 50 frames a second).
@@ -76,9 +96,16 @@ class CallCore:
     """Joins a Twilio Media Stream to a Gemini Live session. See the module docstring."""
 
     def __init__(self, setup: gm.SetupConfig, config: CallConfig | None = None, *, now: float,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, phrases: Callable[[str], bytes | None] | None = None,
+                 gate: Any = None) -> None:
         self.config = config or CallConfig()
         self.metrics = metrics
+        #: Pre-rendered μ-law phrases by kind ("filler", "reconnect", "apology", "goodbye_error").
+        self.phrases = phrases
+        #: The echo gate (see echo_gate.py): decides per caller frame what Gemini hears.
+        self.gate = gate
+        self._silence_frame = b"\xff" * FRAME_BYTES
+        self._gate_last: str | None = None
         self.t0 = now
         self.stream = TwilioStream()
         self.session = GeminiSession(setup)
@@ -92,7 +119,34 @@ class CallCore:
         self._audio_in = gm.AudioInput(16000)
         self._messages: OutboundMessages | None = None
         self._pending_input: deque[str] = deque(maxlen=max(1, int(self.config.max_pending_input_s / FRAME_S)))
+        self._since_handle: deque[str] = deque(maxlen=max(1, int(self.config.replay_input_s / FRAME_S)))
+        self._phrase_queue: deque[bytes] = deque()
+        self._phrase_seq = 0
+        self._model_turn_open = False
 
+        # Tools: requests for the adapter to run, ids for it to cancel, what is running.
+        self.tool_requests: deque[gm.FunctionCall] = deque()
+        self.tool_cancellations: deque[str] = deque()
+        self._tools_running: dict[str, tuple[gm.FunctionCall, float]] = {}
+        self._seen_tool_ids: set[str] = set()
+        self._filler_next: float | None = None
+        self._fillers_this_wait = 0
+        self.notes: list[dict[str, Any]] = []
+        self.tool_log: list[dict[str, Any]] = []
+
+        # End of call, watchdogs, resilience.
+        self._end_requested: tuple[str, float] | None = None
+        self._end_turns_at_request = 0
+        self._closing: tuple[str, float] | None = None  # ending after a last phrase has played
+        self._awaiting_reply_since: float | None = None
+        self._nudged = False
+        self._handover = False
+        self._down_since: float | None = None
+        self._notice_played = False
+        self._fresh_fallback = False
+        self._cut_mid_turn = False
+        #: The newest resumable handle, for the adapter to persist (it clears this).
+        self.new_handle: str | None = None
         #: Agent frames waiting for their turn to go to Twilio.
         self.queue: deque[bytes | None] = deque()
         self._turn_sent = False  # the current agent turn's last frame has been forwarded
@@ -125,6 +179,8 @@ class CallCore:
             "twilio_frames_in": 0, "twilio_frames_out": 0, "gemini_chunks_in": 0,
             "twilio_errors": 0, "gemini_errors": 0, "barge_ins": 0, "marks_played": 0,
             "marks_flushed": 0, "unknown_events": 0, "input_dropped_frames": 0,
+            "fillers": 0, "nudges": 0, "apologies": 0, "reconnects": 0, "handovers": 0,
+            "repeated_tool_calls": 0, "input_replayed_frames": 0, "phrases": 0,
         }
         self.protocol_errors: dict[str, int] = {}
         #: When the last ``interrupted`` arrived, until its ``clear`` is written (see clear_written).
@@ -207,19 +263,36 @@ class CallCore:
     def _caller_audio(self, ulaw: bytes, now: float) -> None:
         self._last_media = now
         self.counters["twilio_frames_in"] += 1
+        gate = self.gate
+        if gate is not None:
+            decision = gate.decide(ulaw, now)
+            if decision is not self._gate_last:
+                # The timeline gets every change of decision: a run-length record of all frames.
+                self._gate_last = decision
+                self._event(now, "gate", decision=decision.value)
+            if self.metrics is not None:
+                self.metrics.gate[decision.value].inc()
+            if not decision.forwarded:
+                # Gemini gets silence, not a gap: its VAD must still see the caller's turn end.
+                ulaw = self._silence_frame
         level = rms_ulaw(ulaw)
         self.caller_rms.append(level)
         if level >= self.config.speech_rms:
             self._last_caller_speech = now
             self._caller_spoke = True
+            self._awaiting_reply_since = None
             if self._caller_turn_start is None:
                 self._caller_turn_start = now
+        elif self._caller_spoke and self._awaiting_reply_since is None and (self._turn is None or self._turn_sent) \
+                and not self._tools_running and now - self._last_caller_speech > 0.5:  # type: ignore[operator]
+            self._awaiting_reply_since = self._last_caller_speech
         pcm = self._inbound.convert(ulaw)
         if not pcm:
             return
         message = self._audio_in.message(pcm)
         if self.session.can_send():
             self.gemini_out.append(message)
+            self._since_handle.append(message)
         else:
             if len(self._pending_input) == self._pending_input.maxlen:
                 self.counters["input_dropped_frames"] += 1
@@ -237,22 +310,62 @@ class CallCore:
         if self._messages is None or not self.session.can_send():
             return
         self._greeted = True
+        self._awaiting_reply_since = now
         self._event(now, "greeting_requested")
         self.gemini_out.append(gm.client_text(self.config.greeting_prompt))
 
     # -- Gemini side ---------------------------------------------------------------------------
 
     def gemini_connected(self, now: float) -> str:
-        """The Gemini websocket is open: returns the ``setup`` message to send first."""
-        self._event(now, "gemini_connected", connection=self.session.connections + 1)
+        """A Gemini websocket is opening: returns the ``setup`` message to send first."""
+        self._event(now, "gemini_connecting", connection=self.session.connections + 1,
+                    resume=self.session.handle is not None)
         return self.session.connection_opened(now)
 
-    def gemini_closed(self, code: int | None, reason: str, now: float) -> None:
+    def gemini_connect_failed(self, reason: str, now: float) -> None:
+        """An attempt to open a connection failed (refused, timed out, rejected)."""
+        self._event(now, "gemini_connect_failed", reason=reason[:120])
+        self.session.connection_closed(None, now)
+        if self._down_since is None:
+            self._down_since = now
+
+    def gemini_closed(self, code: int | None, reason: str, now: float) -> bool:
+        """The Gemini connection closed. Returns True when the adapter should reconnect.
+
+        Transient closes (1011, 1006, …) reconnect with the newest handle while the caller's
+        audio is kept. A rejected handle (1008) falls back to a fresh session seeded with the
+        transcript so far. Anything else ends the call with a spoken apology, never dead air.
+        """
+        if self.ended is not None or self._closing is not None:
+            return False
         transient = self.session.connection_closed(code, now)
         self._event(now, "gemini_closed", code=code, reason=reason[:120], transient=transient)
         log_event(logger, "call.gemini_closed", logging.WARNING, call_sid=self.call_sid,
-                  code=code, reason=reason[:120])
-        self._end(now, "gemini-closed")
+                  code=code, reason=reason[:120], transient=transient)
+        self._handover = False
+        if self._model_turn_open:
+            self._cut_mid_turn = True
+            self._model_turn_open = False
+            self._generation_complete(now)
+        if self._down_since is None:
+            self._down_since = now
+        self._notice_played = False
+        if transient:
+            return True
+        if code == 1008 and self.session.handle is not None:
+            # Stale or unknown handle: start afresh, seeded with what was said.
+            self.session.handle = None
+            self.session.state = SessionState.IDLE
+            self._fresh_fallback = True
+            self._event(now, "resume_rejected_fresh_session")
+            return True
+        self.gemini_gave_up(now, f"gemini-closed-{code}")
+        return False
+
+    def gemini_gave_up(self, now: float, reason: str = "gemini-unavailable") -> None:
+        """No connection could be had: apologise to the caller, then end the call."""
+        self.session.close()
+        self._end_with_phrase(now, "goodbye_error", reason)
 
     def receive_gemini(self, data: str | bytes, now: float) -> None:
         """One frame from Gemini's websocket."""
@@ -266,6 +379,7 @@ class CallCore:
             if kind is gm.AudioChunk:
                 self._agent_audio(event, now)
             elif kind is gm.OutputTranscription:
+                self._model_turn_open = True
                 self._agent_text(event.text, now)
             elif kind is gm.InputTranscription:
                 self._caller_text.append(event.text)
@@ -280,33 +394,158 @@ class CallCore:
             elif kind is gm.ToolCall:
                 self._tool_call(event, now)
             elif kind is gm.ToolCallCancellation:
-                self._event(now, "tool_call_cancelled", ids=list(event.ids))
+                self._tool_cancelled(event.ids, now)
             elif kind is gm.GoAway:
                 self._event(now, "go_away", time_left_s=event.time_left_s)
             elif kind is gm.SessionResumptionUpdate:
-                if event.resumable:
+                if event.resumable and event.new_handle:
+                    self.new_handle = event.new_handle
+                    self._since_handle.clear()
                     self._event(now, "resumption_handle")
             elif kind is gm.TextPart:
                 self._event(now, "model_text", text=event.text[:200])
         self._pump(now)
 
     def _setup_complete(self, now: float) -> None:
-        self._event(now, "gemini_ready")
+        resumed = self.session.connections > 1
+        self._event(now, "gemini_ready", connection=self.session.connections,
+                    handover=self._handover, resumed=resumed)
+        if resumed:
+            if self._handover:
+                self.counters["handovers"] += 1
+            else:
+                self.counters["reconnects"] += 1
+                if self.metrics is not None:
+                    self.metrics.gemini_reconnects.inc()
+            down = None if self._down_since is None else round((now - self._down_since) * 1000)
+            log_event(logger, "call.gemini_resumed", call_sid=self.call_sid, handover=self._handover,
+                      fresh=self._fresh_fallback, down_ms=down)
+        self._handover = False
+        self._down_since = None
+        out = self.gemini_out
+        if self._fresh_fallback:
+            self._fresh_fallback = False
+            self._since_handle.clear()
+            out.append(gm.client_text(self._context_for_fresh_session()))
+        elif resumed and self._since_handle:
+            # The caller's audio after the newest handle is not in the resumed state: send it again.
+            self.counters["input_replayed_frames"] += len(self._since_handle)
+            out.extend(self._since_handle)
+        if resumed and self._cut_mid_turn and not self._fresh_fallback:
+            out.append(gm.client_text("[The phone line dropped while you were speaking. Briefly repeat your "
+                                      "last question.]"))
+        self._cut_mid_turn = False
         while self._pending_input:
-            self.gemini_out.append(self._pending_input.popleft())
+            message = self._pending_input.popleft()
+            out.append(message)
+            self._since_handle.append(message)
         self._maybe_greet(now)
 
+    def _context_for_fresh_session(self) -> str:
+        lines = [f"{'Interviewer' if e['role'] == 'agent' else 'Founder'}: {e['text']}"
+                 for e in self.transcript[-20:] if e.get("text")]
+        history = "\n".join(lines) if lines else "(nothing yet)"
+        return ("[The phone line was reconnected and you lost your memory of the call. The conversation so "
+                f"far:\n{history}\nContinue the interview where it left off. Do not greet the caller again.]")
+
+    # -- goAway handover -----------------------------------------------------------------------
+
+    def handover_wanted(self, now: float) -> bool:
+        """After ``goAway``: time to open the next connection (a quiet moment, or the last call)."""
+        session = self.session
+        if session.state is not SessionState.DRAINING or self._handover or self.ended is not None:
+            return False
+        deadline = session.go_away_deadline
+        if deadline is not None and deadline - now <= self.config.handover_margin_s:
+            return True
+        caller_quiet = self._last_caller_speech is None or now - self._last_caller_speech > 0.6
+        return (caller_quiet and not self.agent_audible and not self._model_turn_open
+                and not self._tools_running)
+
+    def begin_handover(self, now: float) -> str:
+        """Start the next connection; caller audio is kept until it is ready. Returns its setup."""
+        self._handover = True
+        self._event(now, "handover_start")
+        return self.session.connection_opened(now)
+
+    def handover_failed(self, reason: str, now: float) -> None:
+        """The next connection could not be had: carry on with the draining one while it lasts."""
+        self._handover = False
+        self.session.state = SessionState.DRAINING
+        self._event(now, "handover_failed", reason=reason[:120])
+        while self._pending_input:
+            self.gemini_out.append(self._pending_input.popleft())
+
     def _tool_call(self, event: gm.ToolCall, now: float) -> None:
-        # No tools are registered at this stage: answer each call with an error the model can
-        # talk about, so it never waits for a response that will not come.
-        responses = []
+        """Tool calls run as tasks in the adapter (:attr:`tool_requests`), never on this path."""
+        errors = []
+        known = self.config.tool_names or frozenset()
         for call in event.calls:
+            if call.id in self._seen_tool_ids:
+                self.counters["repeated_tool_calls"] += 1
+                self._event(now, "tool_call_repeated", id=call.id, name=call.name)
+                continue
+            self._seen_tool_ids.add(call.id)
             self._event(now, "tool_call", id=call.id, name=call.name)
-            self.session.tool_answered(call.id)
-            responses.append({"id": call.id, "name": call.name,
-                              "response": {"error": f"no tool named {call.name!r} is available"}})
-        if responses:
-            self.gemini_out.append(gm.tool_response(responses))
+            if call.name not in known:
+                # Answer at once with an error the model can talk about; it must never wait.
+                self.session.tool_answered(call.id)
+                errors.append({"id": call.id, "name": call.name,
+                               "response": {"error": f"no tool named {call.name!r} is available"}})
+                continue
+            if not self._tools_running:
+                self._filler_next = now + self.config.filler_after_s
+                self._fillers_this_wait = 0
+            self._tools_running[call.id] = (call, now)
+            self.tool_requests.append(call)
+            self._awaiting_reply_since = None
+        if errors:
+            self._send_gemini(gm.tool_response(errors))
+
+    def tool_finished(self, call_id: str, response: dict[str, Any], now: float,
+                      scheduling: str | None = None) -> None:
+        """The adapter's task for ``call_id`` returned (a result or an error dict)."""
+        entry = self._tools_running.pop(call_id, None)
+        if entry is None:
+            return  # cancelled meanwhile: the model no longer wants it
+        call, started = entry
+        self.session.tool_answered(call_id)
+        ok = "error" not in response
+        duration_ms = round((now - started) * 1000, 1)
+        self.tool_log.append({"id": call_id, "name": call.name, "args": call.args, "t": self._t(started),
+                              "duration_ms": duration_ms, "ok": ok})
+        self._event(now, "tool_result", id=call_id, name=call.name, duration_ms=duration_ms, ok=ok)
+        log_event(logger, "call.tool", call_sid=self.call_sid, tool=call.name, duration_ms=duration_ms, ok=ok)
+        reply: dict[str, Any] = {"id": call_id, "name": call.name, "response": response}
+        if scheduling:
+            reply["scheduling"] = scheduling
+        self._send_gemini(gm.tool_response([reply]))
+        if not self._tools_running:
+            self._filler_next = None
+            self._awaiting_reply_since = now
+
+    def _tool_cancelled(self, ids: tuple[str, ...], now: float) -> None:
+        for call_id in ids:
+            entry = self._tools_running.pop(call_id, None)
+            if entry is not None:
+                self.tool_cancellations.append(call_id)
+                self.tool_log.append({"id": call_id, "name": entry[0].name, "args": entry[0].args,
+                                      "t": self._t(entry[1]), "duration_ms": round((now - entry[1]) * 1000, 1),
+                                      "ok": False, "cancelled": True})
+            self._event(now, "tool_call_cancelled", id=call_id)
+        if not self._tools_running:
+            self._filler_next = None
+
+    def add_note(self, note: dict[str, Any], now: float) -> None:
+        self.notes.append(note)
+        self._event(now, "note", topic=note.get("topic"))
+
+    def request_end_call(self, reason: str, now: float) -> None:
+        """The agent decided to end the call (end_call tool): hang up once its goodbye is heard."""
+        if self._end_requested is None:
+            self._end_requested = (reason or "end_call", now)
+            self._end_turns_at_request = len(self.turns)
+            self._event(now, "end_call_requested", reason=reason[:120])
 
     def _agent_audio(self, chunk: gm.AudioChunk, now: float) -> None:
         self.counters["gemini_chunks_in"] += 1
@@ -316,6 +555,9 @@ class CallCore:
         if self._generation_done:
             # A new generation starts: the previous one was complete.
             self._generation_done = False
+        self._model_turn_open = True
+        if self._phrase_queue or self._phrase_marks_pending():
+            self._stop_phrase(now)
         ulaw = self._outbound.convert(chunk.pcm)
         if ulaw:
             self.queue.extend(self._framer.push(ulaw))
@@ -337,6 +579,7 @@ class CallCore:
         self.queue.append(None)
 
     def _turn_complete(self, now: float) -> None:
+        self._model_turn_open = False
         self._event(now, "gemini_turn_complete")
         if not self._generation_done:
             self._generation_complete(now)
@@ -357,8 +600,10 @@ class CallCore:
         if self.metrics is not None:
             self.metrics.barge_ins.inc()
         self.interrupted_at = now
-        dropped = len(self.queue)
+        self._model_turn_open = False
+        dropped = len(self.queue) + len(self._phrase_queue)
         self.queue.clear()
+        self._phrase_queue.clear()
         self._outbound.reset()
         self._framer.reset()
         self._generation_done = False
@@ -369,11 +614,7 @@ class CallCore:
             self.twilio_out.extend(kept)
         if self._messages is not None:
             self.twilio_out.append(self._messages.clear())
-        for name, _turn, _frames in self._pending_marks:
-            self._flushed_marks.add(name)
-        self._pending_marks.clear()
-        self._frames_since_mark = 0
-        self._playout_end = now
+        self._flush_marks(now)
         if self._turn is not None and self._turn.ended is None:
             self._turn.interrupted = True
         self._event(now, "interrupted", frames_dropped=dropped)
@@ -390,7 +631,11 @@ class CallCore:
         """
         msgs = self._messages
         queue = self.queue
-        if msgs is None or not queue:
+        if msgs is None:
+            return
+        if not queue:
+            if self._phrase_queue:
+                self._pump_phrase(now)
             return
         lead = self.config.playback_lead_s
         if self._playout_end < now:
@@ -408,6 +653,8 @@ class CallCore:
                 self._start_agent_turn(now)
             out.append(msgs.media(frame))
             self.agent_rms.append(rms_ulaw(frame))
+            if self.gate is not None:
+                self.gate.agent_frame(frame, self._playout_end)
             self._playout_end += FRAME_S
             self._turn.frames_sent += 1  # type: ignore[union-attr]
             self.counters["twilio_frames_out"] += 1
@@ -420,11 +667,71 @@ class CallCore:
             if self._turn_sent and not self._pending_marks:
                 self._finish_agent_turn(now)
 
-    def _place_mark(self, now: float) -> None:
+    def _pump_phrase(self, now: float) -> None:
+        """Forward bridge-made audio (filler, notices) under the same lead and marks."""
+        msgs = self._messages
+        assert msgs is not None
+        queue = self._phrase_queue
+        if self._playout_end < now:
+            self._playout_end = now
+        lead = self.config.playback_lead_s
+        out = self.twilio_out
+        while queue and self._playout_end - now < lead:
+            frame = queue.popleft()
+            out.append(msgs.media(frame))
+            if self.gate is not None:
+                self.gate.agent_frame(frame, self._playout_end)
+            self._playout_end += FRAME_S
+            self._frames_since_mark += 1
+            if self._frames_since_mark >= self.config.mark_every_frames or not queue:
+                self._place_mark(now, phrase=True)
+
+    def play_phrase(self, kind: str, now: float) -> bool:
+        """Queue a pre-rendered phrase; it plays when no agent audio is waiting."""
+        audio = self.phrases(kind) if self.phrases is not None else None
+        if not audio or self._messages is None:
+            return False
+        self.counters["phrases"] += 1
+        self._phrase_seq += 1
+        n = len(audio) - len(audio) % FRAME_BYTES
+        frames = [audio[i:i + FRAME_BYTES] for i in range(0, n, FRAME_BYTES)]
+        if n < len(audio):
+            frames.append(audio[n:] + b"\xff" * (FRAME_BYTES - len(audio) + n))
+        self._phrase_queue.extend(frames)
+        self._event(now, "phrase", phrase=kind, seconds=round(len(frames) * FRAME_S, 2))
+        self._pump(now)
+        return True
+
+    def _phrase_marks_pending(self) -> bool:
+        for _name, turn, _frames in self._pending_marks:
+            if turn < 0:
+                return True
+        return False
+
+    def _stop_phrase(self, now: float) -> None:
+        """Real agent audio arrived: the phrase stops now, including what Twilio buffered."""
+        self._phrase_queue.clear()
+        if self._phrase_marks_pending() and self._messages is not None:
+            self.twilio_out.append(self._messages.clear())
+            self._flush_marks(now)
+            if self.gate is not None:
+                self.gate.agent_flushed(now)
+        self._event(now, "phrase_stopped")
+
+    def _flush_marks(self, now: float) -> None:
+        for name, _turn, _frames in self._pending_marks:
+            self._flushed_marks.add(name)
+        self._pending_marks.clear()
+        self._frames_since_mark = 0
+        self._playout_end = now
+        if self.gate is not None:
+            self.gate.agent_flushed(now)
+
+    def _place_mark(self, now: float, phrase: bool = False) -> None:
         assert self._messages is not None
         self._mark_seq += 1
-        turn = self._turn.index if self._turn else 0
-        name = f"t{turn}.{self._mark_seq}"
+        turn = -1 if phrase else (self._turn.index if self._turn else 0)
+        name = f"p{self._mark_seq}" if phrase else f"t{turn}.{self._mark_seq}"
         self._pending_marks.append((name, turn, self._frames_since_mark))
         self._frames_since_mark = 0
         self.twilio_out.append(self._messages.mark(name))
@@ -444,10 +751,13 @@ class CallCore:
                     break
             if pname == name:
                 break
-        if not self._pending_marks and not self.queue:
+        if self.gate is not None:
+            self.gate.playback_confirmed(self._playout_end if not self._pending_marks else now, now)
+        if not self._pending_marks and not self.queue and not self._phrase_queue:
             self._event(now, "agent_audio_heard_end")
             if self._turn_sent:
                 self._finish_agent_turn(now)
+            self._check_ending(now)
 
     def clear_written(self, now: float) -> None:
         """The adapter wrote a ``clear`` to Twilio's socket: closes the barge-in reaction timer."""
@@ -465,7 +775,7 @@ class CallCore:
     @property
     def agent_audible(self) -> bool:
         """True while agent audio is queued or not yet confirmed played by its mark."""
-        return bool(self.queue) or bool(self._pending_marks)
+        return bool(self.queue) or bool(self._pending_marks) or bool(self._phrase_queue)
 
     def _start_agent_turn(self, now: float) -> None:
         self._finish_agent_turn(now)
@@ -478,6 +788,8 @@ class CallCore:
         if self._caller_text:
             self._record_caller_text(now)
         self._caller_spoke = False
+        self._awaiting_reply_since = None
+        self._nudged = False
         self._caller_turn_start = None
         self.turns.append(turn)
         self._turn = turn
@@ -506,24 +818,114 @@ class CallCore:
 
     # -- timers --------------------------------------------------------------------------------
 
+    def _end_with_phrase(self, now: float, kind: str, reason: str) -> None:
+        """End the call after a last phrase has been heard (never dead air)."""
+        if self.ended is not None or self._closing is not None:
+            return
+        self.queue.clear()
+        if not self.play_phrase(kind, now):
+            self._end(now, reason)
+            return
+        seconds = len(self._phrase_queue) * FRAME_S
+        self._closing = (reason, now + seconds + 3.0)
+
+    def _check_ending(self, now: float) -> None:
+        if self.ended is not None:
+            return
+        if self._closing is not None:
+            if not self.agent_audible or now >= self._closing[1]:
+                self._end(now, self._closing[0])
+            return
+        if self._end_requested is not None:
+            reason, at = self._end_requested
+            quiet = not self.agent_audible and not self._model_turn_open
+            goodbye_heard = len(self.turns) > self._end_turns_at_request or now - at >= self.config.end_call_grace_s
+            if (quiet and goodbye_heard) or now - at >= self.config.end_call_timeout_s:
+                self._end(now, reason if reason.startswith("end_call") else f"end_call:{reason}")
+
     def tick(self, now: float) -> None:
         if self.ended is not None:
             return
         self._pump(now)
-        if now - self._last_media >= self.config.no_media_timeout_s:
+        cfg = self.config
+        if now - self._last_media >= cfg.no_media_timeout_s:
             self._event(now, "no_media_timeout")
             self._end(now, "no-media")
-        elif now - self.t0 >= self.config.max_call_s:
+            return
+        if now - self.t0 >= cfg.max_call_s:
             self._event(now, "max_duration")
-            self._end(now, "max-duration")
+            self._end_with_phrase(now, "goodbye_error", "max-duration")
+        self._check_ending(now)
+        if self.ended is not None or self._closing is not None:
+            return
+        # Filler while a tool runs and nothing plays.
+        if self._filler_next is not None and now >= self._filler_next:
+            if self._tools_running and not self.agent_audible and self._fillers_this_wait < cfg.filler_max:
+                if self.play_phrase("filler", now):
+                    self.counters["fillers"] += 1
+                    self._fillers_this_wait += 1
+                self._filler_next = now + cfg.filler_repeat_s
+            elif self._tools_running:
+                self._filler_next = now + FRAME_S * 5
+            else:
+                self._filler_next = None
+        # Gemini down: a short notice if nothing else plays.
+        if self._down_since is not None and not self._notice_played \
+                and now - self._down_since >= cfg.reconnect_notice_after_s and not self.agent_audible:
+            self._notice_played = self.play_phrase("reconnect", now)
+        # Reply watchdog: nudge once, then apologise.
+        since = self._awaiting_reply_since
+        if since is not None and now - since >= cfg.reply_watchdog_s and self.session.can_send() \
+                and not self.agent_audible and not self._tools_running:
+            if not self._nudged:
+                self._nudged = True
+                self.counters["nudges"] += 1
+                self._event(now, "watchdog_nudge")
+                log_event(logger, "call.watchdog", logging.WARNING, call_sid=self.call_sid, action="nudge")
+                self.gemini_out.append(gm.client_text("[The caller is waiting for your reply. Please respond.]"))
+                self._awaiting_reply_since = now
+            else:
+                self.counters["apologies"] += 1
+                self._event(now, "watchdog_apology")
+                log_event(logger, "call.watchdog", logging.WARNING, call_sid=self.call_sid, action="apology")
+                self.play_phrase("apology", now)
+                self._awaiting_reply_since = None
+                self._nudged = False
 
     def next_deadline(self) -> float | None:
         """When :meth:`tick` should run next."""
-        deadline = min(self._last_media + self.config.no_media_timeout_s, self.t0 + self.config.max_call_s)
-        if self.queue and self._messages is not None:
+        cfg = self.config
+        deadline = min(self._last_media + cfg.no_media_timeout_s, self.t0 + cfg.max_call_s)
+        if (self.queue or self._phrase_queue) and self._messages is not None:
             # Top up when Twilio holds half the lead: wakes every lead/2, not every frame.
-            deadline = min(deadline, self._playout_end - self.config.playback_lead_s / 2)
+            deadline = min(deadline, self._playout_end - cfg.playback_lead_s / 2)
+        if self._filler_next is not None:
+            deadline = min(deadline, self._filler_next)
+        if self._awaiting_reply_since is not None:
+            deadline = min(deadline, self._awaiting_reply_since + cfg.reply_watchdog_s)
+        if self._down_since is not None and not self._notice_played:
+            deadline = min(deadline, self._down_since + cfg.reconnect_notice_after_s)
+        if self._end_requested is not None:
+            deadline = min(deadline, max(self._end_requested[1] + cfg.end_call_grace_s,
+                                         self._playout_end + 0.1))
+        if self._closing is not None:
+            deadline = min(deadline, self._closing[1])
+        go_away = self.session.go_away_deadline
+        if go_away is not None and self.session.state is SessionState.DRAINING and not self._handover:
+            deadline = min(deadline, go_away - cfg.handover_margin_s)
         return deadline
+
+    def record(self) -> dict[str, Any]:
+        """The call record kept in the store and served at ``/calls/{call_sid}``."""
+        return {
+            "call_sid": self.call_sid,
+            "stream_sid": self.stream_sid,
+            "ended": self.ended,
+            "transcript": self.transcript,
+            "notes": self.notes,
+            "tools": self.tool_log,
+            "summary": self.summary(),
+        }
 
     # -- summary -------------------------------------------------------------------------------
 
@@ -550,5 +952,10 @@ class CallCore:
             "agent_rms_mean": round(sum(self.agent_rms) / len(self.agent_rms), 4) if self.agent_rms else 0.0,
             "frames_in": self.counters["twilio_frames_in"],
             "frames_out": self.counters["twilio_frames_out"],
+            "fillers": self.counters["fillers"],
+            "reconnects": self.counters["reconnects"],
+            "handovers": self.counters["handovers"],
+            "watchdog_nudges": self.counters["nudges"],
+            "watchdog_apologies": self.counters["apologies"],
             "protocol_errors": dict(self.protocol_errors),
         }

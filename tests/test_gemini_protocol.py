@@ -115,3 +115,17 @@ def test_session_state_machine():
     assert json.loads(session.connection_opened(6.1))["setup"]["sessionResumption"] == {"handle": "h9"}
     assert session.connection_closed(1008, 7.0) is False and session.state is SessionState.CLOSED
     assert 1011 in TRANSIENT_CLOSE_CODES and 1007 not in TRANSIENT_CLOSE_CODES
+
+
+def test_reconnect_policy_bounded_backoff_resets_after_stability():
+    from telephony_bridge.gemini.reconnect import ReconnectPolicy
+
+    policy = ReconnectPolicy(delays=(0.1, 0.5, 1.0), stable_after_s=10.0)
+    policy.connected(0.0)
+    assert policy.next_delay(2.0) == 0.1  # dropped after 2 s: not stable, count goes on
+    assert policy.next_delay(2.2) == 0.5  # the attempt failed
+    policy.connected(3.0)
+    assert policy.next_delay(4.0) == 1.0
+    assert policy.next_delay(5.0) is None  # three tries used up
+    policy.connected(10.0)
+    assert policy.next_delay(25.0) == 0.1  # ten stable seconds reset the count
