@@ -1,9 +1,11 @@
 """The per-call asyncio adapter: owns the two sockets, the tasks and the timer of one call.
 
 All decisions are the :class:`~telephony_bridge.call.CallCore`'s. This module feeds it input
-with ``loop.time()`` as ``now``, writes what it queued, in order, and sleeps until its next
-deadline. One writer per socket at a time (the ``_Writer`` flag), so a ``clear`` can never
-overtake the media queued before it.
+with ``loop.time()`` as ``now``, writes what it queued, in order, sleeps until its next
+deadline, runs tool calls as tasks, and keeps the Gemini connection alive: reconnecting with
+the resumption handle after a drop and handing over to a fresh connection after ``goAway``.
+One writer per socket at a time (``_Writer``), so a ``clear`` can never overtake the media
+queued before it.
 """
 
 from __future__ import annotations
@@ -12,15 +14,20 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket
 
 from .call import CallConfig, CallCore
 from .gemini.client import GeminiLiveClient
 from .gemini.messages import SetupConfig
+from .gemini.reconnect import ReconnectPolicy
 from .log import log_event
 from .metrics import Metrics
+
+if TYPE_CHECKING:
+    from .store import CallStore
+    from .tools import ToolRegistry
 
 logger = logging.getLogger("telephony_bridge.bridge")
 
@@ -47,38 +54,60 @@ class _Writer:
         if self.busy or self.send is None:
             return
         self.busy = True
-        queue, send = self.queue, self.send
+        queue = self.queue
         watched = self.watch() if self.watch is not None else None
         try:
             while queue:
                 message = queue.popleft()
-                await send(message)
+                await self.send(message)  # read each time: a handover may swap the socket
                 if message is watched and self.on_watch is not None:
                     self.on_watch()
         finally:
             self.busy = False
 
 
+class _Connection:
+    """A Gemini client plus whether its frames still count (not after a handover began)."""
+
+    __slots__ = ("client", "retired")
+
+    def __init__(self, client: GeminiLiveClient) -> None:
+        self.client = client
+        self.retired = False
+
+
 class CallBridge:
     """Runs one call: Twilio websocket ⇄ CallCore ⇄ Gemini websocket."""
 
     def __init__(self, websocket: WebSocket, *, live_url: str, api_key: str, setup: SetupConfig,
-                 config: CallConfig, on_finish: Callable[[CallCore], None] | None = None,
-                 metrics: Metrics | None = None, first_frames: Sequence[str | bytes] = ()) -> None:
+                 config: CallConfig, on_finish: Callable[[CallCore], Any] | None = None,
+                 metrics: Metrics | None = None, first_frames: Sequence[str | bytes] = (),
+                 phrases: Callable[[str], bytes | None] | None = None, gate: Any = None,
+                 tools: ToolRegistry | None = None, store: CallStore | None = None,
+                 reconnect: ReconnectPolicy | None = None) -> None:
         self.ws = websocket
         self.live_url = live_url
         self.api_key = api_key
         self.loop = asyncio.get_running_loop()
-        self.core = CallCore(setup, config, now=self.loop.time(), metrics=metrics)
+        self.core = CallCore(setup, config, now=self.loop.time(), metrics=metrics, phrases=phrases, gate=gate)
         self.on_finish = on_finish
         #: Twilio frames the server already read (``connected``, ``start``) to vet the stream.
         self.first_frames = list(first_frames)
+        self.tools = tools
+        self.store = store
+        self.reconnect = reconnect or ReconnectPolicy()
         self._wake = asyncio.Event()
-        self._gemini: GeminiLiveClient | None = None
+        self._started = asyncio.Event()
+        self._conn: _Connection | None = None
+        self._handover_task: asyncio.Task[None] | None = None
+        self._tool_tasks: dict[str, asyncio.Task[None]] = {}
+        self._background: set[asyncio.Task[Any]] = set()
         core = self.core
         self._to_twilio = _Writer(core.twilio_out, websocket.send_text, lambda: core.clear_message,
                                   lambda: core.clear_written(self.loop.time()))
-        self._to_gemini = _Writer(self.core.gemini_out, None)
+        self._to_gemini = _Writer(core.gemini_out, None)
+
+    # -- lifecycle -----------------------------------------------------------------------------
 
     async def run(self) -> None:
         core = self.core
@@ -96,12 +125,15 @@ class CallBridge:
                               task=task.get_name(), error=repr(exc)[:300])
                     core._end(self.loop.time(), f"internal-error:{task.get_name()}")
         finally:
-            for task in tasks:
+            for task in [*tasks, *self._tool_tasks.values(), *self._background]:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            if self._handover_task is not None:
+                self._handover_task.cancel()
+            await asyncio.gather(*tasks, *self._tool_tasks.values(), return_exceptions=True)
             if core.ended is None:
                 core._end(self.loop.time(), "bridge-closed")
             await self._shutdown()
+            await self._save_final()
             if self.on_finish is not None:
                 self.on_finish(core)
 
@@ -113,17 +145,52 @@ class CallBridge:
                 await self.ws.close()
         except Exception:  # the caller may already be gone
             pass
-        if self._gemini is not None:
+        conn = self._conn
+        if conn is not None:
             try:
                 async with asyncio.timeout(2):
-                    await self._gemini.close()
+                    await conn.client.close()
             except Exception:
                 pass
 
-    async def _flush(self) -> None:
-        await self._to_twilio.flush()
-        await self._to_gemini.flush()
+    async def _save_final(self) -> None:
+        core, store = self.core, self.store
+        if store is None or core.call_sid is None:
+            return
+        try:
+            async with asyncio.timeout(3):
+                await store.save_record(core.call_sid, core.record())
+                if core.ended and not core.ended.startswith(("bridge-closed", "internal-error")):
+                    # Ended on purpose: Twilio's <Connect action> request gets <Hangup/>.
+                    await store.set_call_state(core.call_sid, f"ended:{core.ended}")
+        except Exception as exc:
+            log_event(logger, "call.store_failed", logging.ERROR, call_sid=core.call_sid, error=repr(exc)[:200])
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _after_input(self) -> None:
+        """Write what the core queued, start/cancel tools, persist a new handle."""
+        core = self.core
+        if core.twilio_out:
+            await self._to_twilio.flush()
+        if core.gemini_out:
+            await self._to_gemini.flush()
+        if core.tool_requests or core.tool_cancellations:
+            self._dispatch_tools()
+        if core.new_handle is not None:
+            handle, core.new_handle = core.new_handle, None
+            if self.store is not None and core.call_sid is not None:
+                self._spawn(self.store.set_resumption_handle(core.call_sid, handle))
+        if not self._started.is_set() and core.call_sid is not None:
+            self._started.set()
+            if self.store is not None:
+                self._spawn(self.store.set_call_state(core.call_sid, "active"))
         self._wake.set()
+
+    # -- Twilio --------------------------------------------------------------------------------
 
     async def _twilio_loop(self) -> None:
         core, ws, loop = self.core, self.ws, self.loop
@@ -131,10 +198,10 @@ class CallBridge:
         for data in self.first_frames:
             core.receive_twilio(data, loop.time())
         self.first_frames.clear()
+        await self._after_input()
         while core.ended is None:
             message = await receive()
-            kind = message["type"]
-            if kind == "websocket.disconnect":
+            if message["type"] == "websocket.disconnect":
                 core.receive_twilio_closed(loop.time())
                 return
             data = message.get("text")
@@ -145,28 +212,153 @@ class CallBridge:
                 await self._to_twilio.flush()
             if core.gemini_out:
                 await self._to_gemini.flush()
+            if core.tool_requests or core.tool_cancellations or core.new_handle is not None \
+                    or not self._started.is_set():
+                await self._after_input()
+
+    # -- Gemini --------------------------------------------------------------------------------
+
+    async def _open(self, setup_message: str) -> GeminiLiveClient:
+        return await GeminiLiveClient.connect(self.live_url, self.api_key, setup_message)
 
     async def _gemini_loop(self) -> None:
         core, loop = self.core, self.loop
-        setup_message = core.gemini_connected(loop.time())
+        # The CallSid (from `start`) tells us whether this call resumes a session another
+        # replica (or an earlier stream) began.
         try:
-            client = await GeminiLiveClient.connect(self.live_url, self.api_key, setup_message)
-        except Exception as exc:
-            code = getattr(getattr(exc, "rcvd", None), "code", None)
-            core.gemini_closed(code, f"connect failed: {type(exc).__name__}", loop.time())
-            await self._flush()
+            async with asyncio.timeout(core.config.no_media_timeout_s):
+                await self._started.wait()
+        except TimeoutError:
             return
-        self._gemini = client
-        self._to_gemini.send = client.send
-        core.receive_gemini(client.setup_complete_frame, loop.time())
-        await self._flush()
-        async for frame in client.frames():
-            core.receive_gemini(frame, loop.time())
-            await self._flush()
+        if self.store is not None and core.call_sid is not None and core.session.handle is None:
+            try:
+                handle = await self.store.get_resumption_handle(core.call_sid)
+            except Exception as exc:
+                handle = None
+                log_event(logger, "call.store_failed", logging.ERROR, call_sid=core.call_sid, error=repr(exc)[:200])
+            if handle:
+                core.session.handle = handle
+                core._greeted = True  # resuming a conversation: no second greeting
+                core._event(loop.time(), "resume_from_store")
+        while core.ended is None:
+            setup_message = core.gemini_connected(loop.time())
+            try:
+                client = await self._open(setup_message)
+            except Exception as exc:
+                core.gemini_connect_failed(f"{type(exc).__name__}: {exc}"[:200], loop.time())
+                await self._after_input()
+                if not await self._backoff():
+                    return
+                continue
+            self.reconnect.connected(loop.time())
+            conn = self._conn = _Connection(client)
+            self._to_gemini.send = client.send
+            core.receive_gemini(client.setup_complete_frame, loop.time())
+            await self._after_input()
+            # Read until this connection ends; a goAway handover may replace it meanwhile.
+            while True:
+                await self._read(conn)
+                if self._handover_task is not None and not self._handover_task.done():
+                    await asyncio.wait([self._handover_task])
+                if self._conn is conn or core.ended is not None:
+                    break
+                conn = self._conn  # type: ignore[assignment]
             if core.ended is not None:
                 return
-        core.gemini_closed(client.close_code, client.close_reason, loop.time())
-        await self._flush()
+            client = conn.client
+            if not core.gemini_closed(client.close_code, client.close_reason, loop.time()):
+                await self._after_input()
+                return
+            await self._after_input()
+            if not await self._backoff():
+                return
+
+    async def _backoff(self) -> bool:
+        core, loop = self.core, self.loop
+        delay = self.reconnect.next_delay(loop.time())
+        if delay is None:
+            core.gemini_gave_up(loop.time())
+            await self._after_input()
+            return False
+        await asyncio.sleep(delay)
+        return core.ended is None
+
+    async def _read(self, conn: _Connection) -> None:
+        core, loop = self.core, self.loop
+        async for frame in conn.client.frames():
+            if conn.retired:
+                continue  # a handover began: the next connection speaks for the session now
+            core.receive_gemini(frame, loop.time())
+            await self._after_input()
+            if core.ended is not None:
+                return
+            if core.handover_wanted(loop.time()):
+                self._start_handover()
+
+    def _start_handover(self) -> None:
+        if self._handover_task is None or self._handover_task.done():
+            self._handover_task = asyncio.create_task(self._handover(), name="handover")
+
+    async def _handover(self) -> None:
+        """goAway: open the next connection with the newest handle, then switch to it."""
+        core, loop = self.core, self.loop
+        old = self._conn
+        if old is None:
+            return
+        old.retired = True
+        setup_message = core.begin_handover(loop.time())
+        try:
+            client = await self._open(setup_message)
+        except Exception as exc:
+            old.retired = False
+            core.handover_failed(f"{type(exc).__name__}: {exc}", loop.time())
+            await self._after_input()
+            return
+        new = _Connection(client)
+        self._conn = new
+        self._to_gemini.send = client.send
+        self.reconnect.connected(loop.time())
+        core.receive_gemini(client.setup_complete_frame, loop.time())
+        await self._after_input()
+        self._spawn(old.client.close())
+        log_event(logger, "call.handover", call_sid=core.call_sid)
+
+    # -- tools ---------------------------------------------------------------------------------
+
+    def _dispatch_tools(self) -> None:
+        core = self.core
+        while core.tool_cancellations:
+            task = self._tool_tasks.pop(core.tool_cancellations.popleft(), None)
+            if task is not None:
+                task.cancel()
+        while core.tool_requests:
+            call = core.tool_requests.popleft()
+            self._tool_tasks[call.id] = asyncio.create_task(self._run_tool(call), name=f"tool:{call.name}")
+
+    async def _run_tool(self, call: Any) -> None:
+        from .tools import Behavior, ToolContext, run_tool
+
+        core, loop = self.core, self.loop
+        tool = self.tools.get(call.name) if self.tools is not None else None
+        try:
+            if tool is None:
+                response: dict[str, Any] = {"error": f"no tool named {call.name!r} is available"}
+                scheduling = None
+            else:
+                ctx = ToolContext(
+                    call_sid=core.call_sid or "",
+                    notes=core.notes,
+                    store=self.store,
+                    request_end_call=lambda reason: core.request_end_call(reason, loop.time()),
+                )
+                response = await run_tool(tool, dict(call.args), ctx)
+                scheduling = "WHEN_IDLE" if tool.behavior is Behavior.NON_BLOCKING else None
+        finally:
+            self._tool_tasks.pop(call.id, None)
+        core.tool_finished(call.id, response, loop.time(), scheduling=scheduling)
+        await self._after_input()
+
+    # -- timer ---------------------------------------------------------------------------------
 
     async def _timer_loop(self) -> None:
         core, loop, wake = self.core, self.loop, self._wake
@@ -183,7 +375,10 @@ class CallBridge:
                             await wake.wait()
                     except TimeoutError:
                         pass
-            core.tick(loop.time())
+            now = loop.time()
+            core.tick(now)
+            if core.handover_wanted(now):
+                self._start_handover()
             if core.twilio_out:
                 await self._to_twilio.flush()
             if core.gemini_out:
