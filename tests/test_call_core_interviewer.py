@@ -1,0 +1,226 @@
+"""Filler, tools, end_call, watchdogs and resilience in the call core, on a fake clock."""
+
+import json
+
+import pytest
+
+from telephony_bridge.call import CallConfig, CallCore
+from telephony_bridge.gemini.messages import SetupConfig
+from telephony_bridge.gemini.session import SessionState
+
+from test_call_core import STREAM_SID, START, audio_frame, drain, media, pcm24_tone, ulaw_tone
+
+PHRASES = {"filler": b"\x10" * 160 * 25, "reconnect": b"\x20" * 160 * 40, "apology": b"\x30" * 160 * 50,
+           "goodbye_error": b"\x40" * 160 * 60}
+
+
+def make_core(**cfg) -> CallCore:
+    cfg.setdefault("tool_names", frozenset({"lookup_market", "save_note", "end_call"}))
+    core = CallCore(SetupConfig(model="m"), CallConfig(playback_lead_s=0.1, **cfg), now=0.0,
+                    phrases=PHRASES.get)
+    core.gemini_connected(0.0)
+    core.receive_gemini(b'{"setupComplete":{}}', 0.0)
+    core.receive_twilio(START, 0.0)
+    drain(core.gemini_out)
+    return core
+
+
+def tool_call(cid="c1", name="lookup_market", args=None) -> bytes:
+    return json.dumps({"toolCall": {"functionCalls": [{"id": cid, "name": name, "args": args or {}}]}}).encode()
+
+
+def run_clock(core, start, end, step=0.02, caller=b"\xff" * 160):
+    """Caller frames every 20 ms (as Twilio sends them) plus the core's own timer."""
+    out = []
+    t = start
+    while t < end - 1e-9:
+        core.receive_twilio(media(caller), t)
+        core.tick(t)
+        out += [(t, m) for m in drain(core.twilio_out)]
+        t = round(t + step, 6)
+    return out
+
+
+def return_marks(core, msgs, now):
+    for _, m in msgs:
+        if m["event"] == "mark":
+            core.receive_twilio(json.dumps({"event": "mark", "streamSid": STREAM_SID, "mark": m["mark"]}), now)
+
+
+def first_media_time(msgs):
+    return next((t for t, m in msgs if m["event"] == "media"), None)
+
+
+def test_filler_starts_between_800_and_1000_ms_after_a_slow_tool_call():
+    core = make_core()
+    core.receive_gemini(tool_call(), 1.0)
+    assert [c.id for c in core.tool_requests] == ["c1"]
+    msgs = run_clock(core, 1.0, 2.5)
+    start = first_media_time(msgs)
+    assert start is not None and 1.8 <= start <= 2.0
+    assert core.counters["fillers"] == 1
+
+
+def test_no_filler_for_a_tool_that_answers_in_300_ms():
+    core = make_core()
+    core.receive_gemini(tool_call(), 1.0)
+    run_clock(core, 1.0, 1.3)
+    core.tool_finished("c1", {"found": True}, 1.3)
+    (msg,) = [m for m in drain(core.gemini_out) if "toolResponse" in m]
+    assert msg["toolResponse"]["functionResponses"][0] == {"id": "c1", "name": "lookup_market",
+                                                           "response": {"found": True}}
+    msgs = run_clock(core, 1.3, 3.0)
+    assert first_media_time(msgs) is None and core.counters["fillers"] == 0
+    assert core.tool_log[0]["duration_ms"] == pytest.approx(300, abs=1)
+
+
+def test_filler_stops_within_one_frame_when_agent_audio_arrives():
+    core = make_core()
+    core.receive_gemini(tool_call(), 1.0)
+    run_clock(core, 1.0, 2.0)  # filler is playing
+    assert core.agent_audible
+    core.tool_finished("c1", {"ok": 1}, 2.0)
+    core.receive_gemini(audio_frame(pcm24_tone(0.5)), 2.0)
+    out = drain(core.twilio_out)
+    # the very next thing Twilio gets is a clear (its buffered filler goes), then agent audio
+    assert out[0] == {"event": "clear", "streamSid": STREAM_SID}
+    assert any(m["event"] == "media" for m in out[1:])
+    assert not core._phrase_queue
+
+
+def test_cancellation_cancels_the_handler_and_sends_no_response():
+    core = make_core()
+    core.receive_gemini(tool_call(), 1.0)
+    core.receive_gemini(b'{"toolCallCancellation":{"ids":["c1"]}}', 1.2)
+    assert list(core.tool_cancellations) == ["c1"]
+    core.tool_finished("c1", {"late": True}, 2.0)  # the task raced the cancellation
+    assert not core.gemini_out
+    assert core.tool_log[0]["cancelled"]
+
+
+def test_repeated_call_ids_are_ignored_and_unknown_tools_get_an_error():
+    core = make_core()
+    core.receive_gemini(tool_call(), 1.0)
+    core.receive_gemini(tool_call(), 1.1)
+    assert len(core.tool_requests) == 1 and core.counters["repeated_tool_calls"] == 1
+    core.receive_gemini(tool_call("c2", "launch_rocket"), 1.2)
+    (msg,) = drain(core.gemini_out)
+    assert "error" in msg["toolResponse"]["functionResponses"][0]["response"]
+
+
+def test_end_call_hangs_up_only_after_the_goodbye_mark_returns():
+    core = make_core()
+    core.receive_gemini(tool_call("e1", "end_call", {"reason": "done"}), 1.0)
+    core.request_end_call("done", 1.0)  # what the end_call handler does
+    core.tool_finished("e1", {"ending": True}, 1.0)
+    core.receive_gemini(audio_frame(pcm24_tone(1.0)), 1.3)  # the goodbye
+    core.receive_gemini(b'{"serverContent":{"turnComplete":true}}', 1.35)
+    msgs = run_clock(core, 1.3, 3.0)
+    assert core.ended is None  # audio played, but no mark has come back yet
+    return_marks(core, msgs, 3.0)
+    core.tick(3.0)
+    assert core.ended == "end_call:done"
+
+
+def test_end_call_without_a_goodbye_still_ends_after_the_grace():
+    core = make_core()
+    core.request_end_call("done", 1.0)
+    run_clock(core, 1.0, 2.4)
+    assert core.ended is None
+    run_clock(core, 2.4, 2.6)
+    assert core.ended == "end_call:done"
+
+
+def test_watchdog_nudges_once_then_apologises():
+    core = make_core(reply_watchdog_s=3.0)
+    # the greeting was requested at t=0 and nothing came
+    run_clock(core, 0.0, 3.1)
+    texts = [m["clientContent"]["turns"][0]["parts"][0]["text"] for m in drain(core.gemini_out)
+             if "clientContent" in m]
+    assert texts and "waiting" in texts[-1]
+    assert core.counters["nudges"] == 1 and core.counters["apologies"] == 0
+    msgs = run_clock(core, 3.1, 6.2)
+    assert core.counters["apologies"] == 1
+    assert first_media_time(msgs) is not None  # the apology clip played
+
+
+def test_transient_close_keeps_caller_audio_and_replays_what_followed_the_handle():
+    core = make_core()
+    core.receive_gemini(b'{"sessionResumptionUpdate":{"newHandle":"h1","resumable":true}}', 1.0)
+    assert core.new_handle == "h1"
+    for i in range(10):  # sent to the old connection after the handle
+        core.receive_twilio(media(ulaw_tone(0.02, 0.2)), 1.0 + i * 0.02)
+    drain(core.gemini_out)
+    assert core.gemini_closed(1011, "internal", 1.2) is True
+    for i in range(5):  # while down: kept
+        core.receive_twilio(media(ulaw_tone(0.02, 0.2)), 1.2 + i * 0.02)
+    assert not core.gemini_out
+    setup = json.loads(core.gemini_connected(1.5))
+    assert setup["setup"]["sessionResumption"] == {"handle": "h1"}
+    core.receive_gemini(b'{"setupComplete":{}}', 1.6)
+    audio = [m for m in drain(core.gemini_out) if "realtimeInput" in m]
+    assert len(audio) == 15  # 10 replayed + 5 kept
+    assert core.counters["reconnects"] == 1 and core.counters["input_dropped_frames"] == 0
+
+
+def test_reconnect_notice_plays_when_gemini_stays_down():
+    core = make_core(reconnect_notice_after_s=0.6)
+    core.gemini_closed(1006, "", 1.0)
+    msgs = run_clock(core, 1.0, 2.0)
+    start = first_media_time(msgs)
+    assert start is not None and 1.6 <= start <= 1.64
+
+
+def test_stale_handle_falls_back_to_a_fresh_session_seeded_with_the_transcript():
+    core = make_core()
+    core.transcript.append({"role": "agent", "text": "What problem are you solving?", "t": 1})
+    core.transcript.append({"role": "caller", "text": "Dental cancellations.", "t": 3})
+    core.receive_gemini(b'{"sessionResumptionUpdate":{"newHandle":"h1","resumable":true}}', 4.0)
+    core.gemini_closed(1011, "", 5.0)
+    core.gemini_connected(5.1)
+    assert core.gemini_closed(1008, "stale handle", 5.2) is True
+    setup = json.loads(core.gemini_connected(5.3))
+    assert setup["setup"]["sessionResumption"] == {}
+    core.receive_gemini(b'{"setupComplete":{}}', 5.4)
+    texts = [m["clientContent"]["turns"][0]["parts"][0]["text"] for m in drain(core.gemini_out)
+             if "clientContent" in m]
+    assert len(texts) == 1 and "Dental cancellations." in texts[0] and "Do not greet" in texts[0]
+
+
+def test_a_permanent_close_ends_the_call_with_a_spoken_apology():
+    core = make_core()
+    assert core.gemini_closed(1007, "bad request", 1.0) is False
+    msgs = run_clock(core, 1.0, 2.4)
+    assert first_media_time(msgs) == pytest.approx(1.0)
+    assert core.ended is None  # still talking
+    return_marks(core, msgs, 2.5)
+    core.tick(2.5)
+    assert core.ended == "gemini-closed-1007"
+
+
+def test_go_away_hands_over_at_a_quiet_moment_not_mid_sentence():
+    core = make_core()
+    core.receive_gemini(audio_frame(pcm24_tone(1.0)), 1.0)
+    core.receive_gemini(b'{"goAway":{"timeLeft":"30s"}}', 1.0)
+    assert core.session.state is SessionState.DRAINING
+    assert not core.handover_wanted(1.0)  # the agent is talking
+    msgs = run_clock(core, 1.0, 2.2)
+    core.receive_gemini(b'{"serverContent":{"turnComplete":true}}', 2.2)
+    msgs += run_clock(core, 2.2, 2.3)
+    return_marks(core, msgs, 2.3)
+    assert core.handover_wanted(2.3)
+    drain(core.gemini_out)  # what went to the old connection
+    core.begin_handover(2.3)
+    core.receive_twilio(media(ulaw_tone(0.02, 0.2)), 2.32)  # kept while the next one sets up
+    assert not [m for m in core.gemini_out if "realtimeInput" in m]
+    core.receive_gemini(b'{"setupComplete":{}}', 2.5)
+    assert len([m for m in drain(core.gemini_out) if "realtimeInput" in m]) >= 1
+    assert core.counters["handovers"] == 1 and core.session.state is SessionState.ACTIVE
+
+
+def test_go_away_hands_over_before_the_cut_even_when_busy():
+    core = make_core(handover_margin_s=2.0)
+    core.receive_gemini(b'{"goAway":{"timeLeft":"5s"}}', 1.0)
+    core.receive_gemini(audio_frame(pcm24_tone(10.0)), 1.0)
+    assert core.next_deadline() <= 4.0
+    assert not core.handover_wanted(2.0) and core.handover_wanted(4.0)
