@@ -1,0 +1,280 @@
+"""The call store: what must outlive one connection, one process or one replica.
+
+Per call (keyed by Twilio's CallSid):
+
+* the **call record**: one JSON object (transcripts, notes, tool calls, figures), upserted whole
+  and served at ``GET /calls/{call_sid}``;
+* the newest **resumption handle** of its Gemini session, so a reconnect, or another replica
+  after this process died, resumes the conversation where it was (handles are valid for 2 h,
+  so they expire with ``ttl_s``);
+* the **call state**: ``"active"`` while the call runs, ``"ended:<reason>"`` once it ended on
+  purpose (``"ended:end_call"``, ``"ended:caller-hangup"``), which is how ``/twiml/continue``
+  tells "the bridge died, reconnect" from "the call is over, hang up".
+
+One small async interface, :class:`CallStore`, two implementations:
+
+* :class:`SqliteStore` (the default): an embedded file, stdlib :mod:`sqlite3` in WAL mode, one
+  connection owned by one worker thread, so the event loop never blocks on disk and calls are
+  serialised without a lock. ``":memory:"`` works (tests, throw-away runs). Several processes on
+  one host may share a file (WAL + busy timeout), not several hosts.
+* :class:`RedisStore`: :mod:`redis.asyncio`, for several replicas behind one number. Keys are
+  ``tb:call:{sid}:record|handle|state``; handles expire after ``ttl_s``; records and states
+  after ``record_ttl_s`` (default 7 days, ``None`` keeps them) so Redis does not grow forever.
+
+:func:`open_store` picks one from the settings. Backend failures (Redis unreachable, disk full)
+propagate as the backend's own exceptions; a caller that must not drop a call for them (the
+bridge) catches and logs them. Programming errors: an empty or oversized call SID is a
+:class:`ValueError`, a record that is not a dict a :class:`TypeError`.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import json
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+
+T = TypeVar("T")
+
+#: Gemini session resumption handles stay valid for 2 hours.
+HANDLE_TTL_S = 7200
+#: How long Redis keeps call records and states.
+RECORD_TTL_S = 7 * 24 * 3600
+KEY_PREFIX = "tb:call:"
+MAX_SID_CHARS = 128
+
+
+def _check_sid(call_sid: str) -> str:
+    if not isinstance(call_sid, str) or not call_sid or len(call_sid) > MAX_SID_CHARS \
+            or any(c.isspace() or not c.isprintable() for c in call_sid):
+        raise ValueError(f"invalid call SID {str(call_sid)[:40]!r}")
+    return call_sid
+
+
+def _encode_record(record: dict) -> str:
+    if not isinstance(record, dict):
+        raise TypeError(f"a call record must be a dict, not {type(record).__name__}")
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+
+
+class CallStore(abc.ABC):
+    """Per-call record, resumption handle and state. All methods are coroutines."""
+
+    @abc.abstractmethod
+    async def save_record(self, call_sid: str, record: dict) -> None:
+        """Insert or replace the whole JSON call record."""
+
+    @abc.abstractmethod
+    async def get_record(self, call_sid: str) -> dict | None: ...
+
+    @abc.abstractmethod
+    async def set_resumption_handle(self, call_sid: str, handle: str) -> None:
+        """Keep the newest resumable Gemini handle (expires after the store's handle TTL)."""
+
+    @abc.abstractmethod
+    async def get_resumption_handle(self, call_sid: str) -> str | None: ...
+
+    @abc.abstractmethod
+    async def set_call_state(self, call_sid: str, state: str) -> None:
+        """e.g. ``"active"``, ``"ended:end_call"``, ``"ended:caller-hangup"``."""
+
+    @abc.abstractmethod
+    async def get_call_state(self, call_sid: str) -> str | None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections. Idempotent."""
+
+    async def __aenter__(self) -> "CallStore":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+# ------------------------------------------------------------------------------- SQLite
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS calls (
+    call_sid  TEXT PRIMARY KEY,
+    record    TEXT,
+    handle    TEXT,
+    handle_at REAL,
+    state     TEXT,
+    updated   REAL NOT NULL
+)
+"""
+
+
+class SqliteStore(CallStore):
+    """The embedded default. See the module docstring."""
+
+    def __init__(self, path: str, *, handle_ttl_s: float = HANDLE_TTL_S) -> None:
+        self.path = path
+        self.handle_ttl_s = handle_ttl_s
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+        try:
+            self._conn = self._executor.submit(self._open).result()
+        except BaseException:
+            self._executor.shutdown(wait=True)
+            raise
+
+    def _open(self) -> sqlite3.Connection:
+        if self.path != ":memory:":
+            parent = Path(self.path).resolve().parent
+            if not parent.is_dir():
+                raise ConfigError(f"SQLite store {self.path}: directory {parent} does not exist")
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
+        except sqlite3.Error as exc:
+            raise ConfigError(f"SQLite store {self.path}: cannot open ({exc})") from None
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across a process crash
+            conn.execute(_SCHEMA)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise ConfigError(f"SQLite store {self.path}: cannot use the file ({exc})") from None
+        return conn
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed or self._conn is None:
+            raise RuntimeError("the call store is closed")
+        conn = self._conn
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, conn)
+
+    async def _upsert(self, call_sid: str, columns: tuple[str, ...], values: tuple[Any, ...]) -> None:
+        """Set some columns of one row, creating the row if needed (the others stay as they are)."""
+        sid = _check_sid(call_sid)
+        names = ", ".join(columns)
+        marks = ", ".join("?" for _ in columns)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in columns)
+        sql = (f"INSERT INTO calls (call_sid, {names}, updated) VALUES (?, {marks}, ?) "
+               f"ON CONFLICT(call_sid) DO UPDATE SET {updates}, updated = excluded.updated")
+        params = (sid, *values, time.time())
+        await self._run(lambda c: c.execute(sql, params))
+
+    async def _get(self, call_sid: str, columns: str) -> tuple[Any, ...] | None:
+        sid = _check_sid(call_sid)
+        sql = f"SELECT {columns} FROM calls WHERE call_sid = ?"
+        return await self._run(lambda c: c.execute(sql, (sid,)).fetchone())
+
+    async def save_record(self, call_sid: str, record: dict) -> None:
+        await self._upsert(call_sid, ("record",), (_encode_record(record),))
+
+    async def get_record(self, call_sid: str) -> dict | None:
+        row = await self._get(call_sid, "record")
+        return json.loads(row[0]) if row and row[0] is not None else None
+
+    async def set_resumption_handle(self, call_sid: str, handle: str) -> None:
+        await self._upsert(call_sid, ("handle", "handle_at"), (str(handle), time.time()))
+
+    async def get_resumption_handle(self, call_sid: str) -> str | None:
+        row = await self._get(call_sid, "handle, handle_at")
+        if not row or row[0] is None:
+            return None
+        if time.time() - row[1] >= self.handle_ttl_s:
+            return None  # Gemini no longer accepts it; a stale handle costs a 1008 round trip
+        return row[0]
+
+    async def set_call_state(self, call_sid: str, state: str) -> None:
+        await self._upsert(call_sid, ("state",), (str(state),))
+
+    async def get_call_state(self, call_sid: str) -> str | None:
+        row = await self._get(call_sid, "state")
+        return row[0] if row else None
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
+        self._executor.shutdown(wait=True)
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({self.path!r})"
+
+
+# -------------------------------------------------------------------------------- Redis
+
+
+class RedisStore(CallStore):
+    """Shared by every replica. See the module docstring."""
+
+    def __init__(self, url: str, ttl_s: float = HANDLE_TTL_S, *,
+                 record_ttl_s: float | None = RECORD_TTL_S) -> None:
+        try:
+            import redis.asyncio as aioredis
+        except ImportError:  # pragma: no cover - depends on the environment
+            raise ConfigError("REDIS_URL is set but the 'redis' package is not installed "
+                              "(pip install redis)") from None
+        self.url = url
+        self.ttl_s = ttl_s
+        self.record_ttl_s = record_ttl_s
+        # No I/O here: connections are opened on first use, inside the running loop.
+        self._redis = aioredis.from_url(url, decode_responses=True, socket_connect_timeout=5.0,
+                                        socket_timeout=10.0, health_check_interval=30)
+        self._closed = False
+
+    @staticmethod
+    def key(call_sid: str, field: str) -> str:
+        return f"{KEY_PREFIX}{_check_sid(call_sid)}:{field}"
+
+    @staticmethod
+    def _px(seconds: float | None) -> int | None:
+        return None if seconds is None else max(1, int(seconds * 1000))
+
+    async def save_record(self, call_sid: str, record: dict) -> None:
+        await self._redis.set(self.key(call_sid, "record"), _encode_record(record),
+                              px=self._px(self.record_ttl_s))
+
+    async def get_record(self, call_sid: str) -> dict | None:
+        raw = await self._redis.get(self.key(call_sid, "record"))
+        return json.loads(raw) if raw is not None else None
+
+    async def set_resumption_handle(self, call_sid: str, handle: str) -> None:
+        await self._redis.set(self.key(call_sid, "handle"), str(handle), px=self._px(self.ttl_s))
+
+    async def get_resumption_handle(self, call_sid: str) -> str | None:
+        return await self._redis.get(self.key(call_sid, "handle"))
+
+    async def set_call_state(self, call_sid: str, state: str) -> None:
+        await self._redis.set(self.key(call_sid, "state"), str(state), px=self._px(self.record_ttl_s))
+
+    async def get_call_state(self, call_sid: str) -> str | None:
+        return await self._redis.get(self.key(call_sid, "state"))
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._redis.aclose()
+
+    def __repr__(self) -> str:
+        parts = urlsplit(self.url)
+        host = parts.hostname or parts.path  # never the password
+        return f"RedisStore({parts.scheme}://{host}{':' + str(parts.port) if parts.port else ''})"
+
+
+def open_store(redis_url: str | None, sqlite_path: str) -> CallStore:
+    """Redis when ``redis_url`` is set (several replicas), else the SQLite file."""
+    if redis_url:
+        scheme = urlsplit(redis_url).scheme
+        if scheme not in ("redis", "rediss", "unix"):
+            raise ConfigError(f"REDIS_URL must start with redis://, rediss:// or unix:// (got {scheme or 'no'} scheme)")
+        return RedisStore(redis_url)
+    return SqliteStore(sqlite_path)
+
+
+__all__ = ["CallStore", "SqliteStore", "RedisStore", "open_store", "HANDLE_TTL_S", "RECORD_TTL_S", "KEY_PREFIX"]
