@@ -353,3 +353,44 @@ def test_framer_flush_without_padding_and_reset():
 def test_framer_rejects_bad_size():
     with pytest.raises(ValueError):
         Framer(0)
+
+
+# ---------------------------------------------------------------- filter design invariants
+
+
+def test_taps_are_dyadic_and_branches_have_exact_unity_gain():
+    # The byte-exact streaming argument rests on these two facts.
+    for filt, branches in ((INBOUND_FILTER, 2), (OUTBOUND_FILTER, 1)):
+        scaled = filt.taps * (1 << 24)
+        assert np.array_equal(scaled, np.round(scaled))
+        for p in range(branches):
+            assert filt.taps[p::branches].sum() == 1.0
+
+
+def test_filters_are_minimum_phase_and_reject_out_of_band():
+    import scipy.signal as ss
+
+    for filt, fs in ((INBOUND_FILTER, 16000), (OUTBOUND_FILTER, 24000)):
+        # minimum phase: energy up front; a linear-phase filter this long centres at (N-1)/2
+        e = filt.taps**2
+        centroid_ms = (np.arange(len(e)) * e).sum() / e.sum() / fs * 1000
+        assert centroid_ms < 0.4 < (len(filt.taps) - 2) / 2 / fs * 1000
+        w, h = ss.freqz(filt.taps, worN=8192, fs=fs)
+        mag = 20 * np.log10(np.abs(h) / np.abs(h[0]) + 1e-12)
+        assert mag[w >= 4600].max() < -65
+        band = mag[(w >= 300) & (w <= 3300)]
+        assert band.max() - band.min() < 0.1
+
+
+def test_big_chunks_grow_buffers_without_changing_output():
+    big = pcm(tone(700, 24000, 2.0, 12000) + rng.normal(0, 800, 48000))
+    whole = OutboundConverter().convert(big)
+    conv = OutboundConverter()
+    parts = [conv.convert(big[:10]), conv.convert(big[10:90001]), conv.convert(big[90001:])]
+    assert b"".join(parts) == whole
+    ulaw = pcm16_to_ulaw(big)
+    assert InboundConverter().convert(ulaw) == b"".join(
+        InboundConverter().convert(c) for c in (ulaw,)
+    )
+    conv_in = InboundConverter()
+    assert conv_in.convert(ulaw[:5]) + conv_in.convert(ulaw[5:]) == InboundConverter().convert(ulaw)

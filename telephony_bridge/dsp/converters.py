@@ -16,8 +16,6 @@ PCM bytes), because the filter arithmetic is exact (see :mod:`.resample`).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from .mulaw import DECODE_FLOAT, ENCODE_UINT16
@@ -30,24 +28,20 @@ _I16 = np.dtype("<i2")
 _INTP = np.dtype(np.intp)
 
 
-def _saturating_table(bound: float) -> tuple[float, np.ndarray]:
-    """(offset + 0.5, table) so that ``table[int(y + offset + 0.5)]`` is ``clip(round(y))``.
-
-    ``offset`` exceeds every reachable ``|y|``, so the index is positive and
-    ``astype(intp)`` (truncation) is a floor.
-    """
-    offset = int(math.ceil(bound)) + 2
-    values = np.clip(np.arange(-offset, offset + 1, dtype=np.int64), -32768, 32767)
-    return offset + 0.5, values
-
-
-_IN_ADD, _in_values = _saturating_table(INBOUND_FILTER.interp_bound)
-_IN_TABLE = _in_values.astype(_I16)
-_OUT_ADD, _out_values = _saturating_table(OUTBOUND_FILTER.decim_bound)
-_OUT_TABLE = ENCODE_UINT16[_out_values.astype(np.int16).view(np.uint16)]
-for _t in (_IN_TABLE, _OUT_TABLE):
+# Rounding + saturation (+ μ-law encoding) in one table lookup: the filter output
+# y arrives offset by 32768.5, so int(y) = floor(value + 0.5) + 32768 is a table
+# index for in-range values, and take(mode="clip") maps everything below/above
+# the table to its first/last entry, i.e. -32768/32767: saturation, not wrap.
+_OFFSET = 32768.5
+#: index i → int16 sample i - 32768 (little-endian, ready for tobytes).
+_SAT_PCM16 = np.arange(-32768, 32768, dtype=np.int64).astype(_I16)
+#: index i → μ-law byte of sample i - 32768.
+_SAT_ULAW = np.roll(ENCODE_UINT16, 32768)
+#: μ-law byte → decoded sample + offset (the inbound filter carries the offset through).
+_DECODE_BIASED = DECODE_FLOAT + _OFFSET
+for _t in (_SAT_PCM16, _SAT_ULAW, _DECODE_BIASED):
     _t.setflags(write=False)
-del _in_values, _out_values, _t
+del _t
 
 
 class InboundConverter:
@@ -62,21 +56,17 @@ class InboundConverter:
     __slots__ = ("_interp",)
 
     def __init__(self) -> None:
-        self._interp = Interpolator(INBOUND_FILTER)
+        self._interp = Interpolator(INBOUND_FILTER, bias=_OFFSET)
 
     def convert(self, ulaw: bytes) -> bytes:
         if not ulaw:
             return b""
-        y = self._interp.process(DECODE_FLOAT.take(np.frombuffer(ulaw, _U8)))
-        y += _IN_ADD
-        return _IN_TABLE.take(y.astype(_INTP)).tobytes()
+        y = self._interp.process_lookup(_DECODE_BIASED, np.frombuffer(ulaw, _U8))
+        return _SAT_PCM16.take(y.astype(_INTP), mode="clip").tobytes()
 
     def flush(self) -> bytes:
         y = self._interp.flush()
-        if not len(y):
-            return b""
-        y += _IN_ADD
-        return _IN_TABLE.take(y.astype(_INTP)).tobytes()
+        return _SAT_PCM16.take(y.astype(_INTP), mode="clip").tobytes()
 
     def reset(self) -> None:
         self._interp.reset()
@@ -95,7 +85,7 @@ class OutboundConverter:
     __slots__ = ("_dec", "_odd")
 
     def __init__(self) -> None:
-        self._dec = Decimator(OUTBOUND_FILTER)
+        self._dec = Decimator(OUTBOUND_FILTER, bias=_OFFSET)
         self._odd = b""
 
     def convert(self, pcm: bytes) -> bytes:
@@ -109,10 +99,7 @@ class OutboundConverter:
         if n == 0:
             return b""
         y = self._dec.process(np.frombuffer(pcm, _I16, count=n))
-        if not len(y):
-            return b""
-        y += _OUT_ADD
-        return _OUT_TABLE.take(y.astype(_INTP)).tobytes()
+        return _SAT_ULAW.take(y.astype(_INTP), mode="clip").tobytes()
 
     def flush(self) -> bytes:
         """Return the filter's held tail as μ-law, then reset.
@@ -121,10 +108,7 @@ class OutboundConverter:
         """
         self._odd = b""
         y = self._dec.flush()
-        if not len(y):
-            return b""
-        y += _OUT_ADD
-        return _OUT_TABLE.take(y.astype(_INTP)).tobytes()
+        return _SAT_ULAW.take(y.astype(_INTP), mode="clip").tobytes()
 
     def reset(self) -> None:
         self._dec.reset()

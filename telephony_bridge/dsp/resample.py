@@ -67,14 +67,22 @@ def design_min_phase_lowpass(
     numtaps: int,
     pass_hz: float,
     stop_hz: float,
-    gain: float,
     pass_weight: float,
+    branches: int = 1,
+    multiple: int = 1,
 ) -> np.ndarray:
-    """Minimum-phase equiripple low-pass, taps quantised to 2**-TAP_FRACTION_BITS.
+    """Minimum-phase equiripple low-pass, taps on a 2**-TAP_FRACTION_BITS grid.
 
     ``numtaps`` must be odd (the homomorphic minimum-phase transform wants a
-    type I linear-phase prototype). ``pass_weight`` < 1 trades passband ripple
-    (which only has to stay within a fraction of a dB) for stopband depth.
+    type I linear-phase prototype); the result is zero-padded to a multiple
+    of ``multiple``. ``pass_weight`` < 1 trades passband ripple for stopband
+    depth. After quantisation the largest tap of each of the ``branches``
+    interleaved branches ``h[p::branches]`` is nudged so that the branch sums
+    to exactly 1 (the nudge is about half the response at fs/branches, which
+    costs a few dB of stopband; the designs below leave room for it): an interpolator by L uses
+    ``branches=L`` (gain L on zero-stuffed input, exactly unity DC gain per
+    output phase), a decimator ``branches=1``. Exact unity gain is what lets
+    a constant offset ride through the filter unchanged (``bias`` below).
     """
     if numtaps % 2 == 0:
         raise ValueError("numtaps must be odd")
@@ -82,37 +90,40 @@ def design_min_phase_lowpass(
         numtaps, [0.0, pass_hz, stop_hz, fs / 2.0], [1.0, 0.0], weight=[pass_weight, 1.0], fs=fs
     )
     h = signal.minimum_phase(proto, method="homomorphic", half=False, n_fft=1 << 16)
-    h *= gain / h.sum()  # exact DC gain before quantisation
+    h = np.concatenate([h, np.zeros((-len(h)) % multiple)])
+    h *= branches / h.sum()
     scale = float(1 << TAP_FRACTION_BITS)
-    h = np.round(h * scale) / scale
+    h = np.round(h * scale)  # integers: the sums below are exact
+    for p in range(branches):
+        branch = h[p::branches]
+        i = int(np.argmax(np.abs(branch)))
+        branch[i] += scale - branch.sum()
+        h[p::branches] = branch
+    h /= scale
     h.setflags(write=False)
     return h
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class PolyphaseFilter:
     """A prototype FIR at the high rate, split for an integer-factor resampler.
 
-    ``taps`` is zero-padded to a multiple of ``factor``. For interpolation,
-    ``phases[c, p]`` is the tap applied to history column ``c`` (oldest first)
-    for output phase ``p``; for decimation ``reversed_taps`` is ``taps[::-1]``.
-    ``interp_bound`` / ``decim_bound`` are the largest absolute output value
-    the interpolator / decimator can produce from int16 input (sizes of the
-    saturating rounding tables).
+    ``taps`` (length a multiple of ``factor``) as returned by
+    :func:`design_min_phase_lowpass`. For interpolation, ``phases[c, p]`` is
+    the tap applied to history column ``c`` (oldest first) for output phase
+    ``p``; for decimation ``reversed_taps`` is ``taps[::-1]``.
     """
 
     taps: np.ndarray
     factor: int
     phases: np.ndarray = field(init=False, repr=False)
     reversed_taps: np.ndarray = field(init=False, repr=False)
-    interp_bound: float = field(init=False)
-    decim_bound: float = field(init=False)
 
     def __post_init__(self) -> None:
         f = self.factor
         h = np.asarray(self.taps, dtype=np.float64)
-        pad = (-len(h)) % f
-        h = np.concatenate([h, np.zeros(pad)])
+        if len(h) % f:
+            raise ValueError("len(taps) must be a multiple of factor")
         k = len(h) // f
         # phases[c, p] = h[(k - 1 - c) * f + p]
         phases = np.ascontiguousarray(h.reshape(k, f)[::-1])
@@ -122,33 +133,68 @@ class PolyphaseFilter:
         object.__setattr__(self, "taps", h)
         object.__setattr__(self, "phases", phases)
         object.__setattr__(self, "reversed_taps", rev)
-        object.__setattr__(self, "interp_bound", 32768.0 * float(np.abs(phases).sum(axis=0).max()))
-        object.__setattr__(self, "decim_bound", 32768.0 * float(np.abs(h).sum()))
 
     @property
     def length(self) -> int:
         return len(self.taps)
 
 
-#: 8 kHz → 16 kHz: 47-tap min-phase low-pass at 16 kHz (gain 2 restores level after zero-stuffing).
+#: 8 kHz → 16 kHz: 59-tap minimum-phase low-pass at 16 kHz, two branches of 30 taps.
 INBOUND_FILTER = PolyphaseFilter(
-    design_min_phase_lowpass(16000.0, 47, 3400.0, 4600.0, 2.0, 0.1), factor=2
+    design_min_phase_lowpass(16000.0, 59, 3400.0, 4600.0, 0.3, branches=2, multiple=2), factor=2
 )
-#: 24 kHz → 8 kHz: 71-tap min-phase low-pass at 24 kHz.
+#: 24 kHz → 8 kHz: 83-tap minimum-phase low-pass at 24 kHz (84 with padding).
 OUTBOUND_FILTER = PolyphaseFilter(
-    design_min_phase_lowpass(24000.0, 71, 3400.0, 4600.0, 1.0, 0.1), factor=3
+    design_min_phase_lowpass(24000.0, 83, 3400.0, 4600.0, 0.5, branches=1, multiple=3), factor=3
 )
 
 
-class _WorkBuffer:
-    """A float64 buffer with a fixed history prefix and cached window views."""
+class _Engine:
+    """``rows`` windows of a work buffer, each dotted with a tap matrix.
 
-    __slots__ = ("buf", "views", "cap")
+    Row ``i`` is ``buf[offset + i*step : offset + i*step + width]`` and yields
+    ``taps.shape[1]`` outputs (``taps`` is ``width x outputs_per_row``). Whole
+    blocks of ``block`` rows go through one matrix product with a block-Toeplitz
+    expansion of the taps (``block_taps``): numpy copies only the few
+    overlapping block rows before its GEMM, where the plain product over
+    overlapping windows would copy every window (this halves the outbound
+    cost). Leftover rows use the plain product. Both give identical results
+    because the arithmetic is exact.
+    """
 
-    def __init__(self, cap: int) -> None:
+    __slots__ = ("taps", "block_taps", "offset", "step", "width", "block", "per_row", "block_width")
+
+    def __init__(self, taps: np.ndarray, offset: int, step: int, block: int) -> None:
+        width, per_row = taps.shape
+        self.taps, self.offset, self.step, self.width = taps, offset, step, width
+        self.block, self.per_row = block, per_row
+        self.block_width = (block - 1) * step + width
+        t = np.zeros((self.block_width, block * per_row))
+        for j in range(block):
+            t[j * step : j * step + width, j * per_row : (j + 1) * per_row] = taps
+        t.setflags(write=False)
+        self.block_taps = t
+
+
+@lru_cache(maxsize=None)
+def _engine(filt: PolyphaseFilter, kind: str, block: int) -> _Engine:
+    """One engine (and block-Toeplitz tap matrix) per filter, shared by all instances."""
+    if kind == "interp":
+        return _Engine(filt.phases, offset=0, step=1, block=block)
+    f = filt.factor
+    return _Engine(filt.reversed_taps.reshape(-1, 1), offset=f - 1, step=f, block=block)
+
+
+class _Stream:
+    """Per-instance float64 work buffer (history first) and cached views of it."""
+
+    __slots__ = ("engine", "buf", "cap", "_views")
+
+    def __init__(self, engine: _Engine, cap: int, fill: float) -> None:
+        self.engine = engine
         self.cap = cap
-        self.buf = np.zeros(cap, dtype=np.float64)
-        self.views: dict[tuple[int, int], np.ndarray] = {}
+        self.buf = np.full(cap, fill, dtype=np.float64)
+        self._views: dict[object, np.ndarray] = {}
 
     def ensure(self, size: int, keep: int) -> None:
         if size <= self.cap:
@@ -156,19 +202,46 @@ class _WorkBuffer:
         cap = max(size, 2 * self.cap)
         new = np.zeros(cap, dtype=np.float64)
         new[:keep] = self.buf[:keep]
-        self.buf, self.cap, self.views = new, cap, {}
+        self.buf, self.cap, self._views = new, cap, {}
 
-    def window(self, offset: int, rows: int, width: int, step: int) -> np.ndarray:
-        key = (offset, rows)
-        v = self.views.get(key)
+    def slot(self, start: int, stop: int) -> np.ndarray:
+        key = ("slot", start, stop)
+        v = self._views.get(key)
         if v is None:
-            if len(self.views) > 64:
-                self.views.clear()
-            v = np.ndarray(
-                (rows, width), _F64, self.buf.data, offset * _ITEM, (step * _ITEM, _ITEM)
-            )
-            self.views[key] = v
+            v = self._cache(key, self.buf[start:stop])
         return v
+
+    def _cache(self, key: object, v: np.ndarray) -> np.ndarray:
+        if len(self._views) > 64:
+            self._views.clear()
+        self._views[key] = v
+        return v
+
+    def _window(self, key: object, rows: int, offset: int, width: int, row_step: int) -> np.ndarray:
+        v = self._views.get(key)
+        if v is None:
+            v = self._cache(
+                key,
+                np.ndarray((rows, width), _F64, self.buf.data, offset * _ITEM, (row_step * _ITEM, _ITEM)),
+            )
+        return v
+
+    def run(self, rows: int) -> np.ndarray:
+        """Outputs of rows ``0..rows-1`` (``rows * per_row`` values, a fresh array)."""
+        e = self.engine
+        nb, rem = divmod(rows, e.block)
+        if not rem:  # the usual case: 20 ms and 40 ms chunks are whole blocks
+            x = self._window(nb, nb, e.offset, e.block_width, e.block * e.step)
+            return np.dot(x, e.block_taps).reshape(-1)
+        per = e.per_row
+        out = np.empty(rows * per, dtype=np.float64)
+        if nb:
+            x = self._window(nb, nb, e.offset, e.block_width, e.block * e.step)
+            np.dot(x, e.block_taps, out=out[: nb * e.block * per].reshape(nb, e.block * per))
+        done = nb * e.block
+        x = self._window((done, rem), rem, e.offset + done * e.step, e.width, e.step)
+        np.dot(x, e.taps, out=out[done * per :].reshape(rem, per))
+        return out
 
 
 class Interpolator:
@@ -176,35 +249,64 @@ class Interpolator:
 
     ``process(x)`` returns exactly ``factor * len(x)`` output values for any
     ``len(x)``: nothing is held back except filter history, so the only delay
-    is the filter's own (impulse peak 0.19 ms for :data:`INBOUND_FILTER`).
-    Output values are exact (not rounded); see the module docstring.
+    is the filter's own. Output values are exact (not rounded); see the module
+    docstring.
+
+    ``bias`` is a constant added to every input sample (the history starts
+    at, resets to and flushes with ``bias``); because each output phase has
+    exactly unity DC gain, every output then carries exactly the same
+    ``bias``. The converters use it to get their rounding offset without an
+    extra pass over the output (inbound folds it into the μ-law decode table).
     """
 
-    __slots__ = ("filt", "_k1", "_work", "_primed")
+    __slots__ = ("filt", "bias", "_k1", "_s", "_primed")
 
-    def __init__(self, filt: PolyphaseFilter = INBOUND_FILTER) -> None:
+    #: Input samples per block product (tuned with benchmarks/dsp.py).
+    BLOCK = 16
+
+    def __init__(self, filt: PolyphaseFilter = INBOUND_FILTER, bias: float = 0.0) -> None:
         self.filt = filt
+        self.bias = bias
         self._k1 = filt.phases.shape[0] - 1  # history length
-        self._work = _WorkBuffer(self._k1 + 512)
+        self._s = _Stream(_engine(filt, "interp", self.BLOCK), self._k1 + 640, bias)
         self._primed = False
 
+    def _advance(self, n: int) -> np.ndarray:
+        s, k1 = self._s, self._k1
+        y = s.run(n)
+        buf = s.buf
+        buf[:k1] = buf[n : n + k1]
+        self._primed = True
+        return y
+
     def process(self, x: np.ndarray) -> np.ndarray:
+        """Filter ``len(x)`` new input samples (``bias`` is added to them)."""
         n = len(x)
         if n == 0:
             return np.empty(0, dtype=np.float64)
-        k1 = self._k1
-        work = self._work
-        work.ensure(k1 + n, k1)
-        buf = work.buf
-        buf[k1 : k1 + n] = x
-        win = work.window(0, n, k1 + 1, 1)
-        y = np.dot(win, self.filt.phases)
-        buf[:k1] = buf[n : n + k1]
-        self._primed = True
-        return y.reshape(-1)
+        k1, s = self._k1, self._s
+        if k1 + n > s.cap:
+            s.ensure(k1 + n, k1)
+        np.add(x, self.bias, out=s.slot(k1, k1 + n))
+        return self._advance(n)
+
+    def process_lookup(self, table: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """Filter ``table[codes]`` taken as is: the table must already include ``bias``.
+
+        Saves the intermediate array of a separate lookup (``codes`` must be
+        valid indices; the inbound converter passes μ-law bytes).
+        """
+        n = len(codes)
+        if n == 0:
+            return np.empty(0, dtype=np.float64)
+        k1, s = self._k1, self._s
+        if k1 + n > s.cap:
+            s.ensure(k1 + n, k1)
+        table.take(codes, out=s.slot(k1, k1 + n), mode="clip")
+        return self._advance(n)
 
     def flush(self) -> np.ndarray:
-        """Ring out the filter (as if ``len(history)`` zeros followed), then reset."""
+        """Ring out the filter (as if ``len(history)`` zero samples followed), then reset."""
         if not self._primed:
             return np.empty(0, dtype=np.float64)
         y = self.process(np.zeros(self._k1))
@@ -212,7 +314,7 @@ class Interpolator:
         return y
 
     def reset(self) -> None:
-        self._work.buf[: self._k1] = 0.0
+        self._s.buf[: self._k1] = self.bias
         self._primed = False
 
 
@@ -223,34 +325,44 @@ class Decimator:
     (the newest sample of each group), so an output is produced as soon as its
     group is complete: after ``T`` input samples in total, ``T // factor``
     outputs have been returned. Up to ``factor-1`` samples wait for their group
-    (0.08 ms at 24 kHz).
+    (at most 0.08 ms at 24 kHz; none when chunks hold a multiple of 3 samples,
+    as Gemini's 40 ms chunks do).
+
+    ``bias`` gives the same outputs as for :class:`Interpolator` (the taps
+    sum to exactly 1, so filtering ``x + bias`` is exactly filtering ``x``
+    plus ``bias``); it is added to the outputs, the cheaper side here.
     """
 
-    __slots__ = ("filt", "_h1", "_pending", "_work", "_primed")
+    __slots__ = ("filt", "bias", "_h1", "_pending", "_s", "_primed")
 
-    def __init__(self, filt: PolyphaseFilter = OUTBOUND_FILTER) -> None:
+    #: Outputs per block product (tuned with benchmarks/dsp.py).
+    BLOCK = 16
+
+    def __init__(self, filt: PolyphaseFilter = OUTBOUND_FILTER, bias: float = 0.0) -> None:
         self.filt = filt
+        self.bias = bias
         self._h1 = filt.length - 1  # history length
         self._pending = 0  # samples after the history that do not yet complete a group
-        self._work = _WorkBuffer(self._h1 + 2048)
+        self._s = _Stream(_engine(filt, "decim", self.BLOCK), self._h1 + 2048, 0.0)
         self._primed = False
 
     def process(self, x: np.ndarray) -> np.ndarray:
         n = len(x)
-        h1, r, f = self._h1, self._pending, self.filt.factor
         if n == 0:
             return np.empty(0, dtype=np.float64)
-        work = self._work
+        h1, r, f, s = self._h1, self._pending, self.filt.factor, self._s
         start = h1 + r
         total = start + n
-        work.ensure(total, start)
-        buf = work.buf
-        buf[start:total] = x
+        if total > s.cap:
+            s.ensure(total, start)
+        buf = s.buf
+        s.slot(start, total)[:] = x
         q = (r + n) // f
         self._primed = True
         if q:
-            win = work.window(f - 1, q, h1 + 1, f)
-            y = np.dot(win, self.filt.reversed_taps)
+            y = s.run(q)
+            if self.bias:
+                y += self.bias
         else:
             y = np.empty(0, dtype=np.float64)
         consumed = q * f
@@ -276,6 +388,6 @@ class Decimator:
         return y
 
     def reset(self) -> None:
-        self._work.buf[: self._h1 + self._pending] = 0.0
+        self._s.buf[: self._h1 + self._pending] = 0.0
         self._pending = 0
         self._primed = False
