@@ -3,49 +3,71 @@
 Routes::
 
     POST /twiml            TwiML: <Connect action=/twiml/continue><Stream url=wss://…/media-stream>
+                           with a per-call stream token; over capacity: <Say> busy + <Hangup/>
     POST /twiml/continue   what Twilio asks when our stream ends: here, hang up
     WS   /media-stream     one call: Twilio Media Stream ⇄ Gemini Live
-    GET  /healthz          liveness and the number of active calls
-    GET  /metrics          Prometheus metrics
+    GET  /healthz          liveness and the number of active calls (public)
+    GET  /metrics          Prometheus metrics (operator token; 404 when none is set)
+
+Every request is checked at the door before it costs anything (see
+:mod:`telephony_bridge.security`): webhooks by Twilio's signature, streams by the upgrade's
+signature and then the stream token in ``start``, which this module reads itself before it
+hands the socket (and the frames already read) to :class:`~telephony_bridge.bridge.CallBridge`.
+No Gemini connection exists until both checks pass.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
+import sys
 from collections import deque
 from typing import Any
-from urllib.parse import parse_qsl
 
+from prometheus_client import Counter
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from .bridge import CallBridge
 from .call import CallConfig, CallCore
+from .errors import ConfigError, TwilioProtocolError
 from .gemini.messages import SetupConfig
 from .log import log_event, register_secret
 from .metrics import Metrics
 from .prompts import DEFAULT_SYSTEM_INSTRUCTION
+from .security import (
+    MAX_FORM_BYTES, TOKEN_PARAMETER, StreamTokens, TwilioSignatures, install_header_redaction, operator_only,
+    public_request_url, read_form, startup_warnings,
+)
 from .settings import Settings
+from .twilio.events import Connected, Event, Start, Unknown, parse_event
 from .twilio.twiml import connect_twiml, hangup_twiml
 
 logger = logging.getLogger("telephony_bridge.server")
 
-MAX_FORM_BYTES = 64 * 1024
-
-
-async def _form(request: Request) -> dict[str, str]:
-    """Twilio posts application/x-www-form-urlencoded; parsed here without extra dependencies."""
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        return {}
-    return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+#: What a caller hears when every line is taken.
+BUSY_MESSAGE = "Sorry, all our lines are busy right now. Please call again in a few minutes."
+#: Twilio sends ``connected`` then ``start`` at once; a stream that has not started by then is refused.
+START_TIMEOUT_S = 10.0
+#: Frames accepted before ``start`` (``connected``, perhaps an event this version does not know).
+MAX_FRAMES_BEFORE_START = 4
+#: Websocket close codes: policy violation (failed a check), try again later (over capacity).
+CLOSE_POLICY = 1008
+CLOSE_BUSY = 1013
+_SID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def _xml(text: str, status: int = 200) -> Response:
     return Response(text, status_code=status, media_type="application/xml")
+
+
+def _safe_sid(value: Any) -> str | None:
+    """A SID fit for a log line (peer input: anything else is not logged)."""
+    return value if isinstance(value, str) and _SID.fullmatch(value) else None
 
 
 class CallRegistry:
@@ -62,11 +84,45 @@ class CallRegistry:
         return None
 
 
+def call_config(settings: Settings) -> CallConfig:
+    """The call core's configuration from the settings (limits included)."""
+    return CallConfig(
+        playback_lead_s=settings.playback_lead_ms / 1000,
+        max_call_s=float(settings.max_call_s),
+        no_media_timeout_s=float(settings.no_media_timeout_s),
+    )
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """Websocket limits for uvicorn, shared by ``serve`` and any embedded server.
+
+    ``ws_max_size``: a Twilio frame over the limit closes the socket (1009) before it is ever
+    buffered whole; the parser's own cap (64 KiB) stands behind it. No permessage-deflate:
+    Twilio does not need it and a compressed frame is CPU spent on a peer's behalf.
+    """
+    return {
+        "ws": "websockets-sansio",
+        "ws_max_size": settings.twilio_max_message_bytes,
+        "ws_per_message_deflate": False,
+    }
+
+
 def create_app(settings: Settings) -> Starlette:
-    register_secret(settings.gemini_api_key)
-    register_secret(settings.twilio_auth_token)
+    if settings.twilio_signature_check and not settings.twilio_auth_token:
+        raise ConfigError("TWILIO_AUTH_TOKEN is not set: the Twilio auth token that signs webhooks "
+                          "(TWILIO_SIGNATURE_CHECK=off skips the check, for local development only)")
+    for secret in (settings.gemini_api_key, settings.twilio_auth_token, settings.stream_token_secret,
+                   settings.operator_token):
+        register_secret(secret)
+    install_header_redaction()  # websockets logs handshake headers (the Gemini key) at DEBUG
     calls = CallRegistry()
     metrics = Metrics()
+    rejected = Counter("bridge_rejected", "Requests and streams refused at the front door",
+                       ["where", "reason"], registry=metrics.registry)
+    signatures = TwilioSignatures(settings.twilio_auth_token) if settings.twilio_signature_check else None
+    tokens = StreamTokens(settings.stream_token_secret, settings.stream_token_ttl_s)
+    #: Calls whose stream was refused for capacity: their <Connect action> request hears "busy".
+    busy_calls: deque[str] = deque(maxlen=256)
 
     def setup_config() -> SetupConfig:
         return SetupConfig(
@@ -77,29 +133,116 @@ def create_app(settings: Settings) -> Starlette:
             silence_duration_ms=settings.silence_duration_ms,
         )
 
+    def refuse(where: str, reason: str, **fields: Any) -> None:
+        rejected.labels(where=where, reason=reason).inc()
+        log_event(logger, f"{where}.rejected", logging.WARNING, reason=reason, **fields)
+
+    async def signed_form(request: Request, path: str) -> dict[str, str] | Response:
+        """The webhook's form, once its signature checks out; else the response to send."""
+        pairs = await read_form(request, MAX_FORM_BYTES)
+        if pairs is None:
+            refuse("webhook", "too-large", path=path)
+            return PlainTextResponse("Payload Too Large", status_code=413)
+        form = dict(pairs)
+        if signatures is not None:
+            signature = request.headers.get("x-twilio-signature")
+            url = public_request_url(settings.public_url, path, request.url.query)
+            if not signatures.webhook_ok(url, pairs, signature):
+                refuse("webhook", "missing-signature" if not signature else "bad-signature",
+                       path=path, call_sid=_safe_sid(form.get("CallSid")))
+                return PlainTextResponse("Forbidden", status_code=403)
+        return form
+
     async def twiml(request: Request) -> Response:
-        form = await _form(request)
-        call_sid = form.get("CallSid", "")
+        form = await signed_form(request, "/twiml")
+        if isinstance(form, Response):
+            return form
+        call_sid = _safe_sid(form.get("CallSid"))
+        if call_sid is None:
+            refuse("webhook", "no-call-sid", path="/twiml")
+            return PlainTextResponse("Bad Request", status_code=400)
+        if len(calls.active) >= settings.max_concurrent_calls:
+            refuse("webhook", "busy", path="/twiml", call_sid=call_sid, active_calls=len(calls.active))
+            return _xml(hangup_twiml(say=BUSY_MESSAGE))
         log_event(logger, "webhook.twiml", call_sid=call_sid)
         return _xml(connect_twiml(
             settings.stream_url,
             action_url=settings.public("/twiml/continue"),
-            parameters={"from": form.get("From", "")[:64]},
+            parameters={"from": form.get("From", "")[:64], TOKEN_PARAMETER: tokens.issue(call_sid)},
         ))
 
     async def twiml_continue(request: Request) -> Response:
-        form = await _form(request)
-        log_event(logger, "webhook.continue", call_sid=form.get("CallSid", ""))
+        form = await signed_form(request, "/twiml/continue")
+        if isinstance(form, Response):
+            return form
+        call_sid = _safe_sid(form.get("CallSid"))
+        log_event(logger, "webhook.continue", call_sid=call_sid)
+        if call_sid is not None and call_sid in busy_calls:
+            return _xml(hangup_twiml(say=BUSY_MESSAGE))
         return _xml(hangup_twiml())
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"ok": True, "active_calls": len(calls.active)})
 
+    @operator_only(settings.operator_token)
     async def metrics_endpoint(request: Request) -> Response:
         return Response(metrics.render(), media_type=metrics.content_type)
 
+    async def first_frames(websocket: WebSocket) -> tuple[list[str | bytes], Start | None, str]:
+        """Read up to ``start``: (frames read, the start event or None, why not)."""
+        frames: list[str | bytes] = []
+        try:
+            async with asyncio.timeout(START_TIMEOUT_S):
+                while len(frames) <= MAX_FRAMES_BEFORE_START:
+                    message = await websocket.receive()
+                    if message["type"] == "websocket.disconnect":
+                        return frames, None, "disconnected"
+                    data = message.get("text")
+                    if data is None:
+                        data = message.get("bytes") or b""
+                    frames.append(data)
+                    try:
+                        event: Event = parse_event(data)
+                    except TwilioProtocolError as err:
+                        if err.fatal:
+                            return frames, None, f"bad-frame:{err.kind}"
+                        continue
+                    if isinstance(event, Start):
+                        return frames, event, ""
+                    if not isinstance(event, (Connected, Unknown)):
+                        return frames, None, "no-start"
+        except TimeoutError:
+            return frames, None, "start-timeout"
+        return frames, None, "no-start"
+
     async def media_stream(websocket: WebSocket) -> None:
         await websocket.accept()
+        # 1. The upgrade's signature: over the URL exactly as written in the TwiML, no params.
+        if signatures is not None:
+            signature = websocket.headers.get("x-twilio-signature")
+            if not signatures.stream_ok(settings.stream_url, signature):
+                refuse("stream", "missing-signature" if not signature else "bad-signature")
+                await websocket.close(code=CLOSE_POLICY)
+                return
+        # 2. The per-call token, which comes in `start`: read up to it ourselves.
+        frames, start, why = await first_frames(websocket)
+        if start is None:
+            refuse("stream", why)
+            if why != "disconnected":
+                await websocket.close(code=CLOSE_POLICY)
+            return
+        problem = tokens.check(start.custom_parameters.get(TOKEN_PARAMETER), start.call_sid)
+        if problem is not None:
+            refuse("stream", f"token-{problem}", call_sid=start.call_sid)
+            await websocket.close(code=CLOSE_POLICY)
+            return
+        # 3. Capacity (the webhook already turned callers away; this covers a burst of answers).
+        if len(calls.active) >= settings.max_concurrent_calls:
+            refuse("stream", "busy", call_sid=start.call_sid)
+            busy_calls.append(start.call_sid)
+            await websocket.close(code=CLOSE_BUSY)
+            return
+
         key = id(websocket)
 
         def finished(core: CallCore) -> None:
@@ -107,9 +250,10 @@ def create_app(settings: Settings) -> Starlette:
             calls.finished.append(core)
             metrics.active_calls.dec()
 
-        config = CallConfig(playback_lead_s=settings.playback_lead_ms / 1000)
+        # Only now does a Gemini connection open (CallBridge.run).
         bridge = CallBridge(websocket, live_url=settings.gemini_live_url, api_key=settings.gemini_api_key,
-                            setup=setup_config(), config=config, on_finish=finished, metrics=metrics)
+                            setup=setup_config(), config=call_config(settings), on_finish=finished,
+                            metrics=metrics, first_frames=frames)
         calls.active[key] = bridge.core
         metrics.active_calls.inc()
         metrics.calls_total.inc()
@@ -125,17 +269,36 @@ def create_app(settings: Settings) -> Starlette:
     app.state.settings = settings
     app.state.calls = calls
     app.state.metrics = metrics
+    app.state.stream_tokens = tokens
     return app
 
 
-def serve(settings: Settings) -> None:  # pragma: no cover - exercised by the CLI
+def warn_at_startup(settings: Settings, stream: Any = None) -> list[str]:
+    """Say what is unsafe about this configuration: on stderr (a banner for the signature
+    check) and as WARNING log lines. Returns the lines."""
+    stream = sys.stderr if stream is None else stream
+    lines = startup_warnings(settings)
+    for line in lines:
+        if line.startswith("TWILIO_SIGNATURE_CHECK"):
+            bar = "!" * 78
+            print(f"{bar}\n!! WARNING: {line}\n{bar}", file=stream, flush=True)
+        else:
+            print(f"warning: {line}", file=stream, flush=True)
+        log_event(logger, "serve.insecure" if line.startswith("TWILIO") else "serve.warning",
+                  logging.WARNING, message=line)
+    return lines
+
+
+def serve(settings: Settings) -> None:
     import uvicorn
 
     from .log import setup_logging
 
     setup_logging(settings.log_level)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, ws="websockets-sansio",
-                log_level="warning", proxy_headers=True, timeout_graceful_shutdown=30)
+    app = create_app(settings)  # refuses a configuration that cannot check signatures
+    warn_at_startup(settings)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", proxy_headers=True,
+                timeout_graceful_shutdown=30, **uvicorn_options(settings))
 
 
-__all__: list[Any] = ["create_app", "serve", "CallRegistry"]
+__all__: list[Any] = ["create_app", "serve", "CallRegistry", "call_config", "uvicorn_options", "warn_at_startup"]

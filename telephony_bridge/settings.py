@@ -1,7 +1,24 @@
 """Settings, read from the environment once at start-up.
 
 A missing or invalid setting raises :class:`ConfigError` with a one-line message naming the
-variable. Secrets (``GEMINI_API_KEY``, ``TWILIO_AUTH_TOKEN``) are kept out of ``repr``.
+variable. Secrets (``GEMINI_API_KEY``, ``TWILIO_AUTH_TOKEN``, ``STREAM_TOKEN_SECRET``,
+``OPERATOR_TOKEN``) are kept out of ``repr``.
+
+Security settings (see :mod:`telephony_bridge.security`)::
+
+    TWILIO_SIGNATURE_CHECK   on (default) | off. Off is for local development only: ``serve``
+                             warns loudly. On without TWILIO_AUTH_TOKEN is a ConfigError: a
+                             bridge that cannot check signatures must not start.
+    STREAM_TOKEN_SECRET      key of the per-call stream tokens (>= 32 characters). Unset: a
+                             random secret per process, which only works with ONE replica (the
+                             webhook and the stream of a call may land on different ones).
+    STREAM_TOKEN_TTL_S       how long a stream token is valid after the webhook, default 120
+    OPERATOR_TOKEN           bearer token for /metrics and /calls (>= 16 characters); unset: off (404)
+    MAX_CONCURRENT_CALLS     calls at once before the webhook answers "lines are busy", default 40
+    MAX_CALL_S               a call is ended after this long, default 3600
+    NO_MEDIA_TIMEOUT_S       a stream silent (no media frames) this long is ended, default 10
+    TWILIO_MAX_MESSAGE_BYTES largest websocket frame accepted from Twilio, default 65536
+    GEMINI_MAX_MESSAGE_BYTES largest websocket frame accepted from Gemini, default 4 MiB
 """
 
 from __future__ import annotations
@@ -37,6 +54,20 @@ class Settings:
     silence_duration_ms: int = 2500
     voice: str | None = None
     language: str | None = None
+    #: Check X-Twilio-Signature on the webhook and the stream upgrade (off: local development only).
+    twilio_signature_check: bool = True
+    #: Key of the per-call stream token; None: a random key per app (one replica only).
+    stream_token_secret: str | None = field(default=None, repr=False)
+    stream_token_ttl_s: int = 120
+    #: Bearer token for the private read endpoints (/metrics, /calls); None: those answer 404.
+    operator_token: str | None = field(default=None, repr=False)
+    max_concurrent_calls: int = 40
+    max_call_s: int = 3600
+    no_media_timeout_s: int = 10
+    #: Largest frame accepted from Twilio (uvicorn's ``ws_max_size``; the parser's hard cap is 64 KiB).
+    twilio_max_message_bytes: int = 64 * 1024
+    #: Largest frame accepted from Gemini (the client's ``max_size``; a second of audio is ~64 KB).
+    gemini_max_message_bytes: int = 4 * 1024 * 1024
 
     @property
     def public_host(self) -> str:
@@ -66,6 +97,26 @@ def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> i
     return value
 
 
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("on", "true", "1", "yes"):
+        return True
+    if raw in ("off", "false", "0", "no"):
+        return False
+    raise ConfigError(f"{name} must be on or off (got {raw[:20]!r})")
+
+
+def _secret(env: Mapping[str, str], name: str, min_chars: int, hint: str) -> str | None:
+    value = env.get(name, "").strip()
+    if not value:
+        return None
+    if len(value) < min_chars:
+        raise ConfigError(f"{name} must be at least {min_chars} characters: {hint}")
+    return value
+
+
 def _required(env: Mapping[str, str], name: str, hint: str) -> str:
     value = env.get(name, "").strip()
     if not value:
@@ -85,12 +136,17 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(f"GEMINI_LIVE_URL must be a ws:// or wss:// URL (got {live_url[:60]!r})")
     if "key=" in live_url:
         raise ConfigError("GEMINI_LIVE_URL must not carry the key: set GEMINI_API_KEY instead")
+    signature_check = _switch(env, "TWILIO_SIGNATURE_CHECK", True)
+    auth_token = env.get("TWILIO_AUTH_TOKEN", "").strip() or None
+    if signature_check and auth_token is None:
+        raise ConfigError("TWILIO_AUTH_TOKEN is not set: the Twilio auth token that signs webhooks "
+                          "(TWILIO_SIGNATURE_CHECK=off skips the check, for local development only)")
     return Settings(
         gemini_api_key=key,
         public_url=public_url.rstrip("/"),
         gemini_live_url=live_url,
         gemini_model=env.get("GEMINI_MODEL", "").strip() or DEFAULT_MODEL,
-        twilio_auth_token=env.get("TWILIO_AUTH_TOKEN") or None,
+        twilio_auth_token=auth_token,
         host=env.get("HOST", "").strip() or "0.0.0.0",
         port=_int(env, "PORT", 8080, 0, 65535),
         log_level=env.get("LOG_LEVEL", "").strip() or "INFO",
@@ -98,4 +154,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         silence_duration_ms=_int(env, "SILENCE_DURATION_MS", 2500, 100, 10000),
         voice=env.get("GEMINI_VOICE") or None,
         language=env.get("GEMINI_LANGUAGE") or None,
+        twilio_signature_check=signature_check,
+        stream_token_secret=_secret(env, "STREAM_TOKEN_SECRET", 32,
+                                    "python -c 'import secrets; print(secrets.token_urlsafe(32))'"),
+        stream_token_ttl_s=_int(env, "STREAM_TOKEN_TTL_S", 120, 10, 3600),
+        operator_token=_secret(env, "OPERATOR_TOKEN", 16, "a long random string"),
+        max_concurrent_calls=_int(env, "MAX_CONCURRENT_CALLS", 40, 1, 10000),
+        max_call_s=_int(env, "MAX_CALL_S", 3600, 60, 6 * 3600),
+        no_media_timeout_s=_int(env, "NO_MEDIA_TIMEOUT_S", 10, 2, 300),
+        twilio_max_message_bytes=_int(env, "TWILIO_MAX_MESSAGE_BYTES", 64 * 1024, 4096, 64 * 1024),
+        gemini_max_message_bytes=_int(env, "GEMINI_MAX_MESSAGE_BYTES", 4 * 1024 * 1024,
+                                      64 * 1024, 16 * 1024 * 1024),
     )

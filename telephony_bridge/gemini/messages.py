@@ -5,6 +5,24 @@ JSON (text is accepted too); :func:`parse_server_message` turns one into a list 
 the order a client should act on them, or raises :class:`GeminiProtocolError` and nothing else.
 The service reads proto JSON, so both ``lowerCamelCase`` and ``snake_case`` names are accepted,
 and ``bytes`` fields in both base64 alphabets, padded or not.
+
+Hostile or broken server input is held to the same rule as Twilio's: one
+:class:`~telephony_bridge.errors.GeminiProtocolError` (``kind`` below), never another exception,
+never a value that breaks the call core later. A wrong type on any field we read is an error,
+not a silent default; fields we do not read are ignored (the API grows)::
+
+    oversize         frame over MAX_MESSAGE_BYTES
+    not-json         not UTF-8 JSON, NaN/Infinity, nesting past the decoder's limit, an integer
+                     longer than Python's 4300-digit limit
+    not-object       JSON that is not an object
+    wrong-type       a field we read has the wrong JSON type (or a bool where a number goes)
+    too-deep         function-call ``args`` or ``usageMetadata`` nested deeper than MAX_DEPTH
+                     (they are kept, and later code may walk them recursively)
+    too-long         an id, name or resumption handle longer than MAX_ID_CHARS
+    bad-base64       inline audio that is not base64 (either alphabet, padding optional)
+    unsupported-mime inline data that is not ``audio/pcm``
+    bad-duration     ``goAway.timeLeft`` that is not a finite, non-negative number of seconds
+    missing-field    a function call without a name
 """
 
 from __future__ import annotations
@@ -12,6 +30,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Union
@@ -20,6 +39,12 @@ from ..errors import GeminiProtocolError
 
 #: Largest server message we parse (a turn's audio can arrive in large chunks).
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+#: Nesting allowed in the free-form objects we keep (function-call args, usage metadata).
+MAX_DEPTH = 32
+#: Function-call ids and names, cancellation ids, resumption handles.
+MAX_ID_CHARS = 4096
+#: ``goAway.timeLeft`` is clamped to this (the service gives tens of seconds).
+MAX_GO_AWAY_S = 3600.0
 
 # ---------------------------------------------------------------------------------------------
 # Client → server
@@ -202,13 +227,65 @@ ServerEvent = Union[
     SessionResumptionUpdate, UsageMetadata,
 ]
 
-_RATE = re.compile(r"rate=(\d{3,6})")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
+_RATE = re.compile(r"rate=(\d{3,6})", re.ASCII)
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$", re.ASCII)
 
 
 def _get(d: dict[str, Any], camel: str, snake: str) -> Any:
     value = d.get(camel)
     return d.get(snake) if value is None else value
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _depth_ok(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """True when ``value`` nests no deeper than ``limit`` (iterative: no recursion to exhaust)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth >= limit:
+            return False
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return True
+
+
+def _short(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise GeminiProtocolError("wrong-type", f"{what} must be a string")
+    if len(value) > MAX_ID_CHARS:
+        raise GeminiProtocolError("too-long", f"{what}: {len(value)} characters")
+    return value
+
+
+def _text(container: Any, what: str) -> str | None:
+    """``{"text": "..."}`` (a transcription): the text, or None when absent or empty."""
+    if container is None:
+        return None
+    if not isinstance(container, dict):
+        raise GeminiProtocolError("wrong-type", f"{what} must be an object")
+    text = container.get("text")
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        raise GeminiProtocolError("wrong-type", f"{what}.text must be a string")
+    return text or None
+
+
+def _flag(d: dict[str, Any], camel: str, snake: str) -> bool:
+    value = _get(d, camel, snake)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise GeminiProtocolError("wrong-type", f"{camel} must be a boolean")
+    return value
 
 
 def _b64(data: Any) -> bytes:
@@ -226,28 +303,34 @@ def _b64(data: Any) -> bytes:
 
 
 def _duration(value: Any) -> float:
+    """Proto JSON ``Duration`` ("50s", "1.5s"; a bare number is accepted), clamped to an hour."""
+    seconds: float | None = None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
+        seconds = float(value) if abs(value) < 1e300 else math.inf
+    elif isinstance(value, str) and len(value) <= 40:
         m = _DURATION.match(value)
         if m:
-            return float(m.group(1))
-    raise GeminiProtocolError("wrong-type", f"bad duration {str(value)[:20]!r}")
+            seconds = float(m.group(1))
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        raise GeminiProtocolError("bad-duration", repr(str(value)[:20]))
+    return min(seconds, MAX_GO_AWAY_S)
 
 
 def _server_content(sc: Any, out: list[ServerEvent]) -> None:
     if not isinstance(sc, dict):
         raise GeminiProtocolError("wrong-type", "serverContent must be an object")
-    if _get(sc, "interrupted", "interrupted") is True:
+    if _flag(sc, "interrupted", "interrupted"):
         out.append(Interrupted())
-    tr = _get(sc, "inputTranscription", "input_transcription")
-    if isinstance(tr, dict) and isinstance(tr.get("text"), str) and tr["text"]:
-        out.append(InputTranscription(tr["text"]))
+    text = _text(_get(sc, "inputTranscription", "input_transcription"), "inputTranscription")
+    if text:
+        out.append(InputTranscription(text))
     turn = _get(sc, "modelTurn", "model_turn")
     if turn is not None:
         if not isinstance(turn, dict):
             raise GeminiProtocolError("wrong-type", "modelTurn must be an object")
-        parts = turn.get("parts", [])
+        parts = turn.get("parts")
+        if parts is None:
+            parts = []
         if not isinstance(parts, list):
             raise GeminiProtocolError("wrong-type", "modelTurn.parts must be a list")
         for part in parts:
@@ -260,18 +343,22 @@ def _server_content(sc: Any, out: list[ServerEvent]) -> None:
                 mime = _get(inline, "mimeType", "mime_type") or ""
                 if not isinstance(mime, str) or not mime.startswith("audio/pcm"):
                     raise GeminiProtocolError("unsupported-mime", str(mime)[:40])
-                m = _RATE.search(mime)
+                m = _RATE.search(mime[:200])
                 pcm = _b64(inline.get("data"))
                 if pcm:
                     out.append(AudioChunk(pcm, int(m.group(1)) if m else 24000))
-            elif isinstance(part.get("text"), str):
-                out.append(TextPart(part["text"]))
-    tr = _get(sc, "outputTranscription", "output_transcription")
-    if isinstance(tr, dict) and isinstance(tr.get("text"), str) and tr["text"]:
-        out.append(OutputTranscription(tr["text"]))
-    if _get(sc, "generationComplete", "generation_complete") is True:
+            else:
+                text = part.get("text")
+                if text is not None and not isinstance(text, str):
+                    raise GeminiProtocolError("wrong-type", "part.text must be a string")
+                if text:
+                    out.append(TextPart(text))
+    text = _text(_get(sc, "outputTranscription", "output_transcription"), "outputTranscription")
+    if text:
+        out.append(OutputTranscription(text))
+    if _flag(sc, "generationComplete", "generation_complete"):
         out.append(GenerationComplete())
-    if _get(sc, "turnComplete", "turn_complete") is True:
+    if _flag(sc, "turnComplete", "turn_complete"):
         out.append(TurnComplete())
 
 
@@ -288,10 +375,14 @@ def _tool_call(tc: Any) -> ToolCall:
         cid, name, args = call.get("id", ""), call.get("name"), call.get("args", {})
         if not isinstance(name, str) or not name or not isinstance(cid, str):
             raise GeminiProtocolError("missing-field", "function call needs a name and an id")
+        _short(name, "function call name")
+        _short(cid, "function call id")
         if args is None:
             args = {}
         if not isinstance(args, dict):
             raise GeminiProtocolError("wrong-type", "function call args must be an object")
+        if not _depth_ok(args):
+            raise GeminiProtocolError("too-deep", "function call args")
         parsed.append(FunctionCall(cid, name, args))
     return ToolCall(tuple(parsed))
 
@@ -311,6 +402,8 @@ def _parse(msg: dict[str, Any]) -> list[ServerEvent]:
         ids = cancel.get("ids", []) if isinstance(cancel, dict) else None
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             raise GeminiProtocolError("wrong-type", "toolCallCancellation.ids must be strings")
+        for i in ids:
+            _short(i, "cancelled id")
         out.append(ToolCallCancellation(tuple(ids)))
     ga = _get(msg, "goAway", "go_away")
     if ga is not None:
@@ -323,22 +416,33 @@ def _parse(msg: dict[str, Any]) -> list[ServerEvent]:
         if not isinstance(sru, dict):
             raise GeminiProtocolError("wrong-type", "sessionResumptionUpdate must be an object")
         handle = _get(sru, "newHandle", "new_handle")
-        if handle is not None and not isinstance(handle, str):
-            raise GeminiProtocolError("wrong-type", "newHandle must be a string")
-        out.append(SessionResumptionUpdate(handle or None, sru.get("resumable") is True))
+        if handle is not None:
+            _short(handle, "newHandle")
+        out.append(SessionResumptionUpdate(handle or None, _flag(sru, "resumable", "resumable")))
     usage = _get(msg, "usageMetadata", "usage_metadata")
-    if isinstance(usage, dict):
+    if usage is not None:
+        if not isinstance(usage, dict):
+            raise GeminiProtocolError("wrong-type", "usageMetadata must be an object")
+        if not _depth_ok(usage):
+            raise GeminiProtocolError("too-deep", "usageMetadata")
         total = _get(usage, "totalTokenCount", "total_token_count")
-        out.append(UsageMetadata(total if isinstance(total, int) else 0, usage))
+        # An int64 in proto JSON may come as a string; anything else (or absurd) counts as 0.
+        if isinstance(total, str) and total.isascii() and total.isdigit() and len(total) <= 19:
+            total = int(total)
+        if type(total) is not int or not 0 <= total < 2**63:
+            total = 0
+        out.append(UsageMetadata(total, usage))
     return out
 
 
 def parse_server_message(data: bytes | str) -> list[ServerEvent]:
     """Parse one server frame into events. Raises only :class:`GeminiProtocolError`."""
+    if not isinstance(data, (str, bytes, bytearray)):
+        raise GeminiProtocolError("not-json", type(data).__name__)
     if len(data) > MAX_MESSAGE_BYTES:
         raise GeminiProtocolError("oversize", f"{len(data)} bytes")
     try:
-        msg = json.loads(data)
+        msg = json.loads(data, parse_constant=_reject_constant)
     except (ValueError, TypeError, RecursionError) as exc:
         raise GeminiProtocolError("not-json", type(exc).__name__) from None
     if not isinstance(msg, dict):
