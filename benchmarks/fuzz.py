@@ -441,31 +441,30 @@ def _phrases(kind: str) -> bytes | None:
     return b"\x7f" * 1600 if kind != "none" else None
 
 
-def _check_outbox(core: CallCore, tpl: Templates, escapes: list[dict[str, Any]], what: str) -> None:
+def _check_outbox(core: CallCore, tpl: Templates) -> str | None:
+    """Drain the core's outboxes like the adapter would; describe the first malformed message."""
+    problem = None
     for message in core.twilio_out:
         try:
             obj = json.loads(message)
             ok = isinstance(obj, dict) and obj.get("event") in ("media", "mark", "clear") \
                 and obj.get("streamSid") == core.stream_sid
-            if obj.get("event") == "mark":
+            if ok and obj["event"] == "mark":
                 tpl.marks.append(obj["mark"]["name"])
         except Exception:
             ok = False
-        if not ok:
-            escapes.append({"where": "core-twilio-out", "error": "bad outbound Twilio message",
-                            "input": repr(message)[:300], "after": what})
-            break
+        if not ok and problem is None:
+            problem = f"bad outbound Twilio message: {message[:200]!r}"
     core.twilio_out.clear()
     for message in core.gemini_out:
         try:
             ok = isinstance(json.loads(message), dict)
         except Exception:
             ok = False
-        if not ok:
-            escapes.append({"where": "core-gemini-out", "error": "bad outbound Gemini message",
-                            "input": repr(message)[:300], "after": what})
-            break
+        if not ok and problem is None:
+            problem = f"bad outbound Gemini message: {message[:200]!r}"
     core.gemini_out.clear()
+    return problem
 
 
 def run(worker: int, count: int, seed: int, budget: float, hang: float) -> dict[str, Any]:
@@ -491,7 +490,10 @@ def run(worker: int, count: int, seed: int, budget: float, hang: float) -> dict[
     pending_reconnect = False
     t_start = time.perf_counter()
 
+    escaped = Counter()
+
     def escape(where: str, exc: BaseException | str, data: Any) -> None:
+        escaped[where] += 1
         text = exc if isinstance(exc, str) else "".join(traceback.format_exception(exc, limit=-4))
         if len(escapes) < 50:
             escapes.append({"where": where, "error": text[-1500:], "input": repr(data)[:600]})
@@ -514,7 +516,9 @@ def run(worker: int, count: int, seed: int, budget: float, hang: float) -> dict[
                 if rng.random() < 0.85:
                     core.receive_twilio(json.dumps(tpl.connected()), now)
                     core.receive_twilio(json.dumps(tpl.start()), now)
-                _check_outbox(core, tpl, escapes, "preamble")
+                problem = _check_outbox(core, tpl)
+                if problem:
+                    escape("core-outbox", problem, "(preamble)")
             except BaseException as exc:  # noqa: BLE001 - the point is to see everything
                 escape("core-preamble", exc, "")
                 core = None
@@ -581,7 +585,9 @@ def run(worker: int, count: int, seed: int, budget: float, hang: float) -> dict[
                 if rng.random() < 0.01:
                     core.record()
                     core.summary()
-                _check_outbox(core, tpl, escapes, repr(data)[:200])
+                problem = _check_outbox(core, tpl)
+                if problem:
+                    escape("core-outbox", problem, data)
                 if core.ended is not None and rng.random() < 0.05:
                     in_episode = EPISODE  # a finished call: start a new one soon
             except BaseException as exc:  # noqa: BLE001
@@ -603,7 +609,7 @@ def run(worker: int, count: int, seed: int, budget: float, hang: float) -> dict[
     if core is not None:
         ended[core.ended or "open"] += 1
         reached.update({k: v for k, v in core.counters.items() if v})
-    return {"worker": worker, "count": done, "escapes": escapes, "kinds": kinds, "sources": sources,
+    return {"worker": worker, "count": done, "escapes": escapes, "escaped": escaped, "kinds": kinds, "sources": sources,
             "ended": ended, "reached": reached, "slowest": slowest, "seconds": time.perf_counter() - t_start}
 
 
@@ -634,6 +640,9 @@ def main(argv: list[str] | None = None) -> int:
 
     total = sum(r["count"] for r in results)
     escapes = [e for r in results for e in r["escapes"]]
+    escaped: Counter[str] = Counter()
+    for r in results:
+        escaped.update(r["escaped"])
     kinds: dict[str, Counter[str]] = {"twilio": Counter(), "gemini": Counter()}
     sources: Counter[str] = Counter()
     ended: Counter[str] = Counter()
@@ -653,7 +662,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"inputs                {total:,} (each through its parser and through a live call core)",
         f"wall time             {wall:.1f} s ({total / wall:,.0f} inputs/s)",
-        f"escapes               {len(escapes)}",
+        f"escapes               {sum(escaped.values())}"
+        + (" (" + ", ".join(f"{k}: {v}" for k, v in escaped.most_common()) + ")" if escaped else ""),
         f"slowest input         {slowest[0] * 1000:.1f} ms (budget {args.budget * 1000:.0f} ms): {slowest[1]}",
         "",
         "inputs by side and source:",
@@ -681,7 +691,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
             f.write(report + "\n")
-    return 1 if escapes else 0
+    return 1 if escapes or escaped else 0
 
 
 if __name__ == "__main__":
