@@ -245,7 +245,14 @@ class CallBridge:
             try:
                 client = await self._open(setup_message)
             except Exception as exc:
-                core.gemini_connect_failed(f"{type(exc).__name__}: {exc}"[:200], loop.time())
+                reason = f"{type(exc).__name__}: {exc}"[:200]
+                close = getattr(exc, "rcvd", None)  # closed during setup, e.g. 1008 stale handle
+                if close is not None:
+                    if not core.gemini_closed(close.code, close.reason or reason, loop.time()):
+                        await self._after_input()
+                        return
+                else:
+                    core.gemini_connect_failed(reason, loop.time())
                 await self._after_input()
                 if not await self._backoff():
                     return
@@ -296,17 +303,18 @@ class CallBridge:
                 self._start_handover()
 
     def _start_handover(self) -> None:
-        if self._handover_task is None or self._handover_task.done():
-            self._handover_task = asyncio.create_task(self._handover(), name="handover")
+        old = self._conn
+        if old is None or (self._handover_task is not None and not self._handover_task.done()):
+            return
+        # Synchronously: from here the old connection's frames no longer count, caller audio
+        # is kept for the next connection, and the core stops asking for a handover.
+        old.retired = True
+        setup_message = self.core.begin_handover(self.loop.time())
+        self._handover_task = asyncio.create_task(self._handover(old, setup_message), name="handover")
 
-    async def _handover(self) -> None:
+    async def _handover(self, old: _Connection, setup_message: str) -> None:
         """goAway: open the next connection with the newest handle, then switch to it."""
         core, loop = self.core, self.loop
-        old = self._conn
-        if old is None:
-            return
-        old.retired = True
-        setup_message = core.begin_handover(loop.time())
         try:
             client = await self._open(setup_message)
         except Exception as exc:
@@ -375,6 +383,8 @@ class CallBridge:
                             await wake.wait()
                     except TimeoutError:
                         pass
+                else:
+                    await asyncio.sleep(0)  # never starve the loop, whatever the core asks
             now = loop.time()
             core.tick(now)
             if core.handover_wanted(now):

@@ -426,7 +426,7 @@ class CallCore:
         if self._fresh_fallback:
             self._fresh_fallback = False
             self._since_handle.clear()
-            out.append(gm.client_text(self._context_for_fresh_session()))
+            out.append(self._context_for_fresh_session())
         elif resumed and self._since_handle:
             # The caller's audio after the newest handle is not in the resumed state: send it again.
             self.counters["input_replayed_frames"] += len(self._since_handle)
@@ -442,11 +442,12 @@ class CallCore:
         self._maybe_greet(now)
 
     def _context_for_fresh_session(self) -> str:
-        lines = [f"{'Interviewer' if e['role'] == 'agent' else 'Founder'}: {e['text']}"
-                 for e in self.transcript[-20:] if e.get("text")]
-        history = "\n".join(lines) if lines else "(nothing yet)"
-        return ("[The phone line was reconnected and you lost your memory of the call. The conversation so "
-                f"far:\n{history}\nContinue the interview where it left off. Do not greet the caller again.]")
+        """The transcript so far as history turns, then where to go on from."""
+        turns = [("model" if e["role"] == "agent" else "user", e["text"])
+                 for e in self.transcript[-40:] if e.get("text")]
+        turns.append(("user", "[The phone line was reconnected. Continue the interview where it left off. "
+                              "Do not greet the caller again.]"))
+        return gm.client_turns(turns)
 
     # -- goAway handover -----------------------------------------------------------------------
 
@@ -912,7 +913,8 @@ class CallCore:
             deadline = min(deadline, self._closing[1])
         go_away = self.session.go_away_deadline
         if go_away is not None and self.session.state is SessionState.DRAINING and not self._handover:
-            deadline = min(deadline, go_away - cfg.handover_margin_s)
+            # Look for a quiet moment every 100 ms; hand over before the cut at the latest.
+            deadline = min(deadline, go_away - cfg.handover_margin_s, self._last_media + 0.1)
         return deadline
 
     def record(self) -> dict[str, Any]:

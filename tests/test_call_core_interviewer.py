@@ -182,9 +182,10 @@ def test_stale_handle_falls_back_to_a_fresh_session_seeded_with_the_transcript()
     setup = json.loads(core.gemini_connected(5.3))
     assert setup["setup"]["sessionResumption"] == {}
     core.receive_gemini(b'{"setupComplete":{}}', 5.4)
-    texts = [m["clientContent"]["turns"][0]["parts"][0]["text"] for m in drain(core.gemini_out)
-             if "clientContent" in m]
-    assert len(texts) == 1 and "Dental cancellations." in texts[0] and "Do not greet" in texts[0]
+    (seed,) = [m["clientContent"] for m in drain(core.gemini_out) if "clientContent" in m]
+    turns = [(t["role"], t["parts"][0]["text"]) for t in seed["turns"]]
+    assert turns[:2] == [("model", "What problem are you solving?"), ("user", "Dental cancellations.")]
+    assert turns[-1][0] == "user" and "Do not greet" in turns[-1][1] and seed["turnComplete"] is True
 
 
 def test_a_permanent_close_ends_the_call_with_a_spoken_apology():

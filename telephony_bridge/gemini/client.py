@@ -83,15 +83,12 @@ class GeminiLiveClient:
 
     @property
     def close_code(self) -> int | None:
-        rcvd = self.ws.close_rcvd
-        if rcvd is not None:
-            return rcvd.code
-        return 1006 if self.ws.close_sent is None else self.ws.close_sent.code
+        """The close code (1006 when the connection dropped without a close frame)."""
+        return self.ws.close_code
 
     @property
     def close_reason(self) -> str:
-        rcvd = self.ws.close_rcvd
-        return rcvd.reason if rcvd is not None else ""
+        return self.ws.close_reason or ""
 
     async def close(self) -> None:
         await self.ws.close()

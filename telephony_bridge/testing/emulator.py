@@ -1065,6 +1065,13 @@ class _Connection:
             if text:
                 self.conv.history.append(("context", text))
             return
+        model_turns = sum(1 for t in (turns if isinstance(turns, list) else [turns])
+                          if isinstance(t, dict) and t.get("role") == "model")
+        if model_turns:
+            # The client restored a conversation as history (e.g. after a stale handle): the
+            # model has greeted already and continues its questions from where it was.
+            self.conv.greeted = True
+            self.conv.replies_given = max(self.conv.replies_given, model_turns - 1)
         if not self.conv.greeted and self.conv.caller_turns == 0 and self.conv.replies_given == 0:
             self.conv.history.append(("user", text))
             await self._interrupt("client content")
