@@ -137,6 +137,15 @@ def client_text(text: str, *, role: str = "user", turn_complete: bool = True) ->
     )
 
 
+def client_turns(turns: list[tuple[str, str]], *, turn_complete: bool = True) -> str:
+    """Several turns at once, ``(role, text)`` with role ``user`` or ``model``: seeds history."""
+    return json.dumps(
+        {"clientContent": {"turns": [{"role": role, "parts": [{"text": text}]} for role, text in turns],
+                           "turnComplete": turn_complete}},
+        separators=(",", ":"),
+    )
+
+
 def tool_response(responses: list[dict[str, Any]]) -> str:
     """``responses``: ``[{"id", "name", "response": {...}, "scheduling"?}]``."""
     return json.dumps({"toolResponse": {"functionResponses": responses}}, separators=(",", ":"))
