@@ -110,11 +110,12 @@ def _b64url(data: bytes) -> str:
 
 
 class StreamTokens:
-    """Mints and checks per-call stream tokens: ``v1.<expiry>.<mac>``.
+    """Mints and checks per-call stream tokens: ``v1.<expiry>.<nonce>.<mac>``.
 
-    ``mac`` = HMAC-SHA256(secret, ``"v1\\n" + CallSid + "\\n" + expiry``), URL-safe base64, where
-    ``expiry`` is a Unix time in whole seconds. A token is accepted once (per process): a
-    replayed token is refused until it expires, after which it is refused as expired.
+    ``mac`` = HMAC-SHA256(secret, ``"v1\\n" + CallSid + "\\n" + expiry + "\\n" + nonce``), URL-safe
+    base64, where ``expiry`` is a Unix time in whole seconds and ``nonce`` 8 random bytes (two
+    tokens for one call in the same second, e.g. a reconnect, still differ). A token is accepted
+    once (per process): a replay is refused until it expires, then refused as expired.
 
     ``secret=None`` draws a random secret: tokens then only verify in the process that minted
     them, so a deployment with several replicas must set ``STREAM_TOKEN_SECRET`` on all of them.
@@ -127,14 +128,15 @@ class StreamTokens:
         self.ttl_s = ttl_s
         self._used: dict[str, int] = {}  # mac → expiry, for tokens already accepted
 
-    def _mac(self, call_sid: str, expiry: int) -> str:
-        message = f"v1\n{call_sid}\n{expiry}".encode()
+    def _mac(self, call_sid: str, expiry: int, nonce: str) -> str:
+        message = f"v1\n{call_sid}\n{expiry}\n{nonce}".encode()
         return _b64url(hmac.new(self._key, message, hashlib.sha256).digest())
 
     def issue(self, call_sid: str, now: float | None = None) -> str:
         now = time.time() if now is None else now
         expiry = int(now + self.ttl_s)
-        return f"v1.{expiry}.{self._mac(call_sid, expiry)}"
+        nonce = _b64url(secrets.token_bytes(8))
+        return f"v1.{expiry}.{nonce}.{self._mac(call_sid, expiry, nonce)}"
 
     def check(self, token: Any, call_sid: str, now: float | None = None) -> str | None:
         """None when ``token`` admits a stream for ``call_sid`` now; else a short reason.
@@ -148,13 +150,13 @@ class StreamTokens:
         if not isinstance(token, str) or len(token) > _MAX_TOKEN_CHARS or not token.isascii():
             return "malformed"
         parts = token.split(".")
-        if len(parts) != 3 or parts[0] != "v1" or not parts[1].isdigit() or len(parts[1]) > 12:
+        if len(parts) != 4 or parts[0] != "v1" or not parts[1].isdigit() or len(parts[1]) > 12:
             return "malformed"
         if not isinstance(call_sid, str) or not _SID.fullmatch(call_sid):
             return "malformed"
         expiry = int(parts[1])
-        expected = self._mac(call_sid, expiry)
-        if not hmac.compare_digest(expected.encode("ascii"), parts[2].encode("ascii")):
+        expected = self._mac(call_sid, expiry, parts[2])
+        if not hmac.compare_digest(expected.encode("ascii"), parts[3].encode("ascii")):
             return "bad-mac"
         if now > expiry:
             return "expired"

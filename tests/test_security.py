@@ -316,8 +316,12 @@ def test_stream_tokens_bind_call_and_time_and_are_single_use():
     assert tokens.check(token, CALL_SID, now=1061.0) == "expired"
     assert tokens.check(token, CALL_SID, now=1001.0) is None
     assert tokens.check(token, CALL_SID, now=1002.0) == "replayed"
-    head, expiry, mac = tokens.issue(CALL_SID, now=1000.0).split(".")
-    assert tokens.check(f"{head}.{int(expiry) + 1}.{mac}", CALL_SID, now=1001.0) == "bad-mac"
+    head, expiry, nonce, mac = tokens.issue(CALL_SID, now=1000.0).split(".")
+    assert tokens.check(f"{head}.{int(expiry) + 1}.{nonce}.{mac}", CALL_SID, now=1001.0) == "bad-mac"
+    assert tokens.check(f"{head}.{expiry}.{nonce}x.{mac}", CALL_SID, now=1001.0) == "bad-mac"
+    # two tokens for one call in the same second (a reconnect) are both usable once
+    again = [tokens.issue(CALL_SID, now=1000.0) for _ in range(2)]
+    assert again[0] != again[1] and all(tokens.check(t, CALL_SID, now=1001.0) is None for t in again)
     assert tokens.check(None, CALL_SID) == "missing" and tokens.check("", CALL_SID) == "missing"
     long_lived = StreamTokens("k" * 32, ttl_s=10_000).issue(CALL_SID, now=1000.0)
     assert tokens.check(long_lived, CALL_SID, now=1000.0) == "malformed"
