@@ -39,7 +39,7 @@ from telephony_bridge.testing import (
     Wait,
     WaitForAgent,
 )
-from telephony_bridge.testing.simulator import SimulatorError, loopback_rewrite
+from telephony_bridge.testing.simulator import EchoPath, SimulatorError, loopback_rewrite, main
 from telephony_bridge.testing.wav import (
     load_ulaw,
     pcm16_to_ulaw,
@@ -535,6 +535,82 @@ def test_replay_is_verbatim_from_t0_and_cli(tmp_path: Any) -> None:
     assert result.sent_ulaw[: len(audio)] == audio
     with wave.open(str(tmp_path / "cli.wav"), "rb") as w:
         assert (w.getnchannels(), w.getframerate(), w.getnframes()) == (2, 8000, len(padded))
+
+
+# --------------------------------------------------------------------------- echo
+
+
+def pcm(ulaw: bytes) -> np.ndarray:
+    return np.frombuffer(ulaw_to_pcm16(ulaw), dtype="<i2").astype(np.float64)
+
+
+def test_echo_of_what_the_caller_hears_is_mixed_into_what_it_sends() -> None:
+    rng = np.random.default_rng(3)
+    agent = pcm16_to_ulaw((rng.standard_normal(8000) * 3000).astype("<i2").tobytes())  # 1 s, white
+    voice = tone_ulaw(300, 400, 0.2)
+    log: dict[str, Any] = {}
+
+    async def stream(peer: Peer) -> None:
+        await peer.handshake()
+        await peer.until(lambda: len(peer.of("media")) >= 3)
+        await peer.media(agent)
+        await peer.until(lambda: bool(peer.of("stop")), timeout=8)
+        await peer.until(lambda: peer.closed)
+
+    path = EchoPath(delay_ms=60, erl_db=12.0, taps=(1.0, 0.5, -0.25))
+    # silence, then the caller talks over the agent, then stays on the line while the echo dies out
+    script = CallerScript([Wait(500), Say(voice, after="now"), Wait(1200), Hangup()])
+
+    async def scenario() -> CallResult:
+        webhooks: list[dict[str, Any]] = []
+        async with serve([twiml_route("/twiml", connect_twiml("/s", {}), webhooks), stream_route("/s", stream, log)]) as port:
+            return await CallerSimulator(
+                f"{PUBLIC}/twiml", script, auth_token=TOKEN, url_rewrite=loopback_rewrite(f"http://127.0.0.1:{port}"),
+                timeout=10, echo=path,
+            ).run()
+
+    result = asyncio.run(scenario())
+    (peer,) = log["peers"]
+    # What went over the wire is the sent track: the caller's voice plus the echo.
+    wire = b"".join(base64.b64decode(m["media"]["payload"]) for m in peer.of("media"))
+    assert wire == result.sent_ulaw
+    assert len(result.voice_ulaw) == len(result.sent_ulaw) == len(result.heard_ulaw)
+    assert result.voice_ulaw.count(voice) == 1 and voice not in result.sent_ulaw  # the voice, echoed over
+    # The agent's audio was played once, all of it, in one stretch.
+    ((start, end),) = result.playback
+    assert end - start == pytest.approx(1.0, abs=1e-6)
+    assert result.heard_after(start + 0.75) == pytest.approx(0.25, abs=1e-6)
+    assert result.origin is not None
+    heard, sent, said = pcm(result.heard_ulaw), pcm(result.sent_ulaw), pcm(result.voice_ulaw)
+    first_heard = int(np.flatnonzero(heard)[0])
+    assert first_heard == round(start * 8000)
+    # Nothing of it comes back before the delay...
+    d = 480
+    assert np.array_equal(sent[: first_heard + d], said[: first_heard + d])
+    assert np.any(sent[first_heard + d : first_heard + d + 3] != said[first_heard + d : first_heard + d + 3])
+    # ...and then exactly the filtered, attenuated, delayed copy (to within μ-law rounding).
+    echo = np.convolve(heard, path.gain)[: len(heard)]
+    echo = np.concatenate([np.zeros(d), echo])[: len(heard)]
+    residual = sent - said - echo
+    assert np.sqrt(np.mean(residual**2)) < 0.04 * np.sqrt(np.mean(echo[echo != 0] ** 2))
+    # Echo return loss: 12 dB below what was heard (white noise through unit-power taps).
+    erl = 10 * np.log10(np.sum(heard**2) / np.sum(echo**2))
+    assert erl == pytest.approx(12.0, abs=0.5)
+    measured = 10 * np.log10(np.sum(heard**2) / np.sum((sent - said) ** 2))
+    assert measured == pytest.approx(12.0, abs=0.5)
+    # The echo ends one delay (plus the filter) after the agent's audio does.
+    tail = int(round(end * 8000)) + d + len(path.taps)
+    assert np.array_equal(sent[tail:], said[tail:])
+
+
+def test_echo_path_validation_and_cli_flags() -> None:
+    assert np.sum(EchoPath(erl_db=0.0, taps=(3.0, 4.0)).gain ** 2) == pytest.approx(1.0)
+    assert np.sum(EchoPath(erl_db=20.0).gain ** 2) == pytest.approx(0.01)
+    for bad in ({"delay_ms": -1.0}, {"erl_db": 500.0}, {"taps": ()}, {"taps": (0.0, 0.0)}, {"taps": (float("nan"),)}):
+        with pytest.raises(ValueError):
+            EchoPath(**bad)  # type: ignore[arg-type]
+    with pytest.raises(SystemExit):  # argparse: bad echo settings are a usage error, before any call
+        main(["--twiml-url", "http://127.0.0.1:9/twiml", "--audio", "missing.ulaw", "--echo-erl-db", "500"])
 
 
 # --------------------------------------------------------------------------- call endings

@@ -23,6 +23,10 @@ It places a "call" the way Twilio does and then behaves like a phone:
    queued); ``clear`` drops every unplayed byte and echoes every pending mark at once
    (meaning "flushed", not "played").
 
+5. **Echo** (optional, :class:`EchoPath`): what the caller hears comes back in what it sends,
+   delayed, filtered and attenuated, as from a phone on speaker. ``voice_ulaw`` keeps the caller's
+   own voice alone.
+
 Both tracks (*sent* and *heard*) sit on one 8 kHz sample clock whose origin is the start of
 the first stream; :meth:`CallResult.write_wav` writes them as a stereo WAV (left = caller as
 sent, right = agent as heard). Every observation lands in ``CallResult.events`` as
@@ -57,18 +61,20 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
 import httpx
+import numpy as np
 from twilio.request_validator import RequestValidator
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from .wav import FRAME_BYTES, SAMPLE_RATE, ULAW_SILENCE, load_ulaw, ulaw_to_pcm16, write_stereo_wav
+from .wav import FRAME_BYTES, SAMPLE_RATE, ULAW_SILENCE, load_ulaw, pcm16_to_ulaw, ulaw_to_pcm16, write_stereo_wav
 
 __all__ = [
     "CallResult",
     "CallerScript",
     "CallerSimulator",
     "Dtmf",
+    "EchoPath",
     "Hangup",
     "Say",
     "SimulatorError",
@@ -87,6 +93,69 @@ _DTMF_DIGITS = frozenset("0123456789*#ABCD")
 
 class SimulatorError(Exception):
     """The simulator could not place the call at all (for example, nothing listens on the URL)."""
+
+
+# --------------------------------------------------------------------------- echo
+
+
+@dataclass(frozen=True)
+class EchoPath:
+    """Echo of what the caller hears, added to what the caller sends: a phone on speaker, or a
+    handset that leaks its earpiece into its microphone.
+
+    Every sample heard comes back ``delay_ms`` later (handset, room and the carrier's buffering;
+    the bridge's network legs come on top of it in real life), filtered by ``taps`` (a short FIR
+    at 8 kHz: the room or handset response) and ``erl_db`` quieter (echo return loss). The taps
+    are scaled to unit power gain (sum of squares 1), so ``erl_db`` is exact for white noise and
+    within a dB or two for speech. The echo is mixed into every frame the caller sends: on top of
+    the caller's own speech, or alone while the caller is silent (the sum is re-encoded as μ-law,
+    saturating at full scale). ``CallResult.voice_ulaw`` keeps the caller's own voice without it.
+    """
+
+    delay_ms: float = 120.0
+    erl_db: float = 12.0
+    taps: tuple[float, ...] = (0.5, 0.7, 0.4, 0.15, -0.1, -0.15, -0.05)
+
+    def __post_init__(self) -> None:
+        if not (self.delay_ms >= 0 and self.delay_ms <= 2000):
+            raise ValueError(f"EchoPath.delay_ms must be 0-2000, not {self.delay_ms!r}")
+        if not (-20 <= self.erl_db <= 120):
+            raise ValueError(f"EchoPath.erl_db must be -20..120 dB, not {self.erl_db!r}")
+        taps = tuple(float(t) for t in self.taps)
+        if not taps or len(taps) > 1024 or not all(np.isfinite(taps)) or not any(taps):
+            raise ValueError("EchoPath.taps must be 1-1024 finite numbers, not all zero")
+        object.__setattr__(self, "taps", taps)
+
+    @property
+    def gain(self) -> np.ndarray:
+        """The impulse response actually applied (taps scaled to the echo return loss)."""
+        h = np.asarray(self.taps, dtype=np.float64)
+        return h / np.sqrt(float(h @ h)) * 10 ** (-self.erl_db / 20)
+
+
+class _Echo:
+    """Running state of an :class:`EchoPath`: the recent heard samples, frame by frame."""
+
+    def __init__(self, path: EchoPath) -> None:
+        self.h = path.gain
+        self.delay = int(round(path.delay_ms * SAMPLE_RATE / 1000))
+        # heard samples: the last (delay + taps - 1) before the current frame, then the frame
+        self.hist = np.zeros(self.delay + len(self.h) - 1 + FRAME_BYTES)
+
+    def reset(self) -> None:
+        self.hist[:] = 0.0
+
+    def mix(self, voice: bytes, heard: bytes) -> bytes:
+        """The frame the caller sends: ``voice`` plus the echo of everything heard up to ``heard``
+        (the frame playing now), both 160 bytes of μ-law."""
+        n = len(heard)
+        self.hist = np.concatenate([self.hist[n:], np.frombuffer(ulaw_to_pcm16(heard), dtype="<i2")])
+        seg = self.hist[: FRAME_BYTES + len(self.h) - 1]
+        if not seg.any():
+            return voice  # no echo yet: the caller's frame goes out untouched
+        echo = np.convolve(seg, self.h, mode="valid")[: len(voice)]
+        x = np.frombuffer(ulaw_to_pcm16(voice), dtype="<i2") + echo
+        return pcm16_to_ulaw(np.clip(np.rint(x), -32768, 32767).astype("<i2").tobytes())
 
 
 # --------------------------------------------------------------------------- script steps
@@ -246,6 +315,14 @@ class CallResult:
     protocol_errors: list[str] = field(default_factory=list)
     #: ``(t, bytes)`` for every ``media`` message from the bridge, in arrival order.
     media_received: list[tuple[float, int]] = field(default_factory=list)
+    #: The caller's own voice on the call clock: ``sent_ulaw`` without the echo (equal to it
+    #: when the simulator has no :class:`EchoPath`).
+    voice_ulaw: bytes = b""
+    #: ``loop.time()`` at t = 0 of the call clock (None if no stream ever started): lines the
+    #: tracks up with timestamps taken elsewhere in the process (the emulator, the bridge).
+    origin: float | None = None
+    #: ``(start, end)`` on the call clock of each stretch of agent audio actually played.
+    playback: list[tuple[float, float]] = field(default_factory=list)
 
     @property
     def duration(self) -> float:
@@ -255,6 +332,11 @@ class CallResult:
     def sent_pcm16(self) -> bytes:
         """The caller track as sent, 16-bit little-endian PCM at 8 kHz."""
         return ulaw_to_pcm16(self.sent_ulaw)
+
+    def heard_after(self, t: float, until: float | None = None) -> float:
+        """Seconds of agent audio played between ``t`` and ``until`` (call clock)."""
+        end = float("inf") if until is None else until
+        return sum(max(0.0, min(b, end) - max(a, t)) for a, b in self.playback)
 
     def heard_pcm16(self) -> bytes:
         """The agent track as heard (silence where nothing played), 16-bit PCM at 8 kHz."""
@@ -348,6 +430,7 @@ class CallerSimulator:
     covers); ``url_rewrite`` maps it, and every URL from TwiML, to where requests really go.
     ``timeout`` bounds the whole call: when it fires, the caller hangs up (``stop``) and the
     result says ``ended_by="timeout"``. ``on_event`` is called with every event as it happens.
+    ``echo``: an :class:`EchoPath`; what the caller hears comes back in what it sends.
     """
 
     def __init__(
@@ -361,6 +444,7 @@ class CallerSimulator:
         to: str = "+15557654321",
         timeout: float = 120.0,
         on_event: Callable[[dict[str, Any]], None] | None = None,
+        echo: EchoPath | None = None,
     ) -> None:
         self.twiml_url = twiml_url
         self.script = script
@@ -370,6 +454,8 @@ class CallerSimulator:
         self.to = to
         self.timeout = timeout
         self.on_event = on_event
+        #: Echo of what the caller hears mixed into what it sends (None: a perfect headset).
+        self.echo = echo
         self._validator = RequestValidator(auth_token) if auth_token else None
         #: Known before :meth:`run` (a bridge test may want to look the call up by it).
         self.call_sid = _sid("CA")
@@ -387,7 +473,10 @@ class CallerSimulator:
         self._unplaced: list[tuple[dict[str, Any], float]] = []
         self._events: list[dict[str, Any]] = []
         self._sent = bytearray()
+        self._voice = bytearray()
         self._heard = bytearray()
+        self._playback: list[list[float]] = []
+        self._echo = _Echo(self.echo) if self.echo is not None else None
         self._sizes: Counter[int] = Counter()
         self._media_received: list[tuple[float, int]] = []
         self._twiml: list[str] = []
@@ -487,6 +576,9 @@ class CallerSimulator:
             streams=self._streams,
             protocol_errors=list(self._errors),
             media_received=list(self._media_received),
+            voice_ulaw=bytes(self._voice),
+            origin=self._origin,
+            playback=[(round(a, 4), round(b, 4)) for a, b in self._playback],
         )
 
     def _call_params(self) -> dict[str, str]:
@@ -698,7 +790,10 @@ class CallerSimulator:
         base = max(int(round((s.t0 - self._origin) / FRAME_S)), len(self._sent) // FRAME_BYTES)
         pad = base * FRAME_BYTES - len(self._sent)
         self._sent += _SILENCE_FRAME[:1] * pad
+        self._voice += _SILENCE_FRAME[:1] * pad
         self._heard += _SILENCE_FRAME[:1] * pad
+        if self._echo is not None:
+            self._echo.reset()  # the line was down in between
         s.t0 = self._origin + base * FRAME_S if base else s.t0
         s.base_frame = base
         self._agent_playing = False
@@ -798,6 +893,13 @@ class CallerSimulator:
                 self._agent_spoke = False  # the caller's last words: a new reference point
                 if not u.done.done():
                     u.done.set_result(True)
+        # What plays this tick (taken from the buffer below, after the marks): with an echo path,
+        # the caller's microphone picks it up along with everything heard before.
+        n = min(FRAME_BYTES, len(s.playback))
+        heard = bytes(s.playback[:n]) + _SILENCE_FRAME[n:] if n else _SILENCE_FRAME
+        self._voice += frame
+        if self._echo is not None:
+            frame = self._echo.mix(frame, heard)
         self._sent += frame
         out.append(
             {
@@ -817,12 +919,15 @@ class CallerSimulator:
         # Playback: everything taken before this tick has finished playing by now.
         s.completed = s.played
         out.extend(self._release_marks(s, t))
-        n = min(FRAME_BYTES, len(s.playback))
         if n:
-            played = bytes(s.playback[:n])
             del s.playback[:n]
             s.played += n
-            self._heard += played + _SILENCE_FRAME[n:]
+            self._heard += heard
+            spans = self._playback
+            if spans and abs(spans[-1][1] - t) < 1e-6:
+                spans[-1][1] = t + n / SAMPLE_RATE
+            else:
+                spans.append([t, t + n / SAMPLE_RATE])
             self._last_play_end = wall + n / SAMPLE_RATE
             self._last_play_end_t = t + n / SAMPLE_RATE
             if not self._agent_playing:
@@ -1045,7 +1150,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tail-ms", type=float, default=0, help="stay on the line this long after the recording")
     parser.add_argument("--timeout", type=float, default=120.0, help="give up on the call after this many seconds")
     parser.add_argument("--quiet", action="store_true", help="do not print events as they happen")
+    parser.add_argument("--echo-delay-ms", type=float, help="add echo of what the caller hears, this late")
+    parser.add_argument("--echo-erl-db", type=float, help="echo return loss (default 12 dB when echo is on)")
     args = parser.parse_args(argv)
+    echo = None
+    if args.echo_delay_ms is not None or args.echo_erl_db is not None:
+        try:
+            echo = EchoPath(
+                delay_ms=120.0 if args.echo_delay_ms is None else args.echo_delay_ms,
+                erl_db=12.0 if args.echo_erl_db is None else args.echo_erl_db,
+            )
+        except ValueError as exc:
+            parser.error(str(exc))
 
     ulaw = load_ulaw(args.audio)
     rewrite = None if args.no_rewrite else loopback_rewrite(args.twiml_url, args.public_url)
@@ -1056,6 +1172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         url_rewrite=rewrite,
         timeout=args.timeout,
         on_event=None if args.quiet else _print_event,
+        echo=echo,
     )
     try:
         result = asyncio.run(sim.run())
