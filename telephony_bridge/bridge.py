@@ -84,7 +84,7 @@ class CallBridge:
                  metrics: Metrics | None = None, first_frames: Sequence[str | bytes] = (),
                  phrases: Callable[[str], bytes | None] | None = None, gate: Any = None,
                  tools: ToolRegistry | None = None, store: CallStore | None = None,
-                 reconnect: ReconnectPolicy | None = None) -> None:
+                 reconnect: ReconnectPolicy | None = None, gemini_max_message_bytes: int = 4 * 1024 * 1024) -> None:
         self.ws = websocket
         self.live_url = live_url
         self.api_key = api_key
@@ -96,6 +96,7 @@ class CallBridge:
         self.tools = tools
         self.store = store
         self.reconnect = reconnect or ReconnectPolicy()
+        self.gemini_max_message_bytes = gemini_max_message_bytes
         self._wake = asyncio.Event()
         self._started = asyncio.Event()
         self._conn: _Connection | None = None
@@ -132,8 +133,9 @@ class CallBridge:
             await asyncio.gather(*tasks, *self._tool_tasks.values(), return_exceptions=True)
             if core.ended is None:
                 core._end(self.loop.time(), "bridge-closed")
-            await self._shutdown()
+            # The state first: Twilio asks <Connect action> the moment the socket closes.
             await self._save_final()
+            await self._shutdown()
             if self.on_finish is not None:
                 self.on_finish(core)
 
@@ -160,7 +162,8 @@ class CallBridge:
         try:
             async with asyncio.timeout(3):
                 await store.save_record(core.call_sid, core.record())
-                if core.ended and not core.ended.startswith(("bridge-closed", "internal-error")):
+                if core.ended and not core.ended.startswith(("bridge-closed", "internal-error",
+                                                              "twilio-disconnected")):
                     # Ended on purpose: Twilio's <Connect action> request gets <Hangup/>.
                     await store.set_call_state(core.call_sid, f"ended:{core.ended}")
         except Exception as exc:
@@ -219,7 +222,8 @@ class CallBridge:
     # -- Gemini --------------------------------------------------------------------------------
 
     async def _open(self, setup_message: str) -> GeminiLiveClient:
-        return await GeminiLiveClient.connect(self.live_url, self.api_key, setup_message)
+        return await GeminiLiveClient.connect(self.live_url, self.api_key, setup_message,
+                                              max_message_bytes=self.gemini_max_message_bytes)
 
     async def _gemini_loop(self) -> None:
         core, loop = self.core, self.loop

@@ -23,7 +23,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     from .demo import run_demo
 
-    return asyncio.run(run_demo(out_dir=args.out, quiet=args.quiet))
+    return asyncio.run(run_demo(out_dir=args.out, quiet=args.quiet, filler=not args.no_filler))
 
 
 def _emulator(args: argparse.Namespace) -> int:
@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("demo", help="run a whole interview offline: emulator + bridge + simulated caller")
     p.add_argument("--out", default="demo-output", help="folder for call.wav, transcript.json, timeline.json")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
+    p.add_argument("--no-filler", action="store_true", help="no filler phrases while tools run (to compare)")
     p.set_defaults(func=_demo)
     p = sub.add_parser("emulator", help="run the Gemini Live emulator (see --help)", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)

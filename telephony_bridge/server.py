@@ -4,10 +4,12 @@ Routes::
 
     POST /twiml            TwiML: <Connect action=/twiml/continue><Stream url=wss://…/media-stream>
                            with a per-call stream token; over capacity: <Say> busy + <Hangup/>
-    POST /twiml/continue   what Twilio asks when our stream ends: here, hang up
+    POST /twiml/continue   what Twilio asks when our stream ends: a new stream for a call that
+                           is still on (a replica died), <Hangup/> for one that ended on purpose
     WS   /media-stream     one call: Twilio Media Stream ⇄ Gemini Live
     GET  /healthz          liveness and the number of active calls (public)
     GET  /metrics          Prometheus metrics (operator token; 404 when none is set)
+    GET  /calls/{sid}      a call's record: transcripts, notes, tool calls (operator token)
 
 Every request is checked at the door before it costs anything (see
 :mod:`telephony_bridge.security`): webhooks by Twilio's signature, streams by the upgrade's
@@ -19,6 +21,7 @@ No Gemini connection exists until both checks pass.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import sys
@@ -38,7 +41,12 @@ from .errors import ConfigError, TwilioProtocolError
 from .gemini.messages import SetupConfig
 from .log import log_event, register_secret
 from .metrics import Metrics
-from .prompts import DEFAULT_SYSTEM_INSTRUCTION
+from .echo_gate import EchoGate
+from .interview_tools import builtin_tools
+from .persona import Persona, load_persona
+from .prompt_audio import load_phrase_book
+from .store import CallStore, open_store
+from .tools import ToolRegistry
 from .security import (
     MAX_FORM_BYTES, TOKEN_PARAMETER, StreamTokens, TwilioSignatures, install_header_redaction, operator_only,
     public_request_url, read_form, startup_warnings,
@@ -84,13 +92,17 @@ class CallRegistry:
         return None
 
 
-def call_config(settings: Settings) -> CallConfig:
-    """The call core's configuration from the settings (limits included)."""
-    return CallConfig(
+def call_config(settings: Settings, persona: Persona | None = None) -> CallConfig:
+    """The call core's configuration from the settings (limits included) and the persona."""
+    config = CallConfig(
         playback_lead_s=settings.playback_lead_ms / 1000,
         max_call_s=float(settings.max_call_s),
         no_media_timeout_s=float(settings.no_media_timeout_s),
     )
+    if persona is not None:
+        config.greeting_prompt = persona.greeting
+        config.tool_names = frozenset(persona.tools)
+    return config
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
@@ -107,7 +119,9 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, *, market_latency_s: float | None = None,
+               call_overrides: dict[str, Any] | None = None) -> Starlette:
+    """The app. ``call_overrides``: CallConfig fields to change (tests and the demo)."""
     if settings.twilio_signature_check and not settings.twilio_auth_token:
         raise ConfigError("TWILIO_AUTH_TOKEN is not set: the Twilio auth token that signs webhooks "
                           "(TWILIO_SIGNATURE_CHECK=off skips the check, for local development only)")
@@ -123,15 +137,27 @@ def create_app(settings: Settings) -> Starlette:
     tokens = StreamTokens(settings.stream_token_secret, settings.stream_token_ttl_s)
     #: Calls whose stream was refused for capacity: their <Connect action> request hears "busy".
     busy_calls: deque[str] = deque(maxlen=256)
+    persona = load_persona(settings.persona_path)
+    tools = ToolRegistry(builtin_tools(market_latency_s=market_latency_s))
+    declarations = tools.declarations(persona.tools)
+    phrases = load_phrase_book(persona.filler_language)
+    store: CallStore = open_store(settings.redis_url, settings.sqlite_path)
+
+    def configure_call() -> CallConfig:
+        config = call_config(settings, persona)
+        for name, value in (call_overrides or {}).items():
+            setattr(config, name, value)
+        return config
 
     def setup_config() -> SetupConfig:
-        return SetupConfig(
-            model=settings.gemini_model,
-            system_instruction=DEFAULT_SYSTEM_INSTRUCTION,
-            voice=settings.voice,
-            language=settings.language,
-            silence_duration_ms=settings.silence_duration_ms,
-        )
+        fields = persona.setup_fields()
+        if settings.silence_duration_ms is not None:
+            fields["silence_duration_ms"] = settings.silence_duration_ms
+        if settings.voice:
+            fields["voice"] = settings.voice
+        if settings.language:
+            fields["language"] = settings.language
+        return SetupConfig(model=settings.gemini_model, function_declarations=declarations, **fields)
 
     def refuse(where: str, reason: str, **fields: Any) -> None:
         rejected.labels(where=where, reason=reason).inc()
@@ -176,9 +202,21 @@ def create_app(settings: Settings) -> Starlette:
         if isinstance(form, Response):
             return form
         call_sid = _safe_sid(form.get("CallSid"))
-        log_event(logger, "webhook.continue", call_sid=call_sid)
         if call_sid is not None and call_sid in busy_calls:
+            log_event(logger, "webhook.continue", call_sid=call_sid, action="busy")
             return _xml(hangup_twiml(say=BUSY_MESSAGE))
+        # A stream that ended while its call is still "active" was cut (a replica died, the
+        # network broke): a new stream resumes the Gemini session from the shared store.
+        # A call that ended on purpose (end_call, hang-up, an unrecoverable error) hangs up.
+        state = await store.get_call_state(call_sid) if call_sid is not None else None
+        if state == "active" and len(calls.active) < settings.max_concurrent_calls:
+            log_event(logger, "webhook.continue", call_sid=call_sid, action="reconnect")
+            return _xml(connect_twiml(
+                settings.stream_url,
+                action_url=settings.public("/twiml/continue"),
+                parameters={"from": form.get("From", "")[:64], TOKEN_PARAMETER: tokens.issue(call_sid)},
+            ))
+        log_event(logger, "webhook.continue", call_sid=call_sid, action="hangup", state=state)
         return _xml(hangup_twiml())
 
     async def healthz(request: Request) -> Response:
@@ -187,6 +225,17 @@ def create_app(settings: Settings) -> Starlette:
     @operator_only(settings.operator_token)
     async def metrics_endpoint(request: Request) -> Response:
         return Response(metrics.render(), media_type=metrics.content_type)
+
+    @operator_only(settings.operator_token)
+    async def call_record(request: Request) -> Response:
+        call_sid = _safe_sid(request.path_params["call_sid"])
+        live = calls.by_call_sid(call_sid) if call_sid else None
+        if live is not None and live.ended is None:
+            return JSONResponse(live.record())
+        record = await store.get_record(call_sid) if call_sid else None
+        if record is None:
+            return JSONResponse({"error": "no such call"}, status_code=404)
+        return JSONResponse(record)
 
     async def first_frames(websocket: WebSocket) -> tuple[list[str | bytes], Start | None, str]:
         """Read up to ``start``: (frames read, the start event or None, why not)."""
@@ -252,21 +301,30 @@ def create_app(settings: Settings) -> Starlette:
 
         # Only now does a Gemini connection open (CallBridge.run).
         bridge = CallBridge(websocket, live_url=settings.gemini_live_url, api_key=settings.gemini_api_key,
-                            setup=setup_config(), config=call_config(settings), on_finish=finished,
-                            metrics=metrics, first_frames=frames)
+                            setup=setup_config(), config=configure_call(), on_finish=finished,
+                            metrics=metrics, first_frames=frames, phrases=phrases.next, gate=EchoGate(),
+                            tools=tools, store=store, gemini_max_message_bytes=settings.gemini_max_message_bytes)
         calls.active[key] = bridge.core
         metrics.active_calls.inc()
         metrics.calls_total.inc()
         await bridge.run()
 
-    app = Starlette(routes=[
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> Any:
+        yield
+        await store.close()
+
+    app = Starlette(lifespan=lifespan, routes=[
         Route("/twiml", twiml, methods=["POST"]),
         Route("/twiml/continue", twiml_continue, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
+        Route("/calls/{call_sid}", call_record, methods=["GET"]),
         WebSocketRoute("/media-stream", media_stream),
     ])
     app.state.settings = settings
+    app.state.store = store
+    app.state.persona = persona
     app.state.calls = calls
     app.state.metrics = metrics
     app.state.stream_tokens = tokens

@@ -19,6 +19,14 @@ Security settings (see :mod:`telephony_bridge.security`)::
     NO_MEDIA_TIMEOUT_S       a stream silent (no media frames) this long is ended, default 10
     TWILIO_MAX_MESSAGE_BYTES largest websocket frame accepted from Twilio, default 65536
     GEMINI_MAX_MESSAGE_BYTES largest websocket frame accepted from Gemini, default 4 MiB
+
+The interviewer and its memory::
+
+    PERSONA_PATH             a persona TOML file (default: the bundled founder interviewer)
+    SILENCE_DURATION_MS, GEMINI_VOICE, GEMINI_LANGUAGE  override the persona's values
+    CALLS_DB                 SQLite file for call records and resumption handles,
+                             default telephony-bridge.sqlite3
+    REDIS_URL                redis://… : keep them in Redis instead, shared by several replicas
 """
 
 from __future__ import annotations
@@ -50,8 +58,8 @@ class Settings:
     log_level: str = "INFO"
     #: How far ahead of the caller's playback agent audio is forwarded (bounds stale audio on barge-in).
     playback_lead_ms: int = 160
-    #: Gemini's end-of-turn silence: long, because founders think before they answer.
-    silence_duration_ms: int = 2500
+    #: Gemini's end-of-turn silence; None: the persona's (2500 ms: founders think).
+    silence_duration_ms: int | None = None
     voice: str | None = None
     language: str | None = None
     #: Check X-Twilio-Signature on the webhook and the stream upgrade (off: local development only).
@@ -68,6 +76,11 @@ class Settings:
     twilio_max_message_bytes: int = 64 * 1024
     #: Largest frame accepted from Gemini (the client's ``max_size``; a second of audio is ~64 KB).
     gemini_max_message_bytes: int = 4 * 1024 * 1024
+    #: A persona TOML file; None: the bundled default.
+    persona_path: str | None = None
+    #: Where call records and resumption handles live (SQLite), unless redis_url is set.
+    sqlite_path: str = ":memory:"
+    redis_url: str | None = field(default=None, repr=False)
 
     @property
     def public_host(self) -> str:
@@ -151,7 +164,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         port=_int(env, "PORT", 8080, 0, 65535),
         log_level=env.get("LOG_LEVEL", "").strip() or "INFO",
         playback_lead_ms=_int(env, "PLAYBACK_LEAD_MS", 160, 40, 200),
-        silence_duration_ms=_int(env, "SILENCE_DURATION_MS", 2500, 100, 10000),
+        silence_duration_ms=(_int(env, "SILENCE_DURATION_MS", 2500, 100, 10000)
+                             if env.get("SILENCE_DURATION_MS") else None),
         voice=env.get("GEMINI_VOICE") or None,
         language=env.get("GEMINI_LANGUAGE") or None,
         twilio_signature_check=signature_check,
@@ -165,4 +179,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         twilio_max_message_bytes=_int(env, "TWILIO_MAX_MESSAGE_BYTES", 64 * 1024, 4096, 64 * 1024),
         gemini_max_message_bytes=_int(env, "GEMINI_MAX_MESSAGE_BYTES", 4 * 1024 * 1024,
                                       64 * 1024, 16 * 1024 * 1024),
+        persona_path=env.get("PERSONA_PATH", "").strip() or None,
+        sqlite_path=env.get("CALLS_DB", "").strip() or "telephony-bridge.sqlite3",
+        redis_url=env.get("REDIS_URL", "").strip() or None,
     )

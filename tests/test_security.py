@@ -458,7 +458,8 @@ def test_a_stream_that_fails_a_check_is_closed_1008_and_never_reaches_gemini(cas
             elif case == "garbage-start":
                 frames = [CONNECTED, {"event": "start", "start": {"callSid": CALL_SID, "streamSid": "MZ\"x"}}]
             code = await rig.stream(signature, frames)
-            assert code == 1008
+            # an oversize frame never gets past the websocket layer (uvicorn's ws_max_size): 1009
+            assert code == (1009 if case == "oversize-first-frame" else 1008)
             await asyncio.sleep(0.1)
             assert rig.attempts == [] and rig.emulator.sessions == []
             calls = rig.bridge.app.state.calls

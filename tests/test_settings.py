@@ -12,7 +12,7 @@ def test_defaults_and_derived_urls():
     assert s.gemini_live_url == DEFAULT_LIVE_URL
     assert s.stream_url == "wss://bridge.example.com/media-stream"
     assert s.public("/twiml") == "https://bridge.example.com/twiml"
-    assert s.port == 8080 and s.silence_duration_ms == 2500
+    assert s.port == 8080 and s.silence_duration_ms is None  # the persona decides
     assert "AIzaSECRET" not in repr(s) and "twilio-token-secret" not in repr(s)
     # security and limits
     assert s.twilio_signature_check is True and s.twilio_auth_token == "twilio-token-secret-0123"

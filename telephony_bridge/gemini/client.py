@@ -46,11 +46,11 @@ class GeminiLiveClient:
 
     @classmethod
     async def connect(cls, url: str, api_key: str, setup_message: str, *,
-                      timeout: float = 15.0) -> GeminiLiveClient:
+                      timeout: float = 15.0, max_message_bytes: int = MAX_MESSAGE_BYTES) -> GeminiLiveClient:
         ws = await connect(
             url,
             additional_headers={"x-goog-api-key": api_key},
-            max_size=MAX_MESSAGE_BYTES,
+            max_size=max_message_bytes,
             ping_interval=PING_INTERVAL_S,
             ping_timeout=PING_TIMEOUT_S,
             compression=None,  # PCM barely compresses; deflate would cost CPU on every frame

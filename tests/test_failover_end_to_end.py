@@ -1,0 +1,74 @@
+"""A bridge process killed mid-call: Twilio asks <Connect action>, another replica answers,
+and the Gemini session resumes from the shared Redis store. Real processes, real Redis."""
+
+import asyncio
+import secrets
+import signal
+import subprocess
+
+from telephony_bridge.demo import DEMO_KEY, founder_turns
+from telephony_bridge.testing import CallerScript, CallerSimulator, GeminiEmulator, Scenario
+from telephony_bridge.testing.processes import free_port, start_replica
+from telephony_bridge.testing.simulator import loopback_rewrite
+
+PUBLIC = "https://bridge.test"
+
+
+def test_a_killed_replica_hands_the_call_to_another(redis_url, tmp_path):
+    token = secrets.token_hex(16)
+
+    async def scenario():
+        emulator = GeminiEmulator(Scenario(), api_key=DEMO_KEY)
+        await emulator.start()
+        env = dict(GEMINI_API_KEY=DEMO_KEY, PUBLIC_URL=PUBLIC, GEMINI_LIVE_URL=emulator.url,
+                   TWILIO_AUTH_TOKEN=token, STREAM_TOKEN_SECRET=secrets.token_urlsafe(32), REDIS_URL=redis_url,
+                   HOST="127.0.0.1", SILENCE_DURATION_MS="700", LOG_LEVEL="INFO",
+                   CALLS_DB=str(tmp_path / "unused.sqlite3"))
+        ports = [free_port(), free_port()]
+        replicas = [start_replica(env, p, tmp_path / f"replica{i}.log") for i, p in enumerate(ports)]
+        alive = {"port": ports[0]}
+        killed = {"at": None}
+
+        def route(url: str) -> str:  # the load balancer: whichever replica is alive
+            return loopback_rewrite(f"http://127.0.0.1:{alive['port']}", PUBLIC)(url)
+
+        says = []
+
+        def on_event(event):
+            if event["kind"] == "say_start":
+                says.append(event["t"])
+                if len(says) == 2 and killed["at"] is None:
+                    replicas[0].send_signal(signal.SIGKILL)  # no goodbye, no state written
+                    killed["at"] = event["t"]
+                    alive["port"] = ports[1]
+
+        try:
+            sim = CallerSimulator(f"{PUBLIC}/twiml", CallerScript.from_founder_turns(founder_turns()[:3]),
+                                  auth_token=token, url_rewrite=route, timeout=120, on_event=on_event)
+            result = await sim.run()
+        finally:
+            for proc in replicas:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+            for proc in replicas:
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            await emulator.stop()
+        return result, emulator, killed
+
+    result, emulator, killed = asyncio.run(scenario())
+    assert killed["at"] is not None
+    # Twilio's side: the stream broke, <Connect action> gave a new stream on the other replica.
+    assert len(result.stream_sids) == 2, result.twiml
+    assert result.ended_by == "caller"
+    # Gemini's side: the second replica resumed the session; nobody was greeted twice.
+    assert len(emulator.sessions) >= 2
+    assert emulator.sessions[-1].resumed_from is not None
+    greetings = sum(1 for s in emulator.sessions for r in s.replies if r.kind == "greeting")
+    assert greetings == 1
+    # The caller kept being answered after the failover.
+    after = [e for e in result.events if e["kind"] == "agent_audio_start" and e["t"] > killed["at"]]
+    assert len(after) >= 1

@@ -1,0 +1,85 @@
+"""Tools, filler, notes and end_call over real loopback websockets."""
+
+import asyncio
+import secrets
+
+import httpx
+import numpy as np
+
+from telephony_bridge.demo import DEMO_KEY, LocalBridge, founder_turns
+from telephony_bridge.settings import Settings
+from telephony_bridge.testing import CallerScript, CallerSimulator, GeminiEmulator, Scenario, ToolCallStep
+
+OPERATOR = "op-" + secrets.token_hex(8)
+
+
+def frame_rms(pcm: bytes) -> np.ndarray:
+    x = np.frombuffer(pcm, dtype="<i2").astype(np.float64) / 32768
+    n = len(x) // 160
+    return np.sqrt(np.mean(x[: n * 160].reshape(n, 160) ** 2, axis=1))
+
+
+async def interview(scenario, turns, tmp_path):
+    emulator = GeminiEmulator(scenario, api_key=DEMO_KEY)
+    await emulator.start()
+    bridge = LocalBridge(Settings(gemini_api_key=DEMO_KEY, public_url="http://127.0.0.1", gemini_live_url=emulator.url,
+                                  twilio_auth_token=secrets.token_hex(16), silence_duration_ms=700,
+                                  operator_token=OPERATOR, sqlite_path=str(tmp_path / "calls.sqlite3")))
+    await bridge.start()
+    try:
+        sim = CallerSimulator(bridge.twiml_url, CallerScript.from_founder_turns(turns),
+                              auth_token=bridge.settings.twilio_auth_token, timeout=90)
+        result = await sim.run()
+        core = await bridge.finished_call(result.call_sid)
+        async with httpx.AsyncClient() as client:
+            url = bridge.settings.public(f"/calls/{result.call_sid}")
+            record = (await client.get(url, headers={"Authorization": f"Bearer {OPERATOR}"})).json()
+            denied = (await client.get(url)).status_code
+    finally:
+        await bridge.stop()
+        await emulator.stop()
+    return result, core, emulator, record, denied
+
+
+def test_slow_tool_gets_filler_notes_are_saved_and_end_call_hangs_up(tmp_path):
+    turns = founder_turns()[:3]
+    scenario = Scenario(
+        replies=("q_customer", "q_competition", "goodbye"),
+        tool_calls=[
+            ToolCallStep(after_turn=1, name="lookup_market", args={"market": "dental practice software"},
+                         then_clip=None),
+            ToolCallStep(after_turn=2, name="save_note", args={"topic": "customer", "fact": "small dental practices"},
+                         then_clip=None),
+            ToolCallStep(after_turn=3, name="end_call", args={"reason": "interview complete"}, then_clip="goodbye"),
+        ],
+    )
+    result, core, emulator, record, denied = asyncio.run(interview(scenario, turns, tmp_path))
+
+    session = emulator.sessions[0]
+    names = [r["name"] for r in session.tool_responses]
+    assert "lookup_market" in names and "end_call" in names
+    market = next(r for r in session.tool_responses if r["name"] == "lookup_market")
+    assert market["response"]["found"] is True
+
+    # The slow lookup (1.5 s) got filler: bridge-made audio reached the caller's ear.
+    assert core.counters["fillers"] >= 1
+    filler_at = next(e["t"] for e in core.timeline if e["kind"] == "phrase" and e["phrase"] == "filler")
+    tool_at = next(e["t"] for e in core.timeline if e["kind"] == "tool_call" and e["name"] == "lookup_market")
+    assert 0.8 <= filler_at - tool_at <= 1.0
+    heard = frame_rms(result.heard_pcm16())
+    k = int(filler_at / 0.02)
+    assert heard[k + 2: k + 20].max() > 0.02  # audible in the heard track
+
+    # The call ended on the agent's end_call, after its goodbye was heard, and hung up.
+    assert core.ended.startswith("end_call")
+    assert core.turns[-1].frames_heard > 0 and "Goodbye" in core.transcript[-1]["text"]
+    assert result.ended_by == "bridge"
+    assert any("<Hangup" in t for t in result.twiml)
+
+    # The record: notes, tools with durations, transcript; private without the operator token.
+    assert denied in (401, 403, 404)
+    assert record["call_sid"] == result.call_sid
+    assert record["notes"][0]["fact"] == "small dental practices"
+    tools = {t["name"]: t for t in record["tools"]}
+    assert tools["lookup_market"]["duration_ms"] >= 1400
+    assert any(e["role"] == "caller" for e in record["transcript"])
