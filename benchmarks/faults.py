@@ -1,0 +1,209 @@
+"""Fault matrix: calls that must go on through every kind of Gemini and bridge failure.
+
+For each fault kind, N simulated calls run through the real bridge against the Gemini Live
+emulator over loopback websockets; "kill" runs two real bridge processes sharing a real Redis
+and SIGKILLs the one carrying the call. Printed per kind:
+
+  continued   calls whose caller got through the whole script and was answered after the fault
+  greet+      greetings repeated (the model greeting a caller it already greeted)
+  silence     longest stretch with neither side audible (what a caller hears as a dead line), max over calls
+  lost ms     caller audio that never reached Gemini: sent minus received across sessions (max)
+  reconnects  / handovers, summed
+
+Targets: 100% continued; 0 greetings repeated; longest silence <= 1.5 s; no caller audio lost
+across a goAway handover (<= 20 ms, one frame). Exits 1 when a target is missed.
+
+    python benchmarks/faults.py [--calls 3] [--kinds none,1011,drop,goaway,stale,unreachable,kill]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from telephony_bridge.demo import DEMO_KEY, LocalBridge, founder_turns, longest_line_silence
+from telephony_bridge.log import setup_logging
+from telephony_bridge.settings import Settings
+from telephony_bridge.testing import CallerScript, CallerSimulator, Fault, GeminiEmulator, Scenario
+from telephony_bridge.testing.processes import free_port, start_redis, start_replica, stop
+from telephony_bridge.testing.simulator import loopback_rewrite
+
+TURNS = 3
+SILENCE_MS = 500  # Gemini's end-of-turn silence in these calls: short, so gaps are the faults'
+
+FAULTS: dict[str, list[Fault]] = {
+    "none": [],
+    "1011": [Fault("close", on_reply=2, after_chunks=15, code=1011)],
+    "drop": [Fault("drop", on_reply=2, after_chunks=15)],
+    "goaway": [Fault("go_away", at_s=4.0, time_left_s=6.0)],
+    "stale": [Fault("close", on_reply=2, after_chunks=15), Fault("reject_resume", connection=None)],
+    "unreachable": [Fault("close", on_reply=2, after_chunks=15, refuse_s=3.0)],
+}
+
+
+@dataclass
+class Outcome:
+    continued: bool
+    greetings_repeated: int
+    silence_s: float
+    lost_ms: float
+    reconnects: int = 0
+    handovers: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def script() -> CallerScript:
+    return CallerScript.from_founder_turns(founder_turns()[:TURNS], think_ms=300, quiet_ms=500)
+
+
+def measure(result: Any, emulator: GeminiEmulator, fault_at: float | None) -> Outcome:
+    greetings = sum(1 for s in emulator.sessions for r in s.replies if r.kind == "greeting")
+    sent_s = len(result.sent_ulaw) / 8000
+    received_s = sum(s.audio_in_seconds for s in emulator.sessions)
+    answered_after = [e for e in result.events if e["kind"] == "agent_audio_start"
+                      and (fault_at is None or e["t"] > fault_at)]
+    turns_seen = sum(len(s.turns) for s in emulator.sessions)
+    continued = result.ended_by == "caller" and bool(answered_after) and turns_seen >= TURNS
+    return Outcome(continued, max(0, greetings - 1), longest_line_silence(result),
+                   round(max(0.0, sent_s - received_s) * 1000, 1))
+
+
+def fault_time(emulator: GeminiEmulator) -> float | None:
+    """When the first fault fired, on the caller's clock (both run on this loop's clock)."""
+    for s in emulator.sessions:
+        for t, name, _ in s.events:
+            if name.startswith("fault"):
+                return t + s.started_at
+    return None
+
+
+async def one_call(kind: str) -> Outcome:
+    emulator = GeminiEmulator(Scenario(faults=FAULTS[kind]), api_key=DEMO_KEY)
+    await emulator.start()
+    bridge = LocalBridge(Settings(gemini_api_key=DEMO_KEY, public_url="http://127.0.0.1",
+                                  gemini_live_url=emulator.url, twilio_auth_token=secrets.token_hex(16),
+                                  silence_duration_ms=SILENCE_MS))
+    await bridge.start()
+    try:
+        sim = CallerSimulator(bridge.twiml_url, script(), auth_token=bridge.settings.twilio_auth_token, timeout=120)
+        result = await sim.run()
+        core = await bridge.finished_call(result.call_sid)
+    finally:
+        await bridge.stop()
+        await emulator.stop()
+    at = fault_time(emulator)
+    outcome = measure(result, emulator, None if at is None else at - result.origin)
+    outcome.reconnects = core.counters["reconnects"]
+    outcome.handovers = core.counters["handovers"]
+    if core.ended != "caller-hangup":
+        outcome.notes.append(f"ended {core.ended}")
+    return outcome
+
+
+async def kill_call(redis_url: str, workdir: Path) -> Outcome:
+    """Two replicas share Redis; the one carrying the call is SIGKILLed as the caller answers."""
+    token = secrets.token_hex(16)
+    public = "https://bridge.test"
+    emulator = GeminiEmulator(Scenario(), api_key=DEMO_KEY)
+    await emulator.start()
+    env = dict(GEMINI_API_KEY=DEMO_KEY, PUBLIC_URL=public, GEMINI_LIVE_URL=emulator.url, TWILIO_AUTH_TOKEN=token,
+               STREAM_TOKEN_SECRET=secrets.token_urlsafe(32), REDIS_URL=redis_url, HOST="127.0.0.1",
+               SILENCE_DURATION_MS=str(SILENCE_MS), LOG_LEVEL="WARNING", CALLS_DB=str(workdir / "unused.sqlite3"))
+    ports = [free_port(), free_port()]
+    replicas = [start_replica(env, p, workdir / f"replica{i}-{p}.log") for i, p in enumerate(ports)]
+    alive = {"port": ports[0]}
+    killed: dict[str, float | None] = {"at": None}
+    says: list[float] = []
+
+    def route(url: str) -> str:
+        return loopback_rewrite(f"http://127.0.0.1:{alive['port']}", public)(url)
+
+    def on_event(event: dict[str, Any]) -> None:
+        if event["kind"] == "say_start":
+            says.append(event["t"])
+            if len(says) == 2 and killed["at"] is None:
+                replicas[0].send_signal(signal.SIGKILL)
+                killed["at"] = event["t"]
+                alive["port"] = ports[1]
+
+    try:
+        sim = CallerSimulator(f"{public}/twiml", script(), auth_token=token, url_rewrite=route, timeout=120,
+                              on_event=on_event)
+        result = await sim.run()
+    finally:
+        for proc in replicas:
+            stop(proc)
+        await emulator.stop()
+    outcome = measure(result, emulator, killed["at"])
+    outcome.reconnects = len(result.stream_sids) - 1
+    if len(result.stream_sids) < 2:
+        outcome.continued = False
+        outcome.notes.append("no second stream")
+    return outcome
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--calls", type=int, default=3, help="calls per fault kind")
+    parser.add_argument("--kinds", default=",".join([*FAULTS, "kill"]))
+    args = parser.parse_args(argv)
+    setup_logging("ERROR")  # the bridges' structured logs would drown the table
+    kinds = [k for k in args.kinds.split(",") if k]
+    rows: list[tuple[str, list[Outcome]]] = []
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        redis = None
+        for kind in kinds:
+            if kind == "kill":
+                if redis is None:
+                    redis = start_redis(workdir)
+                outcomes = [asyncio.run(kill_call(redis[1], workdir)) for _ in range(args.calls)]
+            else:
+                async def batch(kind: str = kind) -> list[Outcome]:
+                    return list(await asyncio.gather(*(one_call(kind) for _ in range(args.calls))))
+                outcomes = asyncio.run(batch())
+            rows.append((kind, outcomes))
+            print(f"  {kind}: done ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
+        if redis is not None:
+            stop(redis[0])
+
+    print(f"fault matrix: {args.calls} call(s) per kind, {TURNS} founder turns each, "
+          f"silenceDurationMs {SILENCE_MS}")
+    print(f"{'fault':<12} {'continued':>10} {'greet+':>7} {'silence s':>10} {'lost ms':>8} "
+          f"{'reconn':>7} {'handover':>9}  notes")
+    missed = []
+    for kind, outcomes in rows:
+        cont = sum(o.continued for o in outcomes)
+        greet = sum(o.greetings_repeated for o in outcomes)
+        silence = max(o.silence_s for o in outcomes)
+        lost = max(o.lost_ms for o in outcomes)
+        notes = "; ".join(n for o in outcomes for n in o.notes)
+        print(f"{kind:<12} {cont:>4}/{len(outcomes):<5} {greet:>7} {silence:>10.2f} {lost:>8.1f} "
+              f"{sum(o.reconnects for o in outcomes):>7} {sum(o.handovers for o in outcomes):>9}  {notes}")
+        if cont < len(outcomes):
+            missed.append(f"{kind}: {len(outcomes) - cont} call(s) did not continue")
+        if greet:
+            missed.append(f"{kind}: {greet} greeting(s) repeated")
+        if silence > 1.5:
+            missed.append(f"{kind}: longest silence {silence:.2f} s > 1.5 s")
+        if kind == "goaway" and lost > 20:
+            missed.append(f"goaway: {lost:.0f} ms of caller audio lost")
+    print("targets: 100% continued, 0 greetings repeated, silence <= 1.5 s, goAway loses no caller audio")
+    if missed:
+        print("MISSED: " + "; ".join(missed))
+        return 1
+    print("all targets met")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
