@@ -16,7 +16,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from starlette.websockets import WebSocket
+import websockets
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .call import CallConfig, CallCore
 from .gemini.client import GeminiLiveClient
@@ -39,16 +40,22 @@ class _Writer:
     the core hands out one string object) has been written, ``on_watch`` is called.
     """
 
-    __slots__ = ("queue", "send", "busy", "watch", "on_watch")
+    __slots__ = ("queue", "send", "busy", "watch", "on_watch", "closed_errors", "on_closed")
 
     def __init__(self, queue: deque[str], send: Callable[[str], Awaitable[Any]] | None,
                  watch: Callable[[], str | None] | None = None,
-                 on_watch: Callable[[], None] | None = None) -> None:
+                 on_watch: Callable[[], None] | None = None,
+                 closed_errors: tuple[type[BaseException], ...] = (),
+                 on_closed: Callable[[], None] | None = None) -> None:
         self.queue = queue
         self.send = send
         self.busy = False
         self.watch = watch
         self.on_watch = on_watch
+        #: Errors that mean "the socket is gone": the queue is dropped and ``on_closed`` told;
+        #: the reader of that socket sees the close and the core decides what happens next.
+        self.closed_errors = closed_errors
+        self.on_closed = on_closed
 
     async def flush(self) -> None:
         if self.busy or self.send is None:
@@ -62,6 +69,12 @@ class _Writer:
                 await self.send(message)  # read each time: a handover may swap the socket
                 if message is watched and self.on_watch is not None:
                     self.on_watch()
+        except self.closed_errors:
+            # Caller audio lost here was queued while the session could send, so it sits in the
+            # core's replay buffer and reaches the resumed connection.
+            queue.clear()
+            if self.on_closed is not None:
+                self.on_closed()
         finally:
             self.busy = False
 
@@ -105,8 +118,10 @@ class CallBridge:
         self._background: set[asyncio.Task[Any]] = set()
         core = self.core
         self._to_twilio = _Writer(core.twilio_out, websocket.send_text, lambda: core.clear_message,
-                                  lambda: core.clear_written(self.loop.time()))
-        self._to_gemini = _Writer(core.gemini_out, None)
+                                  lambda: core.clear_written(self.loop.time()),
+                                  closed_errors=(WebSocketDisconnect, OSError),
+                                  on_closed=lambda: core.receive_twilio_closed(self.loop.time()))
+        self._to_gemini = _Writer(core.gemini_out, None, closed_errors=(websockets.ConnectionClosed,))
 
     # -- lifecycle -----------------------------------------------------------------------------
 

@@ -157,7 +157,10 @@ def create_app(settings: Settings, *, market_latency_s: float | None = None,
             fields["voice"] = settings.voice
         if settings.language:
             fields["language"] = settings.language
-        return SetupConfig(model=settings.gemini_model, function_declarations=declarations, **fields)
+        return SetupConfig(model=settings.gemini_model, function_declarations=declarations,
+                           session_resumption=True,
+                           compression_trigger_tokens=settings.compression_trigger_tokens,
+                           compression_target_tokens=settings.compression_target_tokens, **fields)
 
     def refuse(where: str, reason: str, **fields: Any) -> None:
         rejected.labels(where=where, reason=reason).inc()

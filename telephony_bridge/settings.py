@@ -27,6 +27,9 @@ The interviewer and its memory::
     CALLS_DB                 SQLite file for call records and resumption handles,
                              default telephony-bridge.sqlite3
     REDIS_URL                redis://… : keep them in Redis instead, shared by several replicas
+    COMPRESSION_TRIGGER_TOKENS, COMPRESSION_TARGET_TOKENS  context window compression (sliding
+                             window) so interviews run past Gemini's 15-minute audio cap;
+                             defaults 25600 and 12800
 """
 
 from __future__ import annotations
@@ -81,6 +84,9 @@ class Settings:
     #: Where call records and resumption handles live (SQLite), unless redis_url is set.
     sqlite_path: str = ":memory:"
     redis_url: str | None = field(default=None, repr=False)
+    #: Context window compression: past this many tokens Gemini slides the window down to the target.
+    compression_trigger_tokens: int = 25600
+    compression_target_tokens: int = 12800
 
     @property
     def public_host(self) -> str:
@@ -182,4 +188,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         persona_path=env.get("PERSONA_PATH", "").strip() or None,
         sqlite_path=env.get("CALLS_DB", "").strip() or "telephony-bridge.sqlite3",
         redis_url=env.get("REDIS_URL", "").strip() or None,
+        compression_trigger_tokens=_int(env, "COMPRESSION_TRIGGER_TOKENS", 25600, 1000, 1_000_000),
+        compression_target_tokens=_int(env, "COMPRESSION_TARGET_TOKENS", 12800, 500, 1_000_000),
     )

@@ -40,6 +40,11 @@ def test_an_interview_runs_end_to_end():
     # The caller's turns reached Gemini: the emulator's VAD saw each of them.
     session = emulator.sessions[0]
     assert session.setup["model"].startswith("models/")
+    # every setup asks for resumption and a sliding context window (interviews past 15 minutes)
+    assert "sessionResumption" in session.setup
+    assert session.setup["contextWindowCompression"]["slidingWindow"]["targetTokens"] == 12800
+    assert {d["name"] for d in session.setup["tools"][0]["functionDeclarations"]} == {
+        "save_note", "lookup_market", "end_call"}
     assert len(session.turns) == len(turns)
     assert session.audio_in_seconds > sum(len(t) for t in turns) / 8000
 

@@ -83,3 +83,19 @@ def test_slow_tool_gets_filler_notes_are_saved_and_end_call_hangs_up(tmp_path):
     tools = {t["name"]: t for t in record["tools"]}
     assert tools["lookup_market"]["duration_ms"] >= 1400
     assert any(e["role"] == "caller" for e in record["transcript"])
+
+
+def test_a_cancelled_tool_call_cancels_its_task_and_gets_no_response(tmp_path):
+    turns = founder_turns()[:2]
+    scenario = Scenario(
+        replies=("q_customer", "q_competition"),
+        tool_calls=[ToolCallStep(after_turn=1, name="lookup_market", args={"market": "dental practice software"},
+                                 then_clip=None, cancel_after_s=0.5)],
+    )
+    result, core, emulator, record, _ = asyncio.run(interview(scenario, turns, tmp_path))
+    session = emulator.sessions[0]
+    assert session.tool_cancellations  # the model cancelled it after 0.5 s
+    assert not [r for r in session.tool_responses if r["name"] == "lookup_market"]
+    (entry,) = [t for t in record["tools"] if t["name"] == "lookup_market"]
+    assert entry["cancelled"] and entry["duration_ms"] < 1000  # stopped, not run to its 1.5 s end
+    assert core.ended == "caller-hangup"
