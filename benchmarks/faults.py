@@ -7,7 +7,8 @@ and SIGKILLs the one carrying the call. Printed per kind:
   continued   calls whose caller got through the whole script and was answered after the fault
   greet+      greetings repeated (the model greeting a caller it already greeted)
   silence     longest stretch with neither side audible (what a caller hears as a dead line), max over calls
-  lost ms     caller audio that never reached Gemini: sent minus received across sessions (max)
+  lost ms     caller audio that never reached Gemini: sent minus received across sessions, plus
+              speech during a stream outage (the caller talks on while Twilio reconnects), max
   reconnects  / handovers, summed
 
 Targets: 100% continued; 0 greetings repeated; longest silence <= 1.5 s; no caller audio lost
@@ -37,7 +38,8 @@ from telephony_bridge.testing.processes import free_port, start_redis, start_rep
 from telephony_bridge.testing.simulator import loopback_rewrite
 
 TURNS = 3
-SILENCE_MS = 500  # Gemini's end-of-turn silence in these calls: short, so gaps are the faults'
+SILENCE_MS = 500
+DEBUG = False  # Gemini's end-of-turn silence in these calls: short, so gaps are the faults'
 
 FAULTS: dict[str, list[Fault]] = {
     "none": [],
@@ -72,8 +74,10 @@ def measure(result: Any, emulator: GeminiEmulator, fault_at: float | None) -> Ou
                       and (fault_at is None or e["t"] > fault_at)]
     turns_seen = sum(len(s.turns) for s in emulator.sessions)
     continued = result.ended_by == "caller" and bool(answered_after) and turns_seen >= TURNS
+    # Speech the caller went on with while no stream was up never reached anyone: lost too.
+    gap_ms = sum(e["details"].get("lost_ms", 0) for e in result.events if e["kind"] == "say_resumed")
     return Outcome(continued, max(0, greetings - 1), longest_line_silence(result),
-                   round(max(0.0, sent_s - received_s) * 1000, 1))
+                   round(max(0.0, sent_s - received_s) * 1000 + gap_ms, 1))
 
 
 def fault_time(emulator: GeminiEmulator) -> float | None:
@@ -116,7 +120,7 @@ async def kill_call(redis_url: str, workdir: Path) -> Outcome:
     await emulator.start()
     env = dict(GEMINI_API_KEY=DEMO_KEY, PUBLIC_URL=public, GEMINI_LIVE_URL=emulator.url, TWILIO_AUTH_TOKEN=token,
                STREAM_TOKEN_SECRET=secrets.token_urlsafe(32), REDIS_URL=redis_url, HOST="127.0.0.1",
-               SILENCE_DURATION_MS=str(SILENCE_MS), LOG_LEVEL="WARNING", CALLS_DB=str(workdir / "unused.sqlite3"))
+               SILENCE_DURATION_MS=str(SILENCE_MS), LOG_LEVEL="INFO", CALLS_DB=str(workdir / "unused.sqlite3"))
     ports = [free_port(), free_port()]
     replicas = [start_replica(env, p, workdir / f"replica{i}-{p}.log") for i, p in enumerate(ports)]
     alive = {"port": ports[0]}
@@ -143,6 +147,10 @@ async def kill_call(redis_url: str, workdir: Path) -> Outcome:
             stop(proc)
         await emulator.stop()
     outcome = measure(result, emulator, killed["at"])
+    if DEBUG:
+        for sess in emulator.sessions:
+            print("session", sess.index, sess.resumed_from, sess.closed_code, [e for e in sess.events][:40])
+        print("caller", [(e["t"], e["kind"]) for e in result.events if e["kind"] not in ("mark_sent_back",)])
     outcome.reconnects = len(result.stream_sids) - 1
     if len(result.stream_sids) < 2:
         outcome.continued = False

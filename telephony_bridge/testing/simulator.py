@@ -382,13 +382,15 @@ def loopback_rewrite(local_url: str, public_url: str | None = None) -> Callable[
 
 
 class _Utterance:
-    __slots__ = ("data", "pos", "done", "label")
+    __slots__ = ("data", "pos", "done", "label", "paused_at")
 
     def __init__(self, data: bytes, label: str | None, done: asyncio.Future[bool]) -> None:
         self.data = data
         self.pos = 0
         self.label = label
         self.done = done
+        #: The stream broke mid-sentence at this loop time: the caller talks on regardless.
+        self.paused_at: float | None = None
 
 
 class _Stream:
@@ -814,7 +816,12 @@ class CallerSimulator:
             self._agent_playing = False
             self._emit("agent_audio_end", t=self._last_play_end_t, stream_sid=s.stream_sid)
         u = self._utterance
-        if u is not None:
+        if u is not None and outcome == "bridge":
+            # A person does not stop mid-sentence because the bridge dropped: what they say in
+            # the gap is lost, the rest goes on the next stream (if Twilio opens one).
+            u.paused_at = self._loop.time()
+            self._emit("say_paused", label=u.label, sent_bytes=u.pos, total_bytes=len(u.data))
+        elif u is not None:
             self._utterance = None
             self._emit(
                 "say_end", label=u.label, truncated=True, sent_bytes=u.pos, total_bytes=len(u.data)
@@ -881,6 +888,11 @@ class CallerSimulator:
         # Caller -> bridge.
         frame = _SILENCE_FRAME
         u = self._utterance
+        if u is not None and u.paused_at is not None:
+            gap = int((self._loop.time() - u.paused_at) / FRAME_S) * FRAME_BYTES
+            u.pos = min(len(u.data), u.pos + gap)
+            u.paused_at = None
+            self._emit("say_resumed", t=t, label=u.label, lost_ms=round(gap / 8, 1))
         if u is not None:
             if u.pos == 0:
                 self._emit("say_start", t=t, label=u.label, bytes=len(u.data))
