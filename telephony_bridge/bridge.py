@@ -137,6 +137,9 @@ class CallBridge:
             for task in done:
                 if not task.cancelled() and task.exception() is not None:
                     exc = task.exception()
+                    if isinstance(exc, WebSocketDisconnect):  # the caller's side went away
+                        core.receive_twilio_closed(self.loop.time())
+                        continue
                     log_event(logger, "call.task_failed", logging.ERROR, call_sid=core.call_sid,
                               task=task.get_name(), error=repr(exc)[:300])
                     core._end(self.loop.time(), f"internal-error:{task.get_name()}")

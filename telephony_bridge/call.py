@@ -263,6 +263,8 @@ class CallCore:
     def _caller_audio(self, ulaw: bytes, now: float) -> None:
         self._last_media = now
         self.counters["twilio_frames_in"] += 1
+        level = rms_ulaw(ulaw)
+        self.caller_rms.append(level)  # what the line carried, before the gate
         gate = self.gate
         if gate is not None:
             decision = gate.decide(ulaw, now)
@@ -275,8 +277,7 @@ class CallCore:
             if not decision.forwarded:
                 # Gemini gets silence, not a gap: its VAD must still see the caller's turn end.
                 ulaw = self._silence_frame
-        level = rms_ulaw(ulaw)
-        self.caller_rms.append(level)
+                level = 0.0  # echo is not the caller speaking (turn latency, watchdog)
         if level >= self.config.speech_rms:
             self._last_caller_speech = now
             self._caller_spoke = True
@@ -643,7 +644,7 @@ class CallCore:
             self._playout_end = now
         out = self.twilio_out
         every = self.config.mark_every_frames
-        while queue and self._playout_end - now < lead:
+        while queue and self._playout_end + FRAME_S - now <= lead + 1e-9:
             frame = queue.popleft()
             if frame is None:
                 if self._frames_since_mark:
@@ -677,7 +678,7 @@ class CallCore:
             self._playout_end = now
         lead = self.config.playback_lead_s
         out = self.twilio_out
-        while queue and self._playout_end - now < lead:
+        while queue and self._playout_end + FRAME_S - now <= lead + 1e-9:
             frame = queue.popleft()
             out.append(msgs.media(frame))
             if self.gate is not None:
