@@ -8,7 +8,7 @@
 Three processes, so that the system under test does not share an event loop with the harness,
 and the load it sees is what a deployment sees (sockets, JSON, base64, resampling, the echo gate):
 
-- **bridge** (this process): :class:`telephony_bridge.demo.LocalBridge`, the real app under
+- **bridge** (this process): :class:`telephony_bridge.testing.local_call.LocalBridge`, the real app under
   uvicorn on a loopback port, as ``telephony-bridge serve`` runs it (echo gate included).
 - **emulator** (a child): :class:`GeminiEmulator` with the default scenario: greets, detects the
   caller's speech with its VAD, sends ``serverContent.interrupted`` when the caller talks over a
@@ -65,7 +65,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from telephony_bridge.demo import DEMO_KEY, LocalBridge, founder_turns  # noqa: E402
+from telephony_bridge.testing.local_call import DEMO_KEY, LocalBridge, founder_turns  # noqa: E402
 from telephony_bridge.log import setup_logging  # noqa: E402
 from telephony_bridge.settings import Settings  # noqa: E402
 

@@ -30,10 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from telephony_bridge.demo import DEMO_KEY, LocalBridge, founder_turns, longest_line_silence
 from telephony_bridge.log import setup_logging
-from telephony_bridge.settings import Settings
 from telephony_bridge.testing import CallerScript, CallerSimulator, Fault, GeminiEmulator, Scenario
+from telephony_bridge.testing.local_call import (
+    DEMO_KEY, founder_turns, greetings, longest_line_silence, place_local_call,
+)
 from telephony_bridge.testing.processes import free_port, start_redis, start_replica, stop
 from telephony_bridge.testing.simulator import loopback_rewrite
 
@@ -67,7 +68,7 @@ def script() -> CallerScript:
 
 
 def measure(result: Any, emulator: GeminiEmulator, fault_at: float | None) -> Outcome:
-    greetings = sum(1 for s in emulator.sessions for r in s.replies if r.kind == "greeting")
+    greeted = greetings(emulator)
     sent_s = len(result.sent_ulaw) / 8000
     received_s = sum(s.audio_in_seconds for s in emulator.sessions)
     answered_after = [e for e in result.events if e["kind"] == "agent_audio_start"
@@ -76,7 +77,7 @@ def measure(result: Any, emulator: GeminiEmulator, fault_at: float | None) -> Ou
     continued = result.ended_by == "caller" and bool(answered_after) and turns_seen >= TURNS
     # Speech the caller went on with while no stream was up never reached anyone: lost too.
     gap_ms = sum(e["details"].get("lost_ms", 0) for e in result.events if e["kind"] == "say_resumed")
-    return Outcome(continued, max(0, greetings - 1), longest_line_silence(result),
+    return Outcome(continued, max(0, greeted - 1), longest_line_silence(result),
                    round(max(0.0, sent_s - received_s) * 1000 + gap_ms, 1))
 
 
@@ -90,19 +91,9 @@ def fault_time(emulator: GeminiEmulator) -> float | None:
 
 
 async def one_call(kind: str) -> Outcome:
-    emulator = GeminiEmulator(Scenario(faults=FAULTS[kind]), api_key=DEMO_KEY)
-    await emulator.start()
-    bridge = LocalBridge(Settings(gemini_api_key=DEMO_KEY, public_url="http://127.0.0.1",
-                                  gemini_live_url=emulator.url, twilio_auth_token=secrets.token_hex(16),
-                                  silence_duration_ms=SILENCE_MS))
-    await bridge.start()
-    try:
-        sim = CallerSimulator(bridge.twiml_url, script(), auth_token=bridge.settings.twilio_auth_token, timeout=120)
-        result = await sim.run()
-        core = await bridge.finished_call(result.call_sid)
-    finally:
-        await bridge.stop()
-        await emulator.stop()
+    call = await place_local_call(script(), Scenario(faults=FAULTS[kind]), timeout=120,
+                                  silence_duration_ms=SILENCE_MS)
+    result, core, emulator = call.result, call.core, call.emulator
     at = fault_time(emulator)
     outcome = measure(result, emulator, None if at is None else at - result.origin)
     outcome.reconnects = core.counters["reconnects"]

@@ -40,7 +40,6 @@ import argparse
 import base64
 import json
 import logging
-import math
 import multiprocessing as mp
 import os
 import random

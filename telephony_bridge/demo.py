@@ -11,84 +11,14 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import socket
 import sys
-import time
-from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import uvicorn
-
 from .log import setup_logging
-from .server import create_app, uvicorn_options
 from .settings import Settings
-
-DEMO_KEY = "demo-" + "k" * 8  # the emulator checks it; it is not a real key
-
-
-def founder_turns() -> list[bytes]:
-    """The bundled founder's answers (μ-law 8 kHz), in order."""
-    folder = resources.files("telephony_bridge") / "assets" / "founder"
-    index = json.loads((folder / "turns.json").read_text())
-    items = index["turns"] if isinstance(index, dict) else index
-    return [(folder / item["file"]).read_bytes() for item in items]
-
-
-def _bind_loopback() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    sock.setblocking(False)
-    return sock
-
-
-class LocalBridge:
-    """The bridge app served by uvicorn on a loopback port, inside the current event loop."""
-
-    def __init__(self, settings: Settings, *, call_overrides: dict[str, Any] | None = None) -> None:
-        self.sock = _bind_loopback()
-        port = self.sock.getsockname()[1]
-        self.settings = replace(settings, public_url=f"http://127.0.0.1:{port}", host="127.0.0.1", port=port)
-        self.app = create_app(self.settings, call_overrides=call_overrides)
-        config = uvicorn.Config(self.app, **uvicorn_options(self.settings), log_level="warning", lifespan="off",
-                                timeout_graceful_shutdown=3)
-        self.server = uvicorn.Server(config)
-        self._task: asyncio.Task[None] | None = None
-
-    @property
-    def twiml_url(self) -> str:
-        return self.settings.public("/twiml")
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self.server.serve(sockets=[self.sock]))
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if self._task.done():
-                self._task.result()
-            if time.monotonic() > deadline:
-                raise RuntimeError("bridge did not start")
-            await asyncio.sleep(0.01)
-
-    async def stop(self) -> None:
-        self.server.should_exit = True
-        if self._task is not None:
-            await self._task
-        self.sock.close()
-        await self.app.state.store.close()
-
-    async def finished_call(self, call_sid: str, timeout: float = 10.0) -> Any:
-        calls = self.app.state.calls
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for core in calls.finished:
-                if core.call_sid == call_sid:
-                    return core
-            await asyncio.sleep(0.05)
-        raise RuntimeError(f"the bridge never finished call {call_sid}")
-
+from .testing.local_call import DEMO_KEY, LocalBridge, founder_turns, longest_line_silence
 
 def demo_scenario() -> Any:
     """The emulated interviewer: saves a note, looks up the market (slowly), ends the call."""
@@ -115,30 +45,6 @@ _PROGRESS = {
     "clear": "barge-in: the agent stopped (clear)",
     "hangup": "caller hangs up",
 }
-
-
-def longest_line_silence(result: Any) -> float:
-    """Longest stretch (s) after the first agent audio where neither the caller nor the agent
-    made a sound: what a caller perceives as a dead line."""
-    import numpy as np
-
-    def levels(pcm: bytes) -> Any:
-        x = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768
-        n = len(x) // 160
-        return np.sqrt(np.mean(x[: n * 160].reshape(n, 160) ** 2, axis=1))
-
-    heard, sent = levels(result.heard_pcm16()), levels(result.sent_pcm16())
-    n = min(len(heard), len(sent))
-    quiet = (heard[:n] < 0.005) & (sent[:n] < 0.01)
-    loud = np.flatnonzero(~quiet)
-    first_agent = np.flatnonzero(heard[:n] >= 0.005)
-    if not len(first_agent) or not len(loud):
-        return 0.0
-    longest = run = 0
-    for q in quiet[first_agent[0]: loud[-1]]:
-        run = run + 1 if q else 0
-        longest = max(longest, run)
-    return round(longest * 0.02, 2)
 
 
 async def run_demo(out_dir: str = "demo-output", quiet: bool = False, filler: bool = True) -> int:

@@ -8,22 +8,17 @@ without the echo gate the agent interrupts itself; with it, only the caller can.
 from __future__ import annotations
 
 import asyncio
-import secrets
 from typing import Any
 
 import pytest
 
 from telephony_bridge import server as server_module
-from telephony_bridge.demo import DEMO_KEY, LocalBridge, founder_turns
+from telephony_bridge.testing.local_call import founder_turns, place_local_call
 from telephony_bridge.echo_gate import EchoGate, GateDecision
-from telephony_bridge.settings import Settings
 from telephony_bridge.testing import (
     CallerScript,
-    CallerSimulator,
-    GeminiEmulator,
     Hangup,
     Say,
-    Scenario,
     Wait,
     WaitForAgent,
 )
@@ -33,22 +28,10 @@ ECHO = EchoPath(delay_ms=100, erl_db=12.0)
 LEAD_MS = 160
 
 
-async def place_call(script: CallerScript, echo: EchoPath | None) -> tuple[Any, Any, GeminiEmulator]:
-    emulator = GeminiEmulator(Scenario(), api_key=DEMO_KEY)
-    await emulator.start()
-    bridge = LocalBridge(Settings(gemini_api_key=DEMO_KEY, public_url="http://127.0.0.1",
-                                  gemini_live_url=emulator.url, twilio_auth_token=secrets.token_hex(16),
-                                  silence_duration_ms=800, playback_lead_ms=LEAD_MS))
-    await bridge.start()
-    try:
-        sim = CallerSimulator(bridge.twiml_url, script, auth_token=bridge.settings.twilio_auth_token,
-                              timeout=90, echo=echo)
-        result = await sim.run()
-        core = await bridge.finished_call(result.call_sid)
-    finally:
-        await bridge.stop()
-        await emulator.stop()
-    return result, core, emulator
+async def place_call(script: CallerScript, echo: EchoPath | None) -> tuple[Any, Any, Any]:
+    call = await place_local_call(script, simulator={"echo": echo}, silence_duration_ms=800,
+                                  playback_lead_ms=LEAD_MS)
+    return call.result, call.core, call.emulator
 
 
 def answer_then_listen() -> CallerScript:

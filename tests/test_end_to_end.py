@@ -1,14 +1,11 @@
 """A whole call over real loopback websockets: simulator ⇄ bridge ⇄ emulator."""
 
 import asyncio
-import secrets
 
 import numpy as np
-import pytest
 
-from telephony_bridge.demo import DEMO_KEY, LocalBridge, founder_turns
-from telephony_bridge.settings import Settings
-from telephony_bridge.testing import CallerScript, CallerSimulator, GeminiEmulator, Scenario
+from telephony_bridge.testing import CallerScript
+from telephony_bridge.testing.local_call import founder_turns, place_local_call
 
 
 def rms(pcm: bytes) -> float:
@@ -17,20 +14,8 @@ def rms(pcm: bytes) -> float:
 
 
 async def place_call(script, *, silence_ms=800, scenario=None):
-    emulator = GeminiEmulator(scenario or Scenario(), api_key=DEMO_KEY)
-    await emulator.start()
-    bridge = LocalBridge(Settings(gemini_api_key=DEMO_KEY, public_url="http://127.0.0.1",
-                                  gemini_live_url=emulator.url, twilio_auth_token=secrets.token_hex(16),
-                                  silence_duration_ms=silence_ms))
-    await bridge.start()
-    try:
-        sim = CallerSimulator(bridge.twiml_url, script, auth_token=bridge.settings.twilio_auth_token, timeout=90)
-        result = await sim.run()
-        core = await bridge.finished_call(result.call_sid)
-    finally:
-        await bridge.stop()
-        await emulator.stop()
-    return result, core, emulator
+    call = await place_local_call(script, scenario, silence_duration_ms=silence_ms)
+    return call.result, call.core, call.emulator
 
 
 def test_an_interview_runs_end_to_end():

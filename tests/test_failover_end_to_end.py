@@ -6,7 +6,7 @@ import secrets
 import signal
 import subprocess
 
-from telephony_bridge.demo import DEMO_KEY, founder_turns
+from telephony_bridge.testing.local_call import DEMO_KEY, founder_turns, greetings
 from telephony_bridge.testing import CallerScript, CallerSimulator, GeminiEmulator, Scenario
 from telephony_bridge.testing.processes import free_port, start_replica
 from telephony_bridge.testing.simulator import loopback_rewrite
@@ -67,8 +67,7 @@ def test_a_killed_replica_hands_the_call_to_another(redis_url, tmp_path):
     # Gemini's side: the second replica resumed the session; nobody was greeted twice.
     assert len(emulator.sessions) >= 2
     assert emulator.sessions[-1].resumed_from is not None
-    greetings = sum(1 for s in emulator.sessions for r in s.replies if r.kind == "greeting")
-    assert greetings == 1
+    assert greetings(emulator) == 1
     # The caller kept being answered after the failover.
     after = [e for e in result.events if e["kind"] == "agent_audio_start" and e["t"] > killed["at"]]
     assert len(after) >= 1

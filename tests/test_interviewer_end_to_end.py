@@ -6,9 +6,8 @@ import secrets
 import httpx
 import numpy as np
 
-from telephony_bridge.demo import DEMO_KEY, LocalBridge, founder_turns
-from telephony_bridge.settings import Settings
-from telephony_bridge.testing import CallerScript, CallerSimulator, GeminiEmulator, Scenario, ToolCallStep
+from telephony_bridge.testing import CallerScript, Scenario, ToolCallStep
+from telephony_bridge.testing.local_call import founder_turns, place_local_call
 
 OPERATOR = "op-" + secrets.token_hex(8)
 
@@ -20,25 +19,18 @@ def frame_rms(pcm: bytes) -> np.ndarray:
 
 
 async def interview(scenario, turns, tmp_path):
-    emulator = GeminiEmulator(scenario, api_key=DEMO_KEY)
-    await emulator.start()
-    bridge = LocalBridge(Settings(gemini_api_key=DEMO_KEY, public_url="http://127.0.0.1", gemini_live_url=emulator.url,
-                                  twilio_auth_token=secrets.token_hex(16), silence_duration_ms=700,
-                                  operator_token=OPERATOR, sqlite_path=str(tmp_path / "calls.sqlite3")))
-    await bridge.start()
-    try:
-        sim = CallerSimulator(bridge.twiml_url, CallerScript.from_founder_turns(turns),
-                              auth_token=bridge.settings.twilio_auth_token, timeout=90)
-        result = await sim.run()
-        core = await bridge.finished_call(result.call_sid)
+    fetched = {}
+
+    async def read_record(bridge, result):
         async with httpx.AsyncClient() as client:
             url = bridge.settings.public(f"/calls/{result.call_sid}")
-            record = (await client.get(url, headers={"Authorization": f"Bearer {OPERATOR}"})).json()
-            denied = (await client.get(url)).status_code
-    finally:
-        await bridge.stop()
-        await emulator.stop()
-    return result, core, emulator, record, denied
+            fetched["record"] = (await client.get(url, headers={"Authorization": f"Bearer {OPERATOR}"})).json()
+            fetched["denied"] = (await client.get(url)).status_code
+
+    call = await place_local_call(CallerScript.from_founder_turns(turns), scenario, while_up=read_record,
+                                  silence_duration_ms=700, operator_token=OPERATOR,
+                                  sqlite_path=str(tmp_path / "calls.sqlite3"))
+    return call.result, call.core, call.emulator, fetched["record"], fetched["denied"]
 
 
 def test_slow_tool_gets_filler_notes_are_saved_and_end_call_hangs_up(tmp_path):

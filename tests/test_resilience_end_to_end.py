@@ -1,35 +1,17 @@
 """Gemini faults mid-call, over real loopback websockets: the call must go on."""
 
 import asyncio
-import secrets
 
 import pytest
 
-from telephony_bridge.demo import DEMO_KEY, LocalBridge, founder_turns
-from telephony_bridge.settings import Settings
-from telephony_bridge.testing import CallerScript, CallerSimulator, Fault, GeminiEmulator, Scenario
+from telephony_bridge.testing import CallerScript, Fault, Scenario
+from telephony_bridge.testing.local_call import founder_turns, greetings, place_local_call
 
 
 async def call_with(faults, turns=2):
-    emulator = GeminiEmulator(Scenario(faults=faults), api_key=DEMO_KEY)
-    await emulator.start()
-    bridge = LocalBridge(Settings(gemini_api_key=DEMO_KEY, public_url="http://127.0.0.1",
-                                  gemini_live_url=emulator.url, twilio_auth_token=secrets.token_hex(16),
-                                  silence_duration_ms=700))
-    await bridge.start()
-    try:
-        sim = CallerSimulator(bridge.twiml_url, CallerScript.from_founder_turns(founder_turns()[:turns]),
-                              auth_token=bridge.settings.twilio_auth_token, timeout=90)
-        result = await sim.run()
-        core = await bridge.finished_call(result.call_sid)
-    finally:
-        await bridge.stop()
-        await emulator.stop()
-    return result, core, emulator
-
-
-def greetings(emulator) -> int:
-    return sum(1 for s in emulator.sessions for r in s.replies if r.kind == "greeting")
+    call = await place_local_call(CallerScript.from_founder_turns(founder_turns()[:turns]), Scenario(faults=faults),
+                                  silence_duration_ms=700)
+    return call.result, call.core, call.emulator
 
 
 def caller_turns_seen(emulator) -> int:

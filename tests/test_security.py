@@ -30,7 +30,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
 from telephony_bridge import server as server_module
-from telephony_bridge.demo import DEMO_KEY, LocalBridge, founder_turns
+from telephony_bridge.testing.local_call import DEMO_KEY, LocalBridge, founder_turns
 from telephony_bridge.errors import ConfigError
 from telephony_bridge.log import setup_logging
 from telephony_bridge.security import (

@@ -1,0 +1,166 @@
+"""A whole call on this machine: the bridge on a loopback port, the Gemini Live emulator and
+the Twilio caller simulator talking to it over real websockets.
+
+Used by ``telephony-bridge demo``, the end-to-end tests and the benchmarks, so they all run the
+same real pieces the same way. :func:`place_local_call` is the one-liner; :class:`LocalBridge`
+is the bridge alone (uvicorn in the current event loop, limits as ``serve`` sets them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from importlib import resources
+from typing import Any
+
+import uvicorn
+
+from ..call import CallCore
+from ..server import create_app, uvicorn_options
+from ..settings import Settings
+from .emulator import GeminiEmulator, Scenario
+from .simulator import CallerScript, CallerSimulator, CallResult
+
+DEMO_KEY = "demo-" + "k" * 8  # the emulator checks it; it is not a real key
+
+
+def founder_turns() -> list[bytes]:
+    """The bundled founder's answers (μ-law 8 kHz), in order."""
+    folder = resources.files("telephony_bridge") / "assets" / "founder"
+    index = json.loads((folder / "turns.json").read_text())
+    items = index["turns"] if isinstance(index, dict) else index
+    return [(folder / item["file"]).read_bytes() for item in items]
+
+
+def _bind_loopback() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+class LocalBridge:
+    """The bridge app served by uvicorn on a loopback port, inside the current event loop."""
+
+    def __init__(self, settings: Settings, *, call_overrides: dict[str, Any] | None = None) -> None:
+        self.sock = _bind_loopback()
+        port = self.sock.getsockname()[1]
+        self.settings = replace(settings, public_url=f"http://127.0.0.1:{port}", host="127.0.0.1", port=port)
+        self.app = create_app(self.settings, call_overrides=call_overrides)
+        config = uvicorn.Config(self.app, **uvicorn_options(self.settings), log_level="warning", lifespan="off",
+                                timeout_graceful_shutdown=3)
+        self.server = uvicorn.Server(config)
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def twiml_url(self) -> str:
+        return self.settings.public("/twiml")
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self.server.serve(sockets=[self.sock]))
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if self._task.done():
+                self._task.result()
+            if time.monotonic() > deadline:
+                raise RuntimeError("bridge did not start")
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        if self._task is not None:
+            await self._task
+        self.sock.close()
+        await self.app.state.store.close()
+
+    async def finished_call(self, call_sid: str, timeout: float = 10.0) -> CallCore:
+        calls = self.app.state.calls
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for core in calls.finished:
+                if core.call_sid == call_sid:
+                    return core
+            await asyncio.sleep(0.05)
+        raise RuntimeError(f"the bridge never finished call {call_sid}")
+
+
+def longest_line_silence(result: Any) -> float:
+    """Longest stretch (s) after the first agent audio where neither the caller nor the agent
+    made a sound: what a caller perceives as a dead line."""
+    import numpy as np
+
+    def levels(pcm: bytes) -> Any:
+        x = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768
+        n = len(x) // 160
+        return np.sqrt(np.mean(x[: n * 160].reshape(n, 160) ** 2, axis=1))
+
+    heard, sent = levels(result.heard_pcm16()), levels(result.sent_pcm16())
+    n = min(len(heard), len(sent))
+    quiet = (heard[:n] < 0.005) & (sent[:n] < 0.01)
+    loud = np.flatnonzero(~quiet)
+    first_agent = np.flatnonzero(heard[:n] >= 0.005)
+    if not len(first_agent) or not len(loud):
+        return 0.0
+    longest = run = 0
+    for q in quiet[first_agent[0]: loud[-1]]:
+        run = run + 1 if q else 0
+        longest = max(longest, run)
+    return round(longest * 0.02, 2)
+
+
+@dataclass
+class LocalCall:
+    """What one local call left behind: the caller's view, the bridge's, Gemini's."""
+
+    result: CallResult
+    core: CallCore
+    emulator: GeminiEmulator
+    bridge: LocalBridge
+
+
+async def place_local_call(
+    script: CallerScript,
+    scenario: Scenario | None = None,
+    *,
+    timeout: float = 90.0,
+    call_overrides: dict[str, Any] | None = None,
+    simulator: dict[str, Any] | None = None,
+    while_up: Callable[[LocalBridge, CallResult], Awaitable[Any]] | None = None,
+    **settings: Any,
+) -> LocalCall:
+    """Start the emulator and a bridge, place one call with ``script``, stop both.
+
+    ``settings``: :class:`Settings` fields for the bridge (the key, URLs and a fresh Twilio
+    token are filled in); ``simulator``: extra :class:`CallerSimulator` arguments (``echo``,
+    ``on_event``); ``while_up``: awaited after the call while the bridge still serves (to read
+    ``/calls``, ``/metrics``).
+    """
+    emulator = GeminiEmulator(scenario or Scenario(), api_key=DEMO_KEY)
+    await emulator.start()
+    bridge = LocalBridge(Settings(gemini_api_key=DEMO_KEY, public_url="http://127.0.0.1",
+                                  gemini_live_url=emulator.url, twilio_auth_token=secrets.token_hex(16),
+                                  **settings), call_overrides=call_overrides)
+    await bridge.start()
+    try:
+        sim = CallerSimulator(bridge.twiml_url, script, auth_token=bridge.settings.twilio_auth_token,
+                              timeout=timeout, **(simulator or {}))
+        result = await sim.run()
+        core = await bridge.finished_call(result.call_sid)
+        if while_up is not None:
+            await while_up(bridge, result)
+    finally:
+        await bridge.stop()
+        await emulator.stop()
+    return LocalCall(result, core, emulator, bridge)
+
+
+def greetings(emulator: GeminiEmulator) -> int:
+    """How many times the emulated model greeted, across all connections (more than 1: a bug)."""
+    return sum(1 for s in emulator.sessions for r in s.replies if r.kind == "greeting")
