@@ -142,7 +142,7 @@ class CallBridge:
                         continue
                     log_event(logger, "call.task_failed", logging.ERROR, call_sid=core.call_sid,
                               task=task.get_name(), error=repr(exc)[:300])
-                    core._end(self.loop.time(), f"internal-error:{task.get_name()}")
+                    core.end(f"internal-error:{task.get_name()}", self.loop.time())
         finally:
             for task in [*tasks, *self._tool_tasks.values(), *self._background]:
                 task.cancel()
@@ -150,7 +150,7 @@ class CallBridge:
                 self._handover_task.cancel()
             await asyncio.gather(*tasks, *self._tool_tasks.values(), return_exceptions=True)
             if core.ended is None:
-                core._end(self.loop.time(), "bridge-closed")
+                core.end("bridge-closed", self.loop.time())
             # The state first: Twilio asks <Connect action> the moment the socket closes.
             await self._save_final()
             await self._shutdown()
@@ -259,9 +259,7 @@ class CallBridge:
                 handle = None
                 log_event(logger, "call.store_failed", logging.ERROR, call_sid=core.call_sid, error=repr(exc)[:200])
             if handle:
-                core.session.handle = handle
-                core._greeted = True  # resuming a conversation: no second greeting
-                core._event(loop.time(), "resume_from_store")
+                core.resume_stored_session(handle, loop.time())
         while core.ended is None:
             setup_message = core.gemini_connected(loop.time())
             try:

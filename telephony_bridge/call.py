@@ -197,6 +197,16 @@ class CallCore:
         fields["kind"] = kind
         self.timeline.append(fields)
 
+    def end(self, reason: str, now: float) -> None:
+        """The adapter ends the call (its own failure, shutdown)."""
+        self._end(now, reason)
+
+    def resume_stored_session(self, handle: str, now: float) -> None:
+        """This call's Gemini session began on another stream or replica: resume, don't greet."""
+        self.session.handle = handle
+        self._greeted = True
+        self._event(now, "resume_from_store")
+
     def _end(self, now: float, reason: str) -> None:
         if self.ended is None:
             self.ended = reason
