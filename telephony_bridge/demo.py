@@ -42,7 +42,7 @@ def demo_scenario() -> Any:
 _PROGRESS = {
     "say_start": "caller speaks",
     "agent_audio_start": "agent speaks",
-    "clear": "barge-in: the agent stopped (clear)",
+    "clear": "clear: what was playing stopped at once (a barge-in, or filler giving way to the answer)",
     "hangup": "caller hangs up",
 }
 
