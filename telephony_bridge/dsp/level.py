@@ -22,6 +22,10 @@ ULAW_SQUARES.setflags(write=False)
 
 _U8 = np.dtype(np.uint8)
 _I16 = np.dtype("<i2")
+# Bound once: ``ndarray.sum()`` is ``np.add.reduce`` behind a Python wrapper (same pairwise sum).
+_sum = np.add.reduce
+_take = ULAW_SQUARES.take
+_frombuffer = np.frombuffer
 
 
 def rms_ulaw(b: bytes) -> float:
@@ -29,7 +33,7 @@ def rms_ulaw(b: bytes) -> float:
     n = len(b)
     if n == 0:
         return 0.0
-    return math.sqrt(ULAW_SQUARES.take(np.frombuffer(b, _U8)).sum() / n)
+    return math.sqrt(_sum(_take(_frombuffer(b, _U8))) / n)
 
 
 def rms_pcm16(b: bytes) -> float:

@@ -249,6 +249,20 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+#: Built once: ``json.loads(s, parse_constant=...)`` builds a new ``JSONDecoder`` per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def _loads(data: str | bytes | bytearray) -> Any:
+    """``json.loads(data, parse_constant=_reject_constant)``, with the decoder built once."""
+    if isinstance(data, str):
+        if data.startswith("\ufeff"):
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", data, 0)
+    else:
+        data = data.decode(json.detect_encoding(data), "surrogatepass")
+    return _DECODER.decode(data)
+
+
 def _depth_ok(value: Any, limit: int = MAX_DEPTH) -> bool:
     """True when ``value`` nests no deeper than ``limit`` (iterative: no recursion to exhaust)."""
     stack: list[tuple[Any, int]] = [(value, 0)]
@@ -451,7 +465,7 @@ def parse_server_message(data: bytes | str) -> list[ServerEvent]:
     if len(data) > MAX_MESSAGE_BYTES:
         raise GeminiProtocolError("oversize", f"{len(data)} bytes")
     try:
-        msg = json.loads(data, parse_constant=_reject_constant)
+        msg = _loads(data)
     except (ValueError, TypeError, RecursionError) as exc:
         raise GeminiProtocolError("not-json", type(exc).__name__) from None
     if not isinstance(msg, dict):

@@ -1,0 +1,632 @@
+"""Load benchmark: steady two-way audio through the real bridge, N calls at once, N ramped.
+
+    python benchmarks/load.py                        # steps 25 50 75 100 150 200 300; table; saves load-latest.txt
+    python benchmarks/load.py --max-calls 100        # stop the ramp at 100
+    python benchmarks/load.py --steps 50,300 --window 20
+    python benchmarks/load.py --profile /tmp/p.prof --steps 300   # cProfile the bridge during the window
+
+Three processes, as in ``benchmarks/bargein.py``:
+
+- **bridge** (this process): :class:`~telephony_bridge.testing.local_call.LocalBridge`, the real app
+  under uvicorn on a loopback port (echo gate, SQLite store, signatures and stream tokens on), pinned
+  to CPU 0 when the machine has two or more (``os.sched_setaffinity``), so "% of one core" means one
+  core.
+- **emulator** (a child, pinned to CPU 1): a *lean* Gemini Live peer. After ``setupComplete`` each
+  session alternates a pause (the caller's turn, 3-5 s) and a reply from the emulator's clips
+  (24 kHz PCM in 40 ms chunks, kept 400 ms ahead of real time as the service bursts, with an output
+  transcription, ``generationComplete``, ``turnComplete`` and a resumption handle), so agent audio
+  flows about half the time. It never parses what it receives: it counts it.
+- **callers** (a child per step, pinned to CPU 1): N *lean* Twilio callers. Each does the signed
+  webhook, opens the signed stream, sends ``connected``/``start`` with the stream token, then streams
+  the bundled founder answers, looped with 1 s pauses, one 160-byte ``media`` frame every 20 ms;
+  it plays what it receives at 20 ms a frame, returns marks when the audio before them has played
+  and honours ``clear`` (what Twilio does). Frames are sent from shared tickers in ten 2 ms phase
+  groups, so the calls are not in lockstep.
+
+Why lean peers: the full :class:`GeminiEmulator` (VAD per frame) and :class:`CallerSimulator` (a
+recorded call per caller) cost about as much CPU per call as the bridge itself, so on a 2-core
+machine they, not the bridge, would saturate first. The bridge cannot tell: it sees the same
+frames, the same JSON, the same pacing.
+
+Each step: calls start over ``--spread`` seconds, ``--warmup`` seconds settle, then the bridge is
+measured for ``--window`` seconds with every call up; then all hang up and the next step begins.
+
+Figures per step (bridge process):
+
+- **CPU ms / call-s**: bridge CPU time in the window / (calls x window seconds).
+- **CPU %**: bridge CPU time / wall time (of one core); **sys**: the kernel's share of it (socket
+  system calls: on loopback the sender also pays for delivering each segment). **core %**: how busy
+  the bridge's CPU was (/proc/stat: user, system, irq, softirq; only the bridge is pinned there),
+  **irq**: its softirq+irq share (loopback packet delivery, not charged to any process),
+  **steal**: time the hypervisor gave to others. The capacity rule uses the larger of CPU % and core %.
+- **lag p50/p99/max**: how late a 10 ms sleep wakes in the bridge's event loop.
+- **in/out fps**: Twilio frames the bridge read / agent frames it wrote, per call-second (50 in
+  means the callers kept up; ~25 out means agent audio flowed half the time).
+- **underrun %**: share of agent frames that reached a caller late: 20 ms ticks on which a caller's
+  playback buffer was empty in the middle of a reply (audio resumed within 500 ms), over frames played.
+- **harness lag p99**: the callers' and emulator's own loop lag, to tell a slow harness from a slow bridge.
+
+**Capacity on one core** is the largest step with bridge CPU <= 80% of a core and loop-lag p99 <= 50 ms.
+The 300-call target is reported as met or missed; the benchmark exits 1 only when it crashes or
+calls fail (a call ended early, a call never came up, a protocol error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import gc
+import io
+import json
+import os
+import random
+import re
+import secrets
+import sys
+import tempfile
+import time
+from contextlib import redirect_stdout
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from telephony_bridge.testing.local_call import DEMO_KEY, LocalBridge, founder_turns  # noqa: E402
+from telephony_bridge.log import setup_logging  # noqa: E402
+from telephony_bridge.settings import Settings  # noqa: E402
+
+CPU_LIMIT = 0.80
+LAG_P99_LIMIT_MS = 50.0
+TARGET_CALLS = 300
+DEFAULT_STEPS = (25, 50, 75, 100, 150, 200, 300)
+GROUPS = 10  # phase groups of the shared tickers
+
+
+def pct(xs: list[float], q: float) -> float:
+    return float(np.percentile(xs, q)) if xs else float("nan")
+
+
+def core_times(cpu: int | None) -> tuple[float, float, float]:
+    """(busy, softirq+irq, steal) jiffies of one CPU from /proc/stat (zeros when unavailable)."""
+    if cpu is None:
+        return (0.0, 0.0, 0.0)
+    try:
+        with open("/proc/stat") as f:
+            for line in f:
+                if line.startswith(f"cpu{cpu} "):
+                    v = [float(x) for x in line.split()[1:]]
+                    return (v[0] + v[1] + v[2] + v[5] + v[6], v[5] + v[6], v[7])
+    except OSError:
+        pass
+    return (0.0, 0.0, 0.0)
+
+
+def pin(cpu: int) -> str:
+    """Pin this process to one CPU when the machine has at least two; returns what was done."""
+    if not hasattr(os, "sched_setaffinity"):
+        return "not pinned (not Linux)"
+    cpus = list(range(os.cpu_count() or 1))  # not our own affinity: children inherit the parent's
+    if len(cpus) < 2:
+        return "not pinned (one CPU)"
+    os.sched_setaffinity(0, {cpus[cpu % len(cpus)]})
+    return f"CPU {cpus[cpu % len(cpus)]}"
+
+
+class LoopLag:
+    """How late a 10 ms sleep wakes up: this process's event-loop (and CPU) latency."""
+
+    def __init__(self) -> None:
+        self.lags: list[float] = []
+        self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            t = loop.time()
+            await asyncio.sleep(0.01)
+            self.lags.append(loop.time() - t - 0.01)
+
+    def stop(self) -> list[float]:
+        self.task.cancel()
+        return self.lags
+
+
+# ------------------------------------------------------------------------------ lean emulator
+
+
+async def emulator_role(args: argparse.Namespace) -> None:
+    from websockets.asyncio.server import serve
+    from websockets.exceptions import ConnectionClosed
+
+    from telephony_bridge.testing.emulator import load_clips
+
+    clips = [c for c in load_clips().values() if c.rate == 24000 and 2.0 <= c.seconds <= 6.5]
+    chunk_bytes = 24000 * 2 * 40 // 1000
+
+    def reply_messages(pcm: bytes) -> list[str]:
+        n = len(pcm) // chunk_bytes * chunk_bytes
+        return ['{"serverContent":{"modelTurn":{"parts":[{"inlineData":{"mimeType":"audio/pcm;rate=24000",'
+                '"data":"' + base64.b64encode(pcm[i:i + chunk_bytes]).decode() + '"}}]}}}'
+                for i in range(0, n, chunk_bytes)]
+
+    replies = [(reply_messages(c.pcm), json.dumps({"serverContent": {"outputTranscription": {"text": c.text}}}))
+               for c in clips]
+    end_msgs = ('{"serverContent":{"generationComplete":true}}', '{"serverContent":{"turnComplete":true}}')
+    loop = asyncio.get_running_loop()
+    rng = random.Random(args.seed)
+    # Sessions replying now, by phase group: [ws, chunks, next index, started at].
+    speaking: list[list[list[Any]]] = [[] for _ in range(GROUPS)]
+    counts = {"sessions": 0, "received": 0, "sent": 0, "errors": 0}
+    ahead_chunks = 10  # 400 ms ahead of real time, as the service bursts the start of a reply
+
+    async def session(ws: Any) -> None:
+        counts["sessions"] += 1
+        group = counts["sessions"] % GROUPS
+        try:
+            await ws.recv()  # setup
+            await ws.send('{"setupComplete":{}}')
+            reader = asyncio.ensure_future(drain(ws))
+            turn = rng.randrange(len(replies))
+            first = True
+            while not reader.done():
+                # The caller's turn (the first one: a random phase, so sessions are not in step).
+                await asyncio.sleep(rng.uniform(0.5, 4.5) if first else rng.uniform(3.0, 5.0))
+                first = False
+                if reader.done():
+                    break
+                chunks, text = replies[turn % len(replies)]
+                turn += 1
+                done = loop.create_future()
+                speaking[group].append([ws, chunks, 0, loop.time(), done])
+                await ws.send(text)
+                await done
+                for m in end_msgs:
+                    await ws.send(m)
+                await ws.send('{"sessionResumptionUpdate":{"newHandle":"h-%s","resumable":true}}'
+                              % secrets.token_hex(8))
+        except ConnectionClosed:
+            pass
+        except Exception:
+            counts["errors"] += 1
+            raise
+
+    async def drain(ws: Any) -> None:
+        try:
+            async for _ in ws:
+                counts["received"] += 1
+        except ConnectionClosed:
+            pass
+
+    async def ticker() -> None:
+        slot = 0.040 / GROUPS
+        t0 = loop.time()
+        k = 0
+        while True:
+            k += 1
+            delay = t0 + k * slot - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            group = speaking[k % GROUPS]
+            if not group:
+                continue
+            now = loop.time()
+            keep = []
+            items = group[:]
+            group.clear()  # replies that start while we send are appended meanwhile
+            for item in items:
+                ws, chunks, i, started, done = item
+                due = min(len(chunks), int((now - started) / 0.040) + 1 + ahead_chunks)
+                try:
+                    while i < due:
+                        await ws.send(chunks[i])
+                        counts["sent"] += 1
+                        i += 1
+                except Exception:
+                    i = len(chunks)
+                item[2] = i
+                if i >= len(chunks):
+                    if not done.done():
+                        done.set_result(None)
+                else:
+                    keep.append(item)
+            group.extend(keep)
+
+    async with serve(session, "127.0.0.1", 0, compression=None, max_size=None, ping_interval=None) as server:
+        port = server.sockets[0].getsockname()[1]
+        tick = asyncio.ensure_future(ticker())
+        print("READY", f"ws://127.0.0.1:{port}/ws", flush=True)
+        t0, c0 = time.monotonic(), time.process_time()
+        lag = LoopLag()
+        await loop.run_in_executor(None, sys.stdin.readline)  # the parent says when to report
+        tick.cancel()
+        out = {"cpu_s": time.process_time() - c0, "wall_s": time.monotonic() - t0, "lag": lag.stop(), **counts}
+    print(json.dumps(out), flush=True)
+
+
+# ------------------------------------------------------------------------------ lean callers
+
+
+class _Call:
+    __slots__ = ("i", "ws", "sid", "k", "pos", "buf", "enqueued", "played", "marks", "dry_since",
+                 "underrun_ticks", "underruns", "sent", "media_in", "marks_back", "clears", "ended",
+                 "error", "window_played", "window_underrun")
+
+    def __init__(self, i: int) -> None:
+        self.i = i
+        self.ws: Any = None
+        self.sid = "MZ" + secrets.token_hex(16)
+        self.k = 0
+        self.pos = 0
+        self.buf = 0  # frames waiting to play
+        self.enqueued = 0
+        self.played = 0
+        self.marks: list[tuple[int, str]] = []
+        self.dry_since: int | None = None
+        self.underrun_ticks = 0
+        self.underruns = 0
+        self.sent = 0
+        self.media_in = 0
+        self.marks_back = 0
+        self.clears = 0
+        self.ended: str | None = None
+        self.error: str | None = None
+        self.window_played = 0
+        self.window_underrun = 0
+
+
+async def callers_role(args: argparse.Namespace) -> None:
+    import httpx
+    from twilio.request_validator import RequestValidator
+    from websockets.asyncio.client import connect as ws_connect
+    from websockets.exceptions import ConnectionClosed
+
+    loop = asyncio.get_running_loop()
+    pause = b"\xff" * 8000
+    audio = b"".join(t + pause for t in founder_turns())
+    audio = audio[: len(audio) // 160 * 160]
+    payloads = [base64.b64encode(audio[i:i + 160]).decode() for i in range(0, len(audio), 160)]
+    nframes = len(payloads)
+    validator = RequestValidator(args.auth_token)
+    rng = random.Random(args.seed + args.calls)
+    calls = [_Call(i) for i in range(args.calls)]
+    groups: list[list[_Call]] = [[] for _ in range(GROUPS)]
+    window = (args.start_at + args.spread + args.warmup, args.start_at + args.spread + args.warmup + args.window)
+    stop_at = window[1] + 0.5
+    media_head = '{"event":"media","sequenceNumber":"%d","media":{"track":"inbound","chunk":"%d","timestamp":"%d",' \
+                 '"payload":"%s"},"streamSid":"%s"}'
+    mark_head = '{"event":"mark","sequenceNumber":"%d","streamSid":"%s","mark":{"name":%s}}'
+    name_re = re.compile(r'"name":("(?:[^"\\]|\\.)*")')
+
+    async def receive(c: _Call) -> None:
+        try:
+            async for raw in c.ws:
+                e = raw[10:15]
+                if e == "media":
+                    c.media_in += 1
+                    c.buf += 1
+                    c.enqueued += 1
+                elif e == "mark\"":
+                    m = name_re.search(raw)
+                    c.marks.append((c.enqueued, m.group(1) if m else '""'))
+                    await release(c)
+                elif e == "clear":
+                    c.clears += 1
+                    c.enqueued -= c.buf
+                    c.buf = 0
+                    await release(c, flushed=True)
+        except ConnectionClosed:
+            pass
+        if c.ended is None:
+            c.ended = "bridge-closed" if loop.time() < stop_at else "ok"
+
+    async def release(c: _Call, flushed: bool = False) -> None:
+        while c.marks and (flushed or c.marks[0][0] <= c.played):
+            _, name = c.marks.pop(0)
+            c.k += 1
+            await c.ws.send(mark_head % (c.k, c.sid, name))
+            c.marks_back += 1
+
+    async def one(c: _Call) -> None:
+        await asyncio.sleep(max(0.0, args.start_at + c.i * args.spread / max(1, args.calls) - loop.time()))
+        call_sid = "CA" + secrets.token_hex(16)
+        params = {"CallSid": call_sid, "AccountSid": "AC" + "0" * 32, "From": "+15551230000",
+                  "To": "+15557654321", "CallStatus": "in-progress", "Direction": "inbound"}
+        try:
+            async with httpx.AsyncClient(timeout=30.0, trust_env=False) as http:
+                r = await http.post(args.twiml_url, data=params, headers={
+                    "X-Twilio-Signature": validator.compute_signature(args.twiml_url, params)})
+            r.raise_for_status()
+            m = re.search(r'<Stream url="([^"]+)"', r.text)
+            if not m:
+                raise RuntimeError(f"no <Stream> in TwiML: {r.text[:200]}")
+            url = m.group(1).replace("&amp;", "&")
+            stream_params = dict(re.findall(r'<Parameter name="([^"]+)" value="([^"]*)"', r.text))
+            c.ws = await ws_connect(url, additional_headers={"X-Twilio-Signature": validator.compute_signature(url, {})},
+                                    compression=None, proxy=None, open_timeout=30, ping_interval=None, max_size=None)
+            await c.ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+            await c.ws.send(json.dumps({"event": "start", "sequenceNumber": "1", "streamSid": c.sid, "start": {
+                "accountSid": params["AccountSid"], "streamSid": c.sid, "callSid": call_sid, "tracks": ["inbound"],
+                "customParameters": stream_params,
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}))
+        except Exception as exc:
+            c.error = f"setup: {exc!r}"[:300]
+            c.ended = "setup-failed"
+            return
+        c.k = 1
+        c.pos = rng.randrange(nframes)  # each caller starts at its own point in the recording
+        groups[c.i % GROUPS].append(c)
+        await receive(c)
+
+    async def ticker() -> None:
+        slot = 0.020 / GROUPS
+        t0 = loop.time()
+        k = 0
+        while loop.time() < stop_at:
+            k += 1
+            delay = t0 + k * slot - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tick = k // GROUPS
+            now = loop.time()
+            in_window = window[0] <= now < window[1]
+            for c in groups[k % GROUPS]:
+                if c.ended is not None:
+                    continue
+                c.k += 1
+                c.sent += 1
+                try:
+                    await c.ws.send(media_head % (c.k, c.sent, 20 * c.sent, payloads[c.pos], c.sid))
+                    c.pos = (c.pos + 1) % nframes
+                    # Playback: one frame per tick.
+                    if c.buf:
+                        c.buf -= 1
+                        c.played += 1
+                        if in_window:
+                            c.window_played += 1
+                        if c.dry_since is not None:
+                            gap = tick - c.dry_since
+                            if gap <= 25:  # resumed within 500 ms: a gap inside a reply
+                                c.underruns += 1
+                                c.underrun_ticks += gap
+                                if in_window:
+                                    c.window_underrun += gap
+                            c.dry_since = None
+                        if c.marks and c.marks[0][0] <= c.played:
+                            await release(c)
+                    elif c.dry_since is None and c.played:
+                        c.dry_since = tick
+                except ConnectionClosed:
+                    pass
+
+    t0, c0 = time.monotonic(), time.process_time()
+    lag = LoopLag()
+    tick = asyncio.ensure_future(ticker())
+    await asyncio.gather(*(one(c) for c in calls), tick, return_exceptions=True)
+    # The ticker stopped at stop_at; hang up the calls still up.
+    lags = lag.stop()
+    for c in calls:
+        if c.ws is not None and c.ended is None:
+            try:
+                await c.ws.send(json.dumps({"event": "stop", "sequenceNumber": str(c.k + 1), "streamSid": c.sid,
+                                            "stop": {"accountSid": "AC" + "0" * 32, "callSid": ""}}))
+            except Exception:
+                pass
+    await asyncio.gather(*(c.ws.close() for c in calls if c.ws is not None), return_exceptions=True)
+    print(json.dumps({
+        "cpu_s": time.process_time() - c0, "wall_s": time.monotonic() - t0, "lag": lags,
+        "calls": [{"ended": c.ended, "error": c.error, "sent": c.sent, "media_in": c.media_in, "played": c.played,
+                   "underruns": c.underruns, "underrun_ticks": c.underrun_ticks, "clears": c.clears,
+                   "marks_back": c.marks_back, "window_played": c.window_played,
+                   "window_underrun": c.window_underrun} for c in calls],
+    }), flush=True)
+
+
+# ------------------------------------------------------------------------------ parent (bridge)
+
+
+async def bench(args: argparse.Namespace) -> bool:
+    me = [sys.executable, str(Path(__file__).resolve())]
+    where = pin(0)
+    bridge_cpu = int(where.split()[1]) if where.startswith("CPU ") else None
+    hz = os.sysconf("SC_CLK_TCK")
+    emu = await asyncio.create_subprocess_exec(*me, "--role", "emulator", "--seed", str(args.seed),
+                                               stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+    assert emu.stdout is not None and emu.stdin is not None
+    line = (await emu.stdout.readline()).decode().split()
+    if not line or line[0] != "READY":
+        raise RuntimeError("the emulator did not start")
+    token = secrets.token_hex(16)
+    tmp = tempfile.TemporaryDirectory()
+    log_path = Path(tmp.name) / "bridge.log"
+    log_file = open(log_path, "w", encoding="utf-8")  # noqa: SIM115 - closed below
+    setup_logging("WARNING", stream=log_file)
+    steps = [n for n in args.steps if n <= args.max_calls]
+    bridge = LocalBridge(Settings(
+        gemini_api_key=DEMO_KEY, public_url="http://127.0.0.1", gemini_live_url=line[1],
+        twilio_auth_token=token, playback_lead_ms=args.lead_ms, max_concurrent_calls=max(steps) + 10,
+        sqlite_path=str(Path(tmp.name) / "calls.sqlite3"),
+    ))
+    await bridge.start()
+    calls = bridge.app.state.calls
+    loop = asyncio.get_running_loop()
+    lag = LoopLag()
+    rows: list[dict[str, Any]] = []
+    problems: list[str] = []
+    profiler = None
+    if args.profile:
+        import cProfile
+        profiler = cProfile.Profile()
+
+    def counters() -> tuple[int, int, int]:
+        cores = list(calls.active.values())
+        return (sum(c.counters["twilio_frames_in"] for c in cores),
+                sum(c.counters["twilio_frames_out"] for c in cores), len(cores))
+
+    print(f"Load benchmark  (python benchmarks/load.py{' ' + ' '.join(args.argv) if args.argv else ''})")
+    print(f"machine: {os.cpu_count()} CPUs; bridge {where}, emulator and callers on the other; "
+          f"python {sys.version.split()[0]}; uvicorn ws={_ws()}")
+    print(f"each step: starts over {args.spread:.0f} s, {args.warmup:.0f} s settle, {args.window:.0f} s measured; "
+          f"playback lead {args.lead_ms} ms; echo gate on; agent audio ~half the time")
+    print()
+    head = (f"{'calls':>5s} {'CPU ms/call-s':>13s} {'CPU %':>6s} {'sys':>4s} {'core %':>6s} {'irq':>4s} {'steal':>5s} {'lag p50':>8s} {'p99':>6s} {'max':>6s} "
+            f"{'in fps':>7s} {'out fps':>7s} {'underrun %':>10s} {'callers p99':>11s} {'CPU':>5s}")
+    print(head)
+    for n in steps:
+        spread = max(args.spread, n / 60)
+        start_at = loop.time() + 1.0
+        callers = await asyncio.create_subprocess_exec(
+            *me, "--role", "callers", "--twiml-url", bridge.twiml_url, "--auth-token", token,
+            "--calls", str(n), "--spread", str(spread), "--warmup", str(args.warmup), "--window", str(args.window),
+            "--start-at", repr(start_at), "--seed", str(args.seed), stdout=asyncio.subprocess.PIPE)
+        out_task = asyncio.create_task(callers.communicate())
+        w0 = start_at + spread + args.warmup
+        await asyncio.sleep(max(0.0, w0 - loop.time()))
+        gc.collect()
+        f0 = counters()
+        lag_i = len(lag.lags)
+        t0, c0, r0, k0 = loop.time(), time.process_time(), os.times(), core_times(bridge_cpu)
+        if profiler is not None and n == steps[-1]:
+            profiler.enable()
+        await asyncio.sleep(max(0.0, w0 + args.window - loop.time()))
+        if profiler is not None and n == steps[-1]:
+            profiler.disable()
+        wall, cpu, r1, k1 = loop.time() - t0, time.process_time() - c0, os.times(), core_times(bridge_cpu)
+        core_busy = (k1[0] - k0[0]) / hz / wall
+        core_irq = (k1[1] - k0[1]) / hz / wall
+        core_steal = (k1[2] - k0[2]) / hz / wall
+        sys_share = (r1.system - r0.system) / max(1e-9, (r1.user - r0.user) + (r1.system - r0.system))
+        f1 = counters()
+        window_lag = [1000 * x for x in lag.lags[lag_i:]]
+        out = json.loads((await out_task)[0].decode())
+        deadline = time.monotonic() + 20
+        while calls.active and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        if calls.active:
+            problems.append(f"{n} calls: {len(calls.active)} still active on the bridge 20 s after hang-up")
+        up = f0[2] == n and f1[2] == n
+        notes = "" if up else f"  only {f0[2]}/{f1[2]} calls up at the window's start/end (setup backlog)"
+        bad = [c for c in out["calls"] if c["ended"] != "ok"]
+        for c in bad[:5]:
+            problems.append(f"{n} calls: a call ended {c['ended']}: {c['error']}")
+        if len(bad) > 5:
+            problems.append(f"{n} calls: {len(bad) - 5} more calls failed")
+        played = sum(c["window_played"] for c in out["calls"])
+        under = sum(c["window_underrun"] for c in out["calls"])
+        call_s = max(1, f1[2]) * wall
+        row = {
+            "calls": n, "cpu_ms_per_call_s": 1000 * cpu / call_s, "cpu_pct": 100 * cpu / wall,
+            "lag_p50": pct(window_lag, 50), "lag_p99": pct(window_lag, 99), "lag_max": max(window_lag, default=0.0),
+            "sys_pct": 100 * sys_share, "core_pct": 100 * core_busy, "irq_pct": 100 * core_irq,
+            "steal_pct": 100 * core_steal, "in_fps": (f1[0] - f0[0]) / call_s, "out_fps": (f1[1] - f0[1]) / call_s,
+            "underrun_pct": 100 * under / max(1, played + under),
+            "callers_p99": pct([1000 * x for x in out["lag"]], 99),
+            "callers_cpu_pct": 100 * out["cpu_s"] / out["wall_s"], "failed": len(bad), "up": up,
+        }
+        rows.append(row)
+        print(f"{n:5d} {row['cpu_ms_per_call_s']:13.2f} {row['cpu_pct']:5.0f}% {row['sys_pct']:3.0f}% {row['core_pct']:5.0f}% {row['irq_pct']:3.0f}% {row['steal_pct']:4.0f}% {row['lag_p50']:8.1f} "
+              f"{row['lag_p99']:6.1f} {row['lag_max']:6.0f} {row['in_fps']:7.1f} {row['out_fps']:7.1f} "
+              f"{row['underrun_pct']:10.2f} {row['callers_p99']:9.1f}ms {row['callers_cpu_pct']:4.0f}%{notes}",
+              flush=True)
+    lag.stop()
+    await bridge.stop()
+    log_file.close()
+    emu.stdin.write(b"report\n")
+    await emu.stdin.drain()
+    emu_out = json.loads((await emu.stdout.read()).decode())
+    await emu.wait()
+    warnings = [json.loads(x) for x in log_path.read_text().splitlines() if x.startswith("{")]
+    tmp.cleanup()
+    print(f"{'':5s} (last two columns: the callers process's loop lag and CPU; the emulator averaged "
+          f"{100 * emu_out['cpu_s'] / emu_out['wall_s']:.0f}% of a core over the whole run, loop lag p99 "
+          f"{pct([1000 * x for x in emu_out['lag']], 99):.1f} ms; {emu_out['sessions']} sessions, "
+          f"{emu_out['sent']} audio chunks sent, {emu_out['received']} messages received)")
+    print()
+    if profiler is not None:
+        profiler.dump_stats(args.profile)
+        print(f"cProfile of the bridge during the last window: {args.profile}")
+    if warnings:
+        kinds: dict[str, int] = {}
+        for w in warnings:
+            key = w.get("event", "?") + "".join(f" {k}={w[k]}" for k in ("task", "error", "reason") if k in w)
+            kinds[key[:160]] = kinds.get(key[:160], 0) + 1
+        print(f"bridge warnings ({len(warnings)}):")
+        for key, k in sorted(kinds.items(), key=lambda kv: -kv[1])[:10]:
+            print(f"  {k:4d} x {key}")
+        print()
+    fits = [r for r in rows if r["up"] and not r["failed"] and max(r["cpu_pct"], r["core_pct"]) <= 100 * CPU_LIMIT
+            and r["lag_p99"] <= LAG_P99_LIMIT_MS]
+    cap = max((r["calls"] for r in fits), default=0)
+    print(f"capacity on one core: {cap} calls (largest step with bridge CPU <= {100 * CPU_LIMIT:.0f}% of a core "
+          f"and loop-lag p99 <= {LAG_P99_LIMIT_MS:.0f} ms)")
+    if fits:
+        r = max(fits, key=lambda r: r["calls"])
+        print(f"  at {r['calls']} calls the bridge spends {r['cpu_ms_per_call_s']:.2f} CPU ms per call-second: "
+              f"~{int(1000 * CPU_LIMIT / r['cpu_ms_per_call_s'])} calls would fill {100 * CPU_LIMIT:.0f}% of a core "
+              f"at that cost; {TARGET_CALLS} calls need <= {1000 * CPU_LIMIT / TARGET_CALLS:.2f}")
+    if max(steps) >= TARGET_CALLS:
+        print(f"target {TARGET_CALLS} calls on one core: {'MET' if cap >= TARGET_CALLS else 'MISSED'}")
+    else:
+        print(f"target {TARGET_CALLS} calls on one core: not measured (ramp stopped at {max(steps)})")
+    if problems:
+        print(f"{len(problems)} problem(s):")
+        for p in problems[:20]:
+            print(f"  {p}")
+    return not problems
+
+
+def _ws() -> str:
+    from telephony_bridge.server import uvicorn_options
+    from telephony_bridge.settings import Settings as S
+    return str(uvicorn_options(S(gemini_api_key="x", public_url="http://x")).get("ws"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=lambda s: [int(x) for x in s.split(",")], default=list(DEFAULT_STEPS),
+                    help="calls at each step, comma-separated (default 25,50,75,100,150,200,300)")
+    ap.add_argument("--max-calls", type=int, default=max(DEFAULT_STEPS), help="stop the ramp after this many calls")
+    ap.add_argument("--window", type=float, default=10.0, help="seconds measured per step")
+    ap.add_argument("--warmup", type=float, default=3.0, help="seconds after the last call starts, before measuring")
+    ap.add_argument("--spread", type=float, default=3.0, help="seconds over which a step's calls start (at least "
+                    "calls/60)")
+    ap.add_argument("--lead-ms", type=int, default=160)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--profile", help="cProfile the bridge during the last step's window into this file")
+    ap.add_argument("--no-save", action="store_true", help="do not write benchmarks/load-latest.txt")
+    ap.add_argument("--role", choices=("bench", "emulator", "callers"), default="bench", help=argparse.SUPPRESS)
+    ap.add_argument("--twiml-url", help=argparse.SUPPRESS)
+    ap.add_argument("--auth-token", help=argparse.SUPPRESS)
+    ap.add_argument("--calls", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--start-at", type=float, help=argparse.SUPPRESS)
+    raw = sys.argv[1:] if argv is None else argv
+    args = ap.parse_args(raw)
+    args.argv = raw
+    if args.role == "emulator":
+        pin(1)
+        asyncio.run(emulator_role(args))
+        return 0
+    if args.role == "callers":
+        pin(1)
+        asyncio.run(callers_role(args))
+        return 0
+    buf = io.StringIO()
+
+    class Tee(io.TextIOBase):
+        def write(self, s: str) -> int:
+            sys.__stdout__.write(s)
+            buf.write(s)
+            return len(s)
+
+    with redirect_stdout(Tee()):
+        ok = asyncio.run(bench(args))
+    if not args.no_save:
+        (ROOT / "benchmarks" / "load-latest.txt").write_text(buf.getvalue())
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
