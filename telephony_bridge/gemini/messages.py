@@ -27,7 +27,6 @@ not a silent default; fields we do not read are ignored (the API grows)::
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 import math
@@ -36,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 from ..errors import GeminiProtocolError
+from ..strict_json import loads_strict
 
 #: Largest server message we parse (a turn's audio can arrive in large chunks).
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
@@ -245,24 +245,6 @@ def _get(d: dict[str, Any], camel: str, snake: str) -> Any:
     return d.get(snake) if value is None else value
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-#: Built once: ``json.loads(s, parse_constant=...)`` builds a new ``JSONDecoder`` per call.
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
-
-
-def _loads(data: str | bytes | bytearray) -> Any:
-    """``json.loads(data, parse_constant=_reject_constant)``, with the decoder built once."""
-    if isinstance(data, str):
-        if data.startswith("\ufeff"):
-            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", data, 0)
-    else:
-        data = data.decode(json.detect_encoding(data), "surrogatepass")
-    return _DECODER.decode(data)
-
-
 def _depth_ok(value: Any, limit: int = MAX_DEPTH) -> bool:
     """True when ``value`` nests no deeper than ``limit`` (iterative: no recursion to exhaust)."""
     stack: list[tuple[Any, int]] = [(value, 0)]
@@ -465,7 +447,7 @@ def parse_server_message(data: bytes | str) -> list[ServerEvent]:
     if len(data) > MAX_MESSAGE_BYTES:
         raise GeminiProtocolError("oversize", f"{len(data)} bytes")
     try:
-        msg = _loads(data)
+        msg = loads_strict(data)
     except (ValueError, TypeError, RecursionError) as exc:
         raise GeminiProtocolError("not-json", type(exc).__name__) from None
     if not isinstance(msg, dict):
@@ -476,7 +458,3 @@ def parse_server_message(data: bytes | str) -> list[ServerEvent]:
         raise
     except Exception as exc:  # defensive: nothing but the typed error leaves a parser
         raise GeminiProtocolError("malformed", type(exc).__name__) from None
-
-
-def encode_b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")

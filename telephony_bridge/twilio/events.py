@@ -33,12 +33,12 @@ becomes :class:`Unknown` (counted, ignored), because Twilio adds events over tim
 from __future__ import annotations
 
 import binascii
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Union
 
 from ..errors import TwilioProtocolError
+from ..strict_json import loads_strict
 
 #: Largest text frame we parse. A 20 ms frame is ~300 bytes; Twilio never sends more than a few KB.
 MAX_MESSAGE_BYTES = 64 * 1024
@@ -147,25 +147,6 @@ def _sid(value: Any, what: str) -> str:
     return value
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-#: One decoder for every frame: ``json.loads(s, parse_constant=...)`` builds a new
-#: ``JSONDecoder`` per call, which cost more than decoding a 300-byte media frame.
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
-
-
-def _loads(data: str | bytes | bytearray) -> Any:
-    """``json.loads(data, parse_constant=_reject_constant)``, with the decoder built once."""
-    if isinstance(data, str):
-        if data.startswith("\ufeff"):
-            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", data, 0)
-    else:
-        data = data.decode(json.detect_encoding(data), "surrogatepass")
-    return _DECODER.decode(data)
-
-
 def _parse_media(msg: dict[str, Any]) -> Media:
     media = _obj(msg, "media")
     payload = media.get("payload")
@@ -243,7 +224,7 @@ def parse_event(data: str | bytes) -> Event:
     if len(data) > MAX_MESSAGE_BYTES:
         raise TwilioProtocolError("oversize", f"{len(data)} bytes", fatal=True)
     try:
-        msg = _loads(data if not isinstance(data, memoryview) else bytes(data))
+        msg = loads_strict(data if not isinstance(data, memoryview) else bytes(data))
     except (ValueError, TypeError, RecursionError) as exc:
         raise TwilioProtocolError("not-json", type(exc).__name__) from None
     if not isinstance(msg, dict):
