@@ -21,13 +21,14 @@ marks that come back after that mean "flushed", not "played".
 from __future__ import annotations
 
 import logging
+from math import sqrt
 from array import array
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .dsp import Framer, InboundConverter, OutboundConverter, rms_ulaw
+from .dsp import Framer, InboundConverter, OutboundConverter, mean_square_ulaw, rms_ulaw
 from .errors import GeminiProtocolError, ProtocolError, TwilioProtocolError
 from .gemini import messages as gm
 from .gemini.session import GeminiSession, SessionState
@@ -273,11 +274,12 @@ class CallCore:
     def _caller_audio(self, ulaw: bytes, now: float) -> None:
         self._last_media = now
         self.counters["twilio_frames_in"] += 1
-        level = rms_ulaw(ulaw)
+        energy = mean_square_ulaw(ulaw)  # measured once: the level log and the gate share it
+        level = sqrt(energy)
         self.caller_rms.append(level)  # what the line carried, before the gate
         gate = self.gate
         if gate is not None:
-            decision = gate.decide(ulaw, now)
+            decision = gate.decide(ulaw, now, energy)
             if decision is not self._gate_last:
                 # The timeline gets every change of decision: a run-length record of all frames.
                 self._gate_last = decision

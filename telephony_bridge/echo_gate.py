@@ -112,7 +112,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .dsp.level import ULAW_SQUARES
+from .dsp.level import ULAW_SQUARES, mean_square_ulaw
 
 __all__ = ["EchoGate", "GateConfig", "GateDecision", "SILENCE_FRAME", "gated"]
 
@@ -361,12 +361,16 @@ class EchoGate:
 
     # -- caller side -----------------------------------------------------------------------------
 
-    def decide(self, caller_ulaw: bytes, now: float) -> GateDecision:
-        """Gate one caller frame that arrived at ``now``."""
-        n = len(caller_ulaw)
-        if n == 0:
+    def decide(self, caller_ulaw: bytes, now: float, energy: float | None = None) -> GateDecision:
+        """Gate one caller frame that arrived at ``now``.
+
+        ``energy``: the frame's :func:`~telephony_bridge.dsp.mean_square_ulaw`, when the caller
+        has it already (the call core measures every frame's level anyway).
+        """
+        if not caller_ulaw:
             return GateDecision.SUPPRESS
-        energy = float(ULAW_SQUARES.take(np.frombuffer(caller_ulaw, _U8)).sum()) / n
+        if energy is None:
+            energy = mean_square_ulaw(caller_ulaw)
         c = self.config
 
         talking = self._talking

@@ -44,8 +44,8 @@ def answer_then_listen() -> CallerScript:
 class OpenGate(EchoGate):
     """No gate at all: every caller frame (echo included) goes to Gemini."""
 
-    def decide(self, caller_ulaw: bytes, now: float) -> GateDecision:
-        super().decide(caller_ulaw, now)
+    def decide(self, caller_ulaw: bytes, now: float, energy: float | None = None) -> GateDecision:
+        super().decide(caller_ulaw, now, energy)
         return GateDecision.FORWARD
 
 

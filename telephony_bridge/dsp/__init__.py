@@ -7,7 +7,7 @@ Pure functions and small stateful objects, no I/O. Other packages use:
   (``flush`` at the end of a turn, ``reset`` on barge-in).
 - :class:`Framer`             μ-law stream → exact 160-byte (20 ms) frames.
 - :func:`ulaw_to_pcm16`, :func:`pcm16_to_ulaw`, :data:`ULAW_SILENCE`  the codec.
-- :func:`rms_ulaw`, :func:`rms_pcm16`  RMS on full scale 1.0.
+- :func:`rms_ulaw`, :func:`rms_pcm16`  RMS on full scale 1.0; :func:`mean_square_ulaw` its square.
 
 Design notes and measured figures live in the module docstrings
 (:mod:`.resample` for the filters) and ``benchmarks/dsp-latest.txt``.
@@ -15,7 +15,7 @@ Design notes and measured figures live in the module docstrings
 
 from .converters import InboundConverter, OutboundConverter
 from .framer import Framer
-from .level import rms_pcm16, rms_ulaw
+from .level import mean_square_ulaw, rms_pcm16, rms_ulaw
 from .mulaw import ULAW_SILENCE, pcm16_to_ulaw, ulaw_to_pcm16
 
 __all__ = [
@@ -27,4 +27,5 @@ __all__ = [
     "ulaw_to_pcm16",
     "rms_pcm16",
     "rms_ulaw",
+    "mean_square_ulaw",
 ]

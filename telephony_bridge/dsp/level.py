@@ -14,7 +14,7 @@ import numpy as np
 
 from .mulaw import DECODE_FLOAT
 
-__all__ = ["rms_ulaw", "rms_pcm16", "ULAW_SQUARES"]
+__all__ = ["rms_ulaw", "mean_square_ulaw", "rms_pcm16", "ULAW_SQUARES"]
 
 #: (decoded sample / 32768)² for each μ-law byte.
 ULAW_SQUARES: np.ndarray = (DECODE_FLOAT / 32768.0) ** 2
@@ -28,12 +28,17 @@ _take = ULAW_SQUARES.take
 _frombuffer = np.frombuffer
 
 
-def rms_ulaw(b: bytes) -> float:
-    """RMS of μ-law audio, full scale 1.0. Empty input gives 0.0."""
+def mean_square_ulaw(b: bytes) -> float:
+    """Mean square (energy) of μ-law audio, full scale 1.0. Empty input gives 0.0."""
     n = len(b)
     if n == 0:
         return 0.0
-    return math.sqrt(_sum(_take(_frombuffer(b, _U8))) / n)
+    return float(_sum(_take(_frombuffer(b, _U8)))) / n
+
+
+def rms_ulaw(b: bytes) -> float:
+    """RMS of μ-law audio, full scale 1.0. Empty input gives 0.0."""
+    return math.sqrt(mean_square_ulaw(b))
 
 
 def rms_pcm16(b: bytes) -> float:
