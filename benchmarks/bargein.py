@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import io
 import json
 import os
@@ -69,48 +68,12 @@ from telephony_bridge.testing.local_call import DEMO_KEY, LocalBridge, founder_t
 from telephony_bridge.log import setup_logging  # noqa: E402
 from telephony_bridge.settings import Settings  # noqa: E402
 
+from probes import GcPauses, LoopLag, pct  # noqa: E402
+
 CLEAR_P99_TARGET_S = 0.002
 
 
 # ----------------------------------------------------------------------------------- children
-
-
-class GcPauses:
-    """Garbage-collector pauses in this process, by generation (a stop-the-world source of lag)."""
-
-    def __init__(self) -> None:
-        self.pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
-        self._t = 0.0
-        gc.callbacks.append(self._cb)
-
-    def _cb(self, phase: str, info: dict[str, Any]) -> None:
-        if phase == "start":
-            self._t = time.perf_counter()
-        else:
-            self.pauses[info["generation"]].append(time.perf_counter() - self._t)
-
-    def stop(self) -> dict[int, list[float]]:
-        gc.callbacks.remove(self._cb)
-        return self.pauses
-
-
-class LoopLag:
-    """How late a 10 ms sleep wakes up: this process's event-loop (and CPU) latency."""
-
-    def __init__(self) -> None:
-        self.lags: list[float] = []
-        self.task = asyncio.get_running_loop().create_task(self._run())
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            t = loop.time()
-            await asyncio.sleep(0.01)
-            self.lags.append(loop.time() - t - 0.01)
-
-    def stop(self) -> list[float]:
-        self.task.cancel()
-        return self.lags
 
 
 async def emulator_role() -> None:
@@ -178,10 +141,6 @@ async def callers_role(args: argparse.Namespace) -> None:
 
 def heard_between(playback: list[list[float]], a: float, b: float) -> float:
     return sum(max(0.0, min(e, b) - max(s, a)) for s, e in playback)
-
-
-def pct(xs: list[float], q: float) -> float:
-    return float(np.percentile(xs, q)) if xs else float("nan")
 
 
 async def bench(args: argparse.Namespace) -> bool:

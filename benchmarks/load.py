@@ -70,7 +70,6 @@ from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -83,11 +82,9 @@ CPU_LIMIT = 0.80
 LAG_P99_LIMIT_MS = 50.0
 TARGET_CALLS = 300
 DEFAULT_STEPS = (25, 50, 75, 100, 150, 200, 300)
+from probes import LoopLag, pct  # noqa: E402
+
 GROUPS = 10  # phase groups of the shared tickers
-
-
-def pct(xs: list[float], q: float) -> float:
-    return float(np.percentile(xs, q)) if xs else float("nan")
 
 
 def core_times(cpu: int | None) -> tuple[float, float, float]:
@@ -114,25 +111,6 @@ def pin(cpu: int) -> str:
         return "not pinned (one CPU)"
     os.sched_setaffinity(0, {cpus[cpu % len(cpus)]})
     return f"CPU {cpus[cpu % len(cpus)]}"
-
-
-class LoopLag:
-    """How late a 10 ms sleep wakes up: this process's event-loop (and CPU) latency."""
-
-    def __init__(self) -> None:
-        self.lags: list[float] = []
-        self.task = asyncio.get_running_loop().create_task(self._run())
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            t = loop.time()
-            await asyncio.sleep(0.01)
-            self.lags.append(loop.time() - t - 0.01)
-
-    def stop(self) -> list[float]:
-        self.task.cancel()
-        return self.lags
 
 
 # ------------------------------------------------------------------------------ lean emulator
