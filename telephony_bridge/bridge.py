@@ -378,6 +378,7 @@ class CallBridge:
                     notes=core.notes,
                     store=self.store,
                     request_end_call=lambda reason: core.request_end_call(reason, loop.time()),
+                    clock=lambda: round(loop.time() - core.t0, 3),  # notes on the transcript's clock
                 )
                 response = await run_tool(tool, dict(call.args), ctx)
                 scheduling = "WHEN_IDLE" if tool.behavior is Behavior.NON_BLOCKING else None

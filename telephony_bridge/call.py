@@ -550,10 +550,6 @@ class CallCore:
         if not self._tools_running:
             self._filler_next = None
 
-    def add_note(self, note: dict[str, Any], now: float) -> None:
-        self.notes.append(note)
-        self._event(now, "note", topic=note.get("topic"))
-
     def request_end_call(self, reason: str, now: float) -> None:
         """The agent decided to end the call (end_call tool): hang up once its goodbye is heard."""
         if self._end_requested is None:
