@@ -562,9 +562,7 @@ class CallCore:
         if chunk.rate != 24000:
             self._protocol_error(now, GeminiProtocolError("unsupported-rate", str(chunk.rate)))
             return
-        if self._generation_done:
-            # A new generation starts: the previous one was complete.
-            self._generation_done = False
+        self._generation_done = False  # audio again: a generation is under way
         self._model_turn_open = True
         if self._phrase_queue or self._phrase_marks_pending():
             self._stop_phrase(now)
