@@ -86,7 +86,7 @@ sys.path.insert(0, str(ROOT))
 from telephony_bridge.dsp import OutboundConverter  # noqa: E402
 from telephony_bridge.dsp.mulaw import DECODE_FLOAT, ENCODE_UINT16  # noqa: E402
 from telephony_bridge.echo_gate import EchoGate, GateConfig  # noqa: E402
-from telephony_bridge.testing.vad import EnergyVAD, SpeechStart  # noqa: E402
+from telephony_bridge.testing.gemini.vad import EnergyVAD, SpeechStart  # noqa: E402
 
 FIXTURES = ROOT.parent / "shared" / "fixtures"
 CLIPS = ROOT / "telephony_bridge" / "testing" / "clips"

@@ -120,7 +120,7 @@ async def emulator_role(args: argparse.Namespace) -> None:
     from websockets.asyncio.server import serve
     from websockets.exceptions import ConnectionClosed
 
-    from telephony_bridge.testing.emulator import load_clips
+    from telephony_bridge.testing.gemini import load_clips
 
     clips = [c for c in load_clips().values() if c.rate == 24000 and 2.0 <= c.seconds <= 6.5]
     chunk_bytes = 24000 * 2 * 40 // 1000

@@ -27,13 +27,13 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _emulator(args: argparse.Namespace) -> int:
-    from .testing.emulator import main
+    from .testing.gemini.cli import main
 
     return main(args.rest) or 0
 
 
 def _call(args: argparse.Namespace) -> int:
-    from .testing.simulator import main
+    from .testing.twilio.cli import main
 
     return main(args.rest) or 0
 

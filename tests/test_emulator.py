@@ -18,7 +18,7 @@ from scipy.signal import resample_poly
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from telephony_bridge.testing.emulator import (
+from telephony_bridge.testing.gemini import (
     V1_PATH,
     Fault,
     GeminiEmulator,
@@ -30,7 +30,6 @@ from telephony_bridge.testing.emulator import (
     normalize,
 )
 from telephony_bridge.testing.render_clips import FOUNDER_DIR, ulaw_decode, ulaw_encode
-from telephony_bridge.testing.vad import EnergyVAD, SpeechEnd, SpeechStart
 
 MODEL = "models/gemini-live-test"
 FAST = dict(pace=20.0, think_ms=0.0)
@@ -628,47 +627,6 @@ def test_reply_is_paced_in_real_time():
     run(go())
 
 
-# ----------------------------------------------------------------------------- VAD (no sockets)
-
-
-def tone(seconds: float, amplitude: float, rate: int = 16000) -> np.ndarray:
-    t = np.arange(int(seconds * rate)) / rate
-    return amplitude * np.sqrt(2) * np.sin(2 * np.pi * 220 * t)  # RMS = amplitude
-
-
-def test_vad_finds_a_turn_with_exact_times():
-    vad = EnergyVAD(silence_duration_ms=300)
-    x = np.concatenate([np.zeros(8000), tone(1.0, 0.1), np.zeros(16000)])
-    events = []
-    for i in range(0, len(x), 333):  # odd chunk sizes: blocks span chunks
-        events += vad.feed(x[i : i + 333], 16000)
-    assert len(events) == 2
-    start, end = events
-    assert isinstance(start, SpeechStart) and start.start == pytest.approx(0.5)
-    assert start.committed_at == pytest.approx(0.54)
-    assert isinstance(end, SpeechEnd)
-    assert end.end == pytest.approx(1.5) and end.committed_at == pytest.approx(1.8)
-    assert end.peak_rms == pytest.approx(0.1, rel=0.02)
-
-
-def test_vad_ignores_background_and_clicks():
-    rng = np.random.default_rng(1)
-    vad = EnergyVAD(silence_duration_ms=200)
-    noise = rng.normal(0, 0.015, 16000 * 3)
-    click = np.concatenate([np.zeros(1600), tone(0.02, 0.5), np.zeros(1600)])
-    assert vad.feed(noise, 16000) == []
-    assert vad.feed(click, 16000) == []  # shorter than prefixPaddingMs (40 ms)
-    assert vad.flush() == []
-
-
-def test_vad_hangover_bridges_short_pauses():
-    vad = EnergyVAD(silence_duration_ms=500)
-    x = np.concatenate([tone(0.5, 0.1), np.zeros(3840), tone(0.5, 0.1), np.zeros(16000)])
-    events = vad.feed(x, 16000)
-    assert [type(e) for e in events] == [SpeechStart, SpeechEnd]
-    assert events[1].end == pytest.approx(1.24)
-
-
 # ----------------------------------------------------------------------------- assets
 
 
@@ -768,3 +726,12 @@ def test_scenario_reply_order():
     assert Scenario(think_ms=[800, 300]).think_seconds(5) == 0.3
     with pytest.raises(ValueError, match="unknown clips"):
         GeminiEmulator(Scenario(replies=["no_such_clip"]))
+
+
+def test_scenario_plans_due_tool_steps_before_the_next_reply():
+    steps = [ToolCallStep(after_turn=2, name="first"), ToolCallStep(after_turn=2, name="second", then_clip=None)]
+    sc = Scenario(tool_calls=steps)
+    assert sc.plan_after_caller_turn(1, []) == ("reply", None, None)
+    assert sc.plan_after_caller_turn(2, []) == ("tool", "tool_ack", steps[0])
+    assert sc.plan_after_caller_turn(3, [0]) == ("tool", None, steps[1])  # a later turn still owes it
+    assert sc.plan_after_caller_turn(3, [0, 1]) == ("reply", None, None)

@@ -39,7 +39,7 @@ from telephony_bridge.testing import (
     Wait,
     WaitForAgent,
 )
-from telephony_bridge.testing.simulator import EchoPath, SimulatorError, loopback_rewrite, main
+from telephony_bridge.testing.twilio import EchoPath, SimulatorError, loopback_rewrite, main
 from telephony_bridge.testing.wav import (
     load_ulaw,
     pcm16_to_ulaw,

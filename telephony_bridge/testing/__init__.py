@@ -1,19 +1,23 @@
-"""Testing kit: a Twilio caller simulator and a Gemini Live emulator (real sockets, real protocols)."""
+"""Testing kit: a Twilio caller simulator and a Gemini Live emulator (real sockets, real protocols).
 
-# The simulator is loaded on first use (PEP 562) so that `python -m telephony_bridge.testing.simulator`
-# does not find the module already imported by this package (runpy's RuntimeWarning).
+The emulator is the package :mod:`.gemini`, the simulator :mod:`.twilio`; ``emulator.py`` and
+``simulator.py`` keep their old module paths (and ``python -m``) working.
+"""
+
+# The simulator is loaded on first use (PEP 562), so that importing this package (for
+# `processes` or `local_call`, say) does not import the whole kit.
 _SIMULATOR_NAMES = ("CallerScript", "CallerSimulator", "CallResult", "Dtmf", "Hangup", "Say", "Wait", "WaitForAgent")
-# The emulator likewise (`python -m telephony_bridge.testing.emulator`).
+# The emulator likewise.
 _EMULATOR_NAMES = ("Fault", "GeminiEmulator", "Scenario", "ToolCallStep")
 
 
 def __getattr__(name: str) -> object:
     if name in _SIMULATOR_NAMES:
-        from . import simulator
+        from . import twilio
 
-        return getattr(simulator, name)
+        return getattr(twilio, name)
     if name in _EMULATOR_NAMES:
-        from . import emulator
+        from . import gemini
 
-        return getattr(emulator, name)
+        return getattr(gemini, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

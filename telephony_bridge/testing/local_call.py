@@ -23,8 +23,8 @@ import uvicorn
 from ..call import CallCore
 from ..server import create_app, uvicorn_options
 from ..settings import Settings
-from .emulator import GeminiEmulator, Scenario
-from .simulator import CallerScript, CallerSimulator, CallResult
+from .gemini import GeminiEmulator, Scenario
+from .twilio import CallerScript, CallerSimulator, CallResult
 
 DEMO_KEY = "demo-" + "k" * 8  # the emulator checks it; it is not a real key
 

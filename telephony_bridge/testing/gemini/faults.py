@@ -1,0 +1,97 @@
+"""Scripted failures (:class:`Fault`) and when they fire on a connection.
+
+A fault fires at a time after the connection opened (``at_s``), or during a reply once some
+of its audio chunks have gone out (``on_reply`` / ``after_chunks``, checked by the reply
+sender in :mod:`.replies`); ``reject_resume`` instead refuses any setup that carries a
+resumption handle (checked at setup in :mod:`.connection`). :class:`_FaultRunner` is the part
+of a connection that carries them out; its state lives on :class:`~.connection._Connection`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+from websockets.exceptions import ConnectionClosed
+
+from .wire import _duration
+
+logger = logging.getLogger("telephony_bridge.emulator")
+
+FaultKind = Literal["close", "drop", "go_away", "refuse", "reject_resume"]
+
+
+@dataclass
+class Fault:
+    """A scripted failure.
+
+    Kinds:
+
+    * ``close``: close the websocket with ``code`` (default 1011) and ``reason``.
+    * ``drop``: abort the TCP connection, no close frame (the client sees 1006).
+    * ``go_away``: send ``goAway {timeLeft}`` with ``time_left_s``, then close with ``code``
+      once that time has passed.
+    * ``refuse``: refuse new connections (HTTP 503) for ``refuse_s`` seconds.
+    * ``reject_resume``: a setup that carries a resumption handle is closed with 1008
+      ("stale handle"); no trigger needed.
+
+    Trigger (ignored by ``reject_resume``): ``at_s`` seconds after the connection opened, or
+    during reply ``on_reply`` (1-based, counted per connection) once ``after_chunks`` audio
+    chunks of it have been sent. ``connection`` restricts the fault to that connection index
+    (0-based, as in ``GeminiEmulator.sessions``; default 0, the first connection, so the client's
+    reconnect succeeds); ``None`` means every connection. Any kind may
+    also open a refusal window of ``refuse_s`` seconds when it fires.
+    """
+
+    kind: FaultKind
+    at_s: float | None = None
+    on_reply: int | None = None
+    after_chunks: int = 0
+    connection: int | None = 0
+    code: int = 1011
+    reason: str = "Internal error encountered."
+    time_left_s: float = 1.0
+    refuse_s: float = 0.0
+    refuse_status: int = 503
+
+
+class _FaultRunner:
+    """Fires a connection's faults (a mixin of :class:`~.connection._Connection`)."""
+
+    def _faults(self) -> list[Fault]:
+        index = self.session.index
+        return [f for f in self.sc.faults if f.connection is None or f.connection == index]
+
+    async def _fault_at(self, fault: Fault) -> None:
+        delay = self.session.started_at + (fault.at_s or 0.0) - self.loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await self._fire(fault)
+
+    async def _fire(self, fault: Fault) -> bool:
+        """Carry out ``fault``; True if the connection is going away now."""
+        s = self.session
+        s.faults_fired.append(fault.kind)
+        s.record(self.loop.time(), "fault", fault.kind)
+        logger.info("session %d: fault %s", s.index, fault.kind)
+        if fault.refuse_s > 0 or fault.kind == "refuse":
+            self.emu.refuse_connections(fault.refuse_s, fault.refuse_status)
+        try:
+            if fault.kind == "close":
+                self.spawn(self._close_quietly(fault.code, fault.reason))
+                return True
+            if fault.kind == "drop":
+                self.drop()
+                return True
+            if fault.kind == "go_away":
+                await self.send({"goAway": {"timeLeft": _duration(fault.time_left_s)}})
+                self.spawn(self._cut_after(fault))
+        except ConnectionClosed:
+            return True
+        return False
+
+    async def _cut_after(self, fault: Fault) -> None:
+        await asyncio.sleep(fault.time_left_s)
+        await self._close_quietly(fault.code, fault.reason)

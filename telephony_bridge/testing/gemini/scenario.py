@@ -1,0 +1,110 @@
+"""How the emulated model behaves: :class:`Scenario`, its tool-call steps and the reply plan.
+
+A scenario is plain data plus three pure questions the connection asks it: how long to think
+before reply *n* (:meth:`Scenario.think_seconds`), which clip is the *n*-th reply
+(:meth:`Scenario.reply_clip`) and what answers caller turn *n*: a scripted tool call or the
+next reply (:meth:`Scenario.plan_after_caller_turn`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .faults import Fault
+from .vad import DEFAULT_THRESHOLD
+
+DEFAULT_REPLIES = ("q_customer", "q_competition", "q_business_model", "q_why_now", "goodbye")
+
+
+@dataclass
+class ToolCallStep:
+    """After caller turn ``after_turn`` (1-based, audio or text turns), call a tool.
+
+    (Or after the first turn past it, if that reply was cut off before the call went out.)
+
+    The emulator sends ``toolCall {functionCalls: [{id, name, args}]}``, waits for the matching
+    ``toolResponse``, then speaks ``then_clip`` (``None``: the next reply in order). Caller speech
+    while it waits cancels the call with ``toolCallCancellation {ids}``; so does
+    ``cancel_after_s`` seconds without a response (a scripted cancellation).
+    """
+
+    after_turn: int
+    name: str
+    args: dict[str, Any] = field(default_factory=dict)
+    then_clip: str | None = "tool_ack"
+    call_id: str | None = None
+    cancel_after_s: float | None = None
+
+
+#: What answers a turn: ``(kind, clip, tool step)``; kind is "greeting", "reply" or "tool"; clip
+#: ``None`` means the next reply in order.
+Plan = tuple[str, str | None, ToolCallStep | None]
+
+
+@dataclass
+class Scenario:
+    """How the emulated model behaves. Every field has a sensible default."""
+
+    #: Reply clip ids, in order, one per caller turn (after the greeting).
+    replies: Sequence[str] = DEFAULT_REPLIES
+    #: The clip spoken when the client asks the model to speak first.
+    greeting: str = "greeting"
+    #: After the last reply: repeat it, start again from the first, or stay silent.
+    when_exhausted: Literal["repeat_last", "cycle", "silent"] = "repeat_last"
+    #: Sending speed relative to real time (1.0 = real time, 2.0 = twice as fast).
+    pace: float = 1.0
+    #: Audio sent at once at the start of each reply, ahead of real time (the service does this).
+    burst_ms: float = 0.0
+    chunk_ms: int = 40
+    #: Delay before the first message of each reply; a list gives one value per reply (the last
+    #: repeats).
+    think_ms: float | Sequence[float] = 300.0
+    #: Overrides the setup's silenceDurationMs / prefixPaddingMs when set.
+    silence_duration_ms: int | None = None
+    prefix_padding_ms: int | None = None
+    vad_threshold: float = DEFAULT_THRESHOLD
+    #: inputTranscription texts for caller turns 1, 2, …; otherwise "[caller speech 2.4 s]".
+    caller_texts: Sequence[str] = ()
+    #: "auto": send transcriptions only when the setup asked for them (as the service does).
+    transcriptions: Literal["auto", "always", "never"] = "auto"
+    usage_metadata: bool = True
+    tool_calls: Sequence[ToolCallStep] = ()
+    faults: Sequence[Fault] = ()
+    #: When set, a setup naming another model is closed with 1008 (model not found).
+    known_models: Sequence[str] | None = None
+    #: Resumption handles expire after this long (the service: 2 hours).
+    handle_ttl_s: float = 7200.0
+    clips_dir: str | Path | None = None
+
+    def think_seconds(self, reply_number: int) -> float:
+        """Think time before reply ``reply_number`` (0-based, per connection)."""
+        if isinstance(self.think_ms, (int, float)):
+            return float(self.think_ms) / 1000.0
+        values = list(self.think_ms)
+        if not values:
+            return 0.0
+        return float(values[min(reply_number, len(values) - 1)]) / 1000.0
+
+    def reply_clip(self, index: int) -> str | None:
+        """The clip for the ``index``-th reply (0-based) or ``None`` for silence."""
+        replies = list(self.replies)
+        if not replies:
+            return None
+        if index < len(replies):
+            return replies[index]
+        if self.when_exhausted == "cycle":
+            return replies[index % len(replies)]
+        if self.when_exhausted == "repeat_last":
+            return replies[-1]
+        return None
+
+    def plan_after_caller_turn(self, n: int, steps_done: Sequence[int]) -> Plan:
+        """What answers caller turn ``n`` (1-based): the first tool step due and not yet in
+        ``steps_done`` (indexes into ``tool_calls``), else the next reply in order."""
+        for i, step in enumerate(self.tool_calls):
+            if step.after_turn <= n and i not in steps_done:
+                return ("tool", step.then_clip, step)
+        return ("reply", None, None)
