@@ -19,14 +19,16 @@ from typing import TYPE_CHECKING, Any
 import websockets
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from . import call_state
 from .call import CallConfig, CallCore
-from .gemini.client import GeminiLiveClient
+from .gemini.client import GeminiLiveClient, closed_during_setup, upgrade_refused
 from .gemini.messages import SetupConfig
 from .gemini.reconnect import ReconnectPolicy
 from .log import log_event
 from .metrics import Metrics
 
 if TYPE_CHECKING:
+    from .gemini.refusal import Refusal
     from .store import CallStore
     from .tools import ToolRegistry
 
@@ -97,7 +99,8 @@ class CallBridge:
                  metrics: Metrics | None = None, first_frames: Sequence[str | bytes] = (),
                  phrases: Callable[[str], bytes | None] | None = None, gate: Any = None,
                  tools: ToolRegistry | None = None, store: CallStore | None = None,
-                 reconnect: ReconnectPolicy | None = None, gemini_max_message_bytes: int = 4 * 1024 * 1024) -> None:
+                 reconnect: ReconnectPolicy | None = None, gemini_max_message_bytes: int = 4 * 1024 * 1024,
+                 on_gemini: Callable[[Refusal | None], Any] | None = None) -> None:
         self.ws = websocket
         self.live_url = live_url
         self.api_key = api_key
@@ -110,6 +113,11 @@ class CallBridge:
         self.store = store
         self.reconnect = reconnect or ReconnectPolicy()
         self.gemini_max_message_bytes = gemini_max_message_bytes
+        #: Told once that Gemini works for this call (None: first setupComplete) and once why it
+        #: refused it (the server's circuit breaker listens).
+        self.on_gemini = on_gemini
+        self._told_ready = False
+        self._told_refusal = False
         self._wake = asyncio.Event()
         self._started = asyncio.Event()
         self._conn: _Connection | None = None
@@ -133,16 +141,23 @@ class CallBridge:
             asyncio.create_task(self._timer_loop(), name="timer"),
         ]
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                if not task.cancelled() and task.exception() is not None:
-                    exc = task.exception()
-                    if isinstance(exc, WebSocketDisconnect):  # the caller's side went away
-                        core.receive_twilio_closed(self.loop.time())
-                        continue
-                    log_event(logger, "call.task_failed", logging.ERROR, call_sid=core.call_sid,
-                              task=task.get_name(), error=repr(exc)[:300])
-                    core.end(f"internal-error:{task.get_name()}", self.loop.time())
+            pending: set[asyncio.Task[None]] = set(tasks)
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if not task.cancelled() and task.exception() is not None:
+                        exc = task.exception()
+                        if isinstance(exc, WebSocketDisconnect):  # the caller's side went away
+                            core.receive_twilio_closed(self.loop.time())
+                            continue
+                        log_event(logger, "call.task_failed", logging.ERROR, call_sid=core.call_sid,
+                                  task=task.get_name(), error=repr(exc)[:300])
+                        core.end(f"internal-error:{task.get_name()}", self.loop.time())
+                # The Gemini side may be over while a last phrase (the apology) still plays: the
+                # Twilio loop (its mark coming back) or the timer (the cap) ends the call then.
+                # Closing the stream now would drop it: Twilio discards unplayed audio.
+                if core.ended is not None or not core.closing:
+                    break
         finally:
             for task in [*tasks, *self._tool_tasks.values(), *self._background]:
                 task.cancel()
@@ -180,10 +195,16 @@ class CallBridge:
         try:
             async with asyncio.timeout(3):
                 await store.save_record(core.call_sid, core.record())
-                if core.ended and not core.ended.startswith(("bridge-closed", "internal-error",
-                                                              "twilio-disconnected")):
+                if core.refusal is not None:
+                    # Refused (whatever closed the stream after that): no new stream for this call,
+                    # on any replica; <Say> the apology there if the caller did not hear it here.
+                    await store.set_call_state(core.call_sid, call_state.ended(
+                        f"gemini-refused:{core.refusal.kind.value}", say_goodbye=core.goodbye_unheard))
+                elif core.ended and not core.ended.startswith(("bridge-closed", "internal-error",
+                                                                "twilio-disconnected")):
                     # Ended on purpose: Twilio's <Connect action> request gets <Hangup/>.
-                    await store.set_call_state(core.call_sid, f"ended:{core.ended}")
+                    await store.set_call_state(core.call_sid, call_state.ended(
+                        core.ended, say_goodbye=core.goodbye_unheard))
         except Exception as exc:
             log_event(logger, "call.store_failed", logging.ERROR, call_sid=core.call_sid, error=repr(exc)[:200])
 
@@ -208,7 +229,7 @@ class CallBridge:
         if not self._started.is_set() and core.call_sid is not None:
             self._started.set()
             if self.store is not None:
-                self._spawn(self.store.set_call_state(core.call_sid, "active"))
+                self._spawn(self.store.set_call_state(core.call_sid, call_state.ACTIVE))
         self._wake.set()
 
     # -- Twilio --------------------------------------------------------------------------------
@@ -266,21 +287,26 @@ class CallBridge:
                 client = await self._open(setup_message)
             except Exception as exc:
                 reason = f"{type(exc).__name__}: {exc}"[:200]
-                close = getattr(exc, "rcvd", None)  # closed during setup, e.g. 1008 stale handle
+                close = closed_during_setup(exc)  # e.g. 1008 model not found, 1007 bad key
+                refused = upgrade_refused(exc)  # e.g. HTTP 403, 429
                 if close is not None:
-                    if not core.gemini_closed(close.code, close.reason or reason, loop.time()):
-                        await self._after_input()
-                        return
+                    retry = core.gemini_closed(close[0], close[1] or reason, loop.time())
+                elif refused is not None:
+                    retry = core.gemini_connect_failed(reason, loop.time(), status=refused[0], body=refused[1])
                 else:
-                    core.gemini_connect_failed(reason, loop.time())
+                    retry = core.gemini_connect_failed(reason, loop.time())
+                self._tell_refusal()
                 await self._after_input()
-                if not await self._backoff():
+                if not retry or not await self._backoff():
                     return
                 continue
             self.reconnect.connected(loop.time())
             conn = self._conn = _Connection(client)
             self._to_gemini.send = client.send
             core.receive_gemini(client.setup_complete_frame, loop.time())
+            if not self._told_ready and self.on_gemini is not None:
+                self._told_ready = True
+                self.on_gemini(None)
             await self._after_input()
             # Read until this connection ends; a goAway handover may replace it meanwhile.
             while True:
@@ -294,6 +320,7 @@ class CallBridge:
                 return
             client = conn.client
             if not core.gemini_closed(client.close_code, client.close_reason, loop.time()):
+                self._tell_refusal()
                 await self._after_input()
                 return
             await self._after_input()
@@ -305,10 +332,17 @@ class CallBridge:
         delay = self.reconnect.next_delay(loop.time())
         if delay is None:
             core.gemini_gave_up(loop.time())
+            self._tell_refusal()
             await self._after_input()
             return False
         await asyncio.sleep(delay)
         return core.ended is None
+
+    def _tell_refusal(self) -> None:
+        refusal = self.core.refusal
+        if refusal is not None and not self._told_refusal and self.on_gemini is not None:
+            self._told_refusal = True
+            self.on_gemini(refusal)
 
     async def _read(self, conn: _Connection) -> None:
         core, loop = self.core, self.loop

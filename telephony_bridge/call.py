@@ -31,6 +31,7 @@ from typing import Any
 from .dsp import Framer, InboundConverter, OutboundConverter, mean_square_ulaw, rms_ulaw
 from .errors import GeminiProtocolError, ProtocolError, TwilioProtocolError
 from .gemini import messages as gm
+from .gemini.refusal import Refusal, classify_close, classify_handshake, unreachable
 from .gemini.session import GeminiSession, SessionState
 from .log import log_event
 from .metrics import Metrics
@@ -146,6 +147,12 @@ class CallCore:
         self._notice_played = False
         self._fresh_fallback = False
         self._cut_mid_turn = False
+        #: Why Gemini refused this call, once known (see gemini/refusal.py); set once per call.
+        self.refusal: Refusal | None = None
+        self._last_failure = ""
+        # A last phrase before hanging up (apology, goodbye): wanted, and heard to its last mark.
+        self._goodbye_wanted = False
+        self._goodbye_heard = False
         #: The newest resumable handle, for the adapter to persist (it clears this).
         self.new_handle: str | None = None
         #: Agent frames waiting for their turn to go to Twilio.
@@ -335,23 +342,36 @@ class CallCore:
                     resume=self.session.handle is not None)
         return self.session.connection_opened(now)
 
-    def gemini_connect_failed(self, reason: str, now: float) -> None:
-        """An attempt to open a connection failed (refused, timed out, rejected)."""
-        self._event(now, "gemini_connect_failed", reason=reason[:120])
+    def gemini_connect_failed(self, reason: str, now: float, *, status: int | None = None,
+                              body: str = "") -> bool:
+        """An attempt to open a connection failed (refused, timed out, rejected). ``status``/
+        ``body``: the HTTP answer when the upgrade was refused. Returns True to try again."""
+        self._event(now, "gemini_connect_failed", reason=reason[:120], status=status)
         self.session.connection_closed(None, now)
         if self._down_since is None:
             self._down_since = now
+        self._last_failure = reason
+        refusal = classify_handshake(status, body or reason) if status is not None else None
+        if refusal is not None:
+            self._refused(refusal, now)
+            return False
+        return self.ended is None and self._closing is None
 
     def gemini_closed(self, code: int | None, reason: str, now: float) -> bool:
         """The Gemini connection closed. Returns True when the adapter should reconnect.
 
         Transient closes (1011, 1006, …) reconnect with the newest handle while the caller's
-        audio is kept. A rejected handle (1008) falls back to a fresh session seeded with the
-        transcript so far. Anything else ends the call with a spoken apology, never dead air.
+        audio is kept. A rejected handle (1008 while resuming) falls back to a fresh session
+        seeded with the transcript so far. A refusal no retry can fix (model not found, bad key,
+        quota, …: :mod:`telephony_bridge.gemini.refusal` decides) ends the call after the
+        spoken apology has been heard, never dead air.
         """
         if self.ended is not None or self._closing is not None:
             return False
-        transient = self.session.connection_closed(code, now)
+        refusal = classify_close(code, reason, resuming=self.session.handle is not None,
+                                 at_setup=self.session.state is SessionState.AWAITING_SETUP_COMPLETE)
+        transient = self.session.connection_closed(code, now) and refusal is None
+        self._last_failure = f"closed {code} {reason}"
         self._event(now, "gemini_closed", code=code, reason=reason[:120], transient=transient)
         log_event(logger, "call.gemini_closed", logging.WARNING, call_sid=self.call_sid,
                   code=code, reason=reason[:120], transient=transient)
@@ -363,6 +383,9 @@ class CallCore:
         if self._down_since is None:
             self._down_since = now
         self._notice_played = False
+        if refusal is not None:
+            self._refused(refusal, now)
+            return False
         if transient:
             return True
         if code == 1008 and self.session.handle is not None:
@@ -372,13 +395,36 @@ class CallCore:
             self._fresh_fallback = True
             self._event(now, "resume_rejected_fresh_session")
             return True
-        self.gemini_gave_up(now, f"gemini-closed-{code}")
+        self._refused(unreachable(self._last_failure), now)  # not reached: classify_close decides
         return False
 
-    def gemini_gave_up(self, now: float, reason: str = "gemini-unavailable") -> None:
-        """No connection could be had: apologise to the caller, then end the call."""
+    def gemini_gave_up(self, now: float) -> None:
+        """The reconnect policy ran out: Gemini is unreachable. Apologise, then end the call."""
+        self._refused(unreachable(self._last_failure or "no connection"), now)
+
+    def _refused(self, refusal: Refusal, now: float) -> None:
+        """No retry can fix this: say so once (log, metric), apologise, end the call."""
         self.session.close()
-        self._end_with_phrase(now, "goodbye_error", reason)
+        if self.refusal is None:
+            self.refusal = refusal
+            kind = refusal.kind.value
+            self._event(now, "gemini_refused", refusal=kind, code=refusal.code, status=refusal.status)
+            log_event(logger, "call.gemini_refused", logging.ERROR, call_sid=self.call_sid, kind=kind,
+                      model=self.session.setup.model, code=refusal.code, status=refusal.status,
+                      reason=refusal.reason, attempts=self.session.connections)
+            if self.metrics is not None:
+                self.metrics.gemini_refusals[kind].inc()
+        self._end_with_phrase(now, "goodbye_error", f"gemini-refused:{refusal.kind.value}")
+
+    @property
+    def closing(self) -> bool:
+        """Ending after a last phrase: the call is over once it has been heard (or a cap)."""
+        return self._closing is not None and self.ended is None
+
+    @property
+    def goodbye_unheard(self) -> bool:
+        """The call wanted a last phrase and the caller did not hear all of it on the stream."""
+        return self._goodbye_wanted and not self._goodbye_heard
 
     def receive_gemini(self, data: str | bytes, now: float) -> None:
         """One frame from Gemini's websocket."""
@@ -831,6 +877,7 @@ class CallCore:
         if self.ended is not None or self._closing is not None:
             return
         self.queue.clear()
+        self._goodbye_wanted = True
         if not self.play_phrase(kind, now):
             self._end(now, reason)
             return
@@ -842,6 +889,7 @@ class CallCore:
             return
         if self._closing is not None:
             if not self.agent_audible or now >= self._closing[1]:
+                self._goodbye_heard = not self.agent_audible  # its last mark came back
                 self._end(now, self._closing[0])
             return
         if self._end_requested is not None:

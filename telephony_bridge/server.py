@@ -3,11 +3,14 @@
 Routes::
 
     POST /twiml            TwiML: <Connect action=/twiml/continue><Stream url=wss://…/media-stream>
-                           with a per-call stream token; over capacity: <Say> busy + <Hangup/>
+                           with a per-call stream token; over capacity: <Say> busy + <Hangup/>;
+                           while Gemini refuses every call (the breaker is open): <Say> the
+                           apology + <Hangup/>, no stream, no Gemini connection
     POST /twiml/continue   what Twilio asks when our stream ends: a new stream for a call that
                            is still on (a replica died), <Hangup/> for one that ended on purpose
+                           (after <Say> of its last phrase if that was not heard on the stream)
     WS   /media-stream     one call: Twilio Media Stream ⇄ Gemini Live
-    GET  /healthz          liveness and the number of active calls (public)
+    GET  /healthz          liveness, the number of active calls, the refusal breaker (public)
     GET  /metrics          Prometheus metrics (operator token; 404 when none is set)
     GET  /calls/{sid}      a call's record: transcripts, notes, tool calls (operator token)
 
@@ -35,10 +38,14 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from . import call_state
 from .bridge import CallBridge
 from .call import CallConfig, CallCore
 from .errors import ConfigError, TwilioProtocolError
-from .gemini.messages import SetupConfig
+from .gemini.breaker import RefusalBreaker
+from .gemini.messages import SetupConfig, build_setup
+from .gemini.probe import probe
+from .gemini.refusal import Refusal
 from .log import log_event, register_secret
 from .metrics import Metrics
 from .echo_gate import EchoGate
@@ -67,6 +74,11 @@ MAX_FRAMES_BEFORE_START = 4
 CLOSE_POLICY = 1008
 CLOSE_BUSY = 1013
 _SID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+#: <Say language> for the bundled phrase languages (a persona's own tag wins when it matches).
+SAY_LANGUAGES = {"en": "en-US", "es": "es-ES", "de": "de-DE", "fr": "fr-FR"}
+#: Breaker probes: the first delay is a setting; then doubling, up to this.
+MAX_PROBE_DELAY_S = 300.0
+PROBE_TIMEOUT_S = 10.0
 
 
 def _xml(text: str, status: int = 200) -> Response:
@@ -103,6 +115,23 @@ def call_config(settings: Settings, persona: Persona | None = None) -> CallConfi
         config.greeting_prompt = persona.greeting
         config.tool_names = frozenset(persona.tools)
     return config
+
+
+def probe_delays(first_s: float, cap_s: float = MAX_PROBE_DELAY_S) -> tuple[float, ...]:
+    """``first_s``, doubling, up to ``cap_s`` (the last one repeats)."""
+    delays = [first_s]
+    while delays[-1] * 2 < cap_s:
+        delays.append(delays[-1] * 2)
+    delays.append(max(cap_s, first_s))
+    return tuple(delays)
+
+
+def say_language(persona: Persona, phrase_language: str) -> str:
+    """The <Say language> for the phrase book's language."""
+    tag = persona.language or ""
+    if tag.split("-", 1)[0].lower() == phrase_language and "-" in tag:
+        return tag
+    return SAY_LANGUAGES.get(phrase_language, "en-US")
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
@@ -142,6 +171,15 @@ def create_app(settings: Settings, *, market_latency_s: float | None = None,
     declarations = tools.declarations(persona.tools)
     phrases = load_phrase_book(persona.filler_language)
     store: CallStore = open_store(settings.redis_url, settings.sqlite_path)
+    #: What the caller hears (in the persona's language) when the bridge cannot go on and no
+    #: stream can carry the pre-rendered phrase: the same words, spoken by Twilio's <Say>.
+    goodbye_text = phrases.texts("goodbye_error")[0]
+    goodbye_language = say_language(persona, phrases.language)
+    breaker = RefusalBreaker(settings.breaker_calls, probe_delays(settings.breaker_probe_s))
+    probing: list[asyncio.Task[None]] = []  # the one probe task, while the breaker is open
+
+    def apology_twiml() -> str:
+        return hangup_twiml(say=goodbye_text, language=goodbye_language)
 
     def configure_call() -> CallConfig:
         config = call_config(settings, persona)
@@ -161,6 +199,51 @@ def create_app(settings: Settings, *, market_latency_s: float | None = None,
                            session_resumption=True,
                            compression_trigger_tokens=settings.compression_trigger_tokens,
                            compression_target_tokens=settings.compression_target_tokens, **fields)
+
+    def gemini_outcome(refusal: Refusal | None) -> None:
+        """One call's verdict on Gemini (first setupComplete, or why it refused): the breaker's input."""
+        now = asyncio.get_running_loop().time()
+        if refusal is None:
+            was_open = breaker.open
+            breaker.call_ready(now)
+            if was_open:
+                metrics.breaker_open.set(0)
+                log_event(logger, "gemini.breaker_closed", by="call")
+            return
+        if breaker.call_refused(refusal, now):
+            metrics.breaker_open.set(1)
+            metrics.breaker_trips.labels(kind=refusal.kind.value).inc()
+            log_event(logger, "gemini.breaker_open", logging.ERROR, kind=refusal.kind.value,
+                      model=settings.gemini_model, reason=refusal.reason, calls=breaker.trip_after,
+                      next_probe_in_s=breaker.probe_delays[0])
+            if not probing or probing[0].done():  # one probe loop at a time, ever
+                probing[:] = [asyncio.get_running_loop().create_task(probe_until_closed(), name="gemini-probe")]
+
+    async def probe_until_closed() -> None:
+        """While the breaker is open: one probe connection at a time, spaced out by its delays."""
+        loop = asyncio.get_running_loop()
+        while breaker.open:
+            if not breaker.probe_due(loop.time()):
+                assert breaker.next_probe_at is not None
+                await asyncio.sleep(max(0.01, breaker.next_probe_at - loop.time()))
+                continue
+            breaker.probe_started(loop.time())
+            result = await probe(settings.gemini_live_url, settings.gemini_api_key, build_setup(setup_config()),
+                                 timeout=PROBE_TIMEOUT_S)
+            breaker.probe_finished(result, loop.time())
+            outcome = "ok" if result is None else result.kind.value
+            metrics.breaker_probes.labels(result=outcome).inc()
+            log_event(logger, "gemini.probe", logging.INFO if result is None else logging.WARNING,
+                      result=outcome, reason=None if result is None else result.reason,
+                      next_probe_in_s=None if breaker.next_probe_at is None
+                      else round(breaker.next_probe_at - loop.time(), 1))
+        metrics.breaker_open.set(0)
+        log_event(logger, "gemini.breaker_closed", by="probe")
+
+    async def stop_background() -> None:
+        for task in probing:
+            task.cancel()
+        await asyncio.gather(*probing, return_exceptions=True)
 
     def refuse(where: str, reason: str, **fields: Any) -> None:
         rejected.labels(where=where, reason=reason).inc()
@@ -193,6 +276,11 @@ def create_app(settings: Settings, *, market_latency_s: float | None = None,
         if len(calls.active) >= settings.max_concurrent_calls:
             refuse("webhook", "busy", path="/twiml", call_sid=call_sid, active_calls=len(calls.active))
             return _xml(hangup_twiml(say=BUSY_MESSAGE))
+        if not breaker.allows_calls:
+            # Gemini refuses every call for a configuration reason: no stream, no connection.
+            assert breaker.refusal is not None
+            refuse("webhook", "gemini-refusing", path="/twiml", call_sid=call_sid, kind=breaker.refusal.kind.value)
+            return _xml(apology_twiml())
         log_event(logger, "webhook.twiml", call_sid=call_sid)
         return _xml(connect_twiml(
             settings.stream_url,
@@ -212,7 +300,16 @@ def create_app(settings: Settings, *, market_latency_s: float | None = None,
         # network broke): a new stream resumes the Gemini session from the shared store.
         # A call that ended on purpose (end_call, hang-up, an unrecoverable error) hangs up.
         state = await store.get_call_state(call_sid) if call_sid is not None else None
-        if state == "active" and len(calls.active) < settings.max_concurrent_calls:
+        parsed = call_state.parse(state)
+        if parsed.ended:
+            # Refused by Gemini, end_call, hung up: once. Say the goodbye if the stream could not.
+            log_event(logger, "webhook.continue", call_sid=call_sid, action="hangup", state=state,
+                      say=parsed.say_goodbye)
+            return _xml(apology_twiml() if parsed.say_goodbye else hangup_twiml())
+        if parsed.active and not breaker.allows_calls:
+            log_event(logger, "webhook.continue", call_sid=call_sid, action="apology", state=state)
+            return _xml(apology_twiml())
+        if parsed.active and len(calls.active) < settings.max_concurrent_calls:
             log_event(logger, "webhook.continue", call_sid=call_sid, action="reconnect")
             return _xml(connect_twiml(
                 settings.stream_url,
@@ -223,7 +320,10 @@ def create_app(settings: Settings, *, market_latency_s: float | None = None,
         return _xml(hangup_twiml())
 
     async def healthz(request: Request) -> Response:
-        return JSONResponse({"ok": True, "active_calls": len(calls.active)})
+        # "ok" is liveness: a process whose Gemini refuses calls is alive (restarting it fixes
+        # nothing); "gemini" says whether new calls get a stream or the apology.
+        return JSONResponse({"ok": True, "active_calls": len(calls.active),
+                             "gemini": breaker.snapshot(asyncio.get_running_loop().time())})
 
     @operator_only(settings.operator_token)
     async def metrics_endpoint(request: Request) -> Response:
@@ -306,7 +406,8 @@ def create_app(settings: Settings, *, market_latency_s: float | None = None,
         bridge = CallBridge(websocket, live_url=settings.gemini_live_url, api_key=settings.gemini_api_key,
                             setup=setup_config(), config=configure_call(), on_finish=finished,
                             metrics=metrics, first_frames=frames, phrases=phrases.next, gate=EchoGate(),
-                            tools=tools, store=store, gemini_max_message_bytes=settings.gemini_max_message_bytes)
+                            tools=tools, store=store, gemini_max_message_bytes=settings.gemini_max_message_bytes,
+                            on_gemini=gemini_outcome)
         calls.active[key] = bridge.core
         metrics.active_calls.inc()
         metrics.calls_total.inc()
@@ -315,6 +416,7 @@ def create_app(settings: Settings, *, market_latency_s: float | None = None,
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> Any:
         yield
+        await stop_background()
         await store.close()
 
     app = Starlette(lifespan=lifespan, routes=[
@@ -331,6 +433,9 @@ def create_app(settings: Settings, *, market_latency_s: float | None = None,
     app.state.calls = calls
     app.state.metrics = metrics
     app.state.stream_tokens = tokens
+    app.state.breaker = breaker
+    #: Cancels the breaker's probe task (the lifespan does it; so must an embedder without one).
+    app.state.stop_background = stop_background
     return app
 
 

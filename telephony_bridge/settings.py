@@ -19,6 +19,11 @@ Security settings (see :mod:`telephony_bridge.security`)::
     NO_MEDIA_TIMEOUT_S       a stream silent (no media frames) this long is ended, default 10
     TWILIO_MAX_MESSAGE_BYTES largest websocket frame accepted from Twilio, default 65536
     GEMINI_MAX_MESSAGE_BYTES largest websocket frame accepted from Gemini, default 4 MiB
+    GEMINI_BREAKER_CALLS     after this many consecutive calls refused by Gemini for the same
+                             configuration reason (model not found, bad key, permission, invalid
+                             setup), new calls get the apology from the webhook until a probe
+                             connection succeeds; default 3, 0 turns the breaker off
+    GEMINI_PROBE_S           first delay between those probes (doubling, capped at 300), default 10
 
 The interviewer and its memory::
 
@@ -79,6 +84,10 @@ class Settings:
     twilio_max_message_bytes: int = 64 * 1024
     #: Largest frame accepted from Gemini (the client's ``max_size``; a second of audio is ~64 KB).
     gemini_max_message_bytes: int = 4 * 1024 * 1024
+    #: Refusal breaker: open after this many consecutive calls refused for one configuration
+    #: reason (0: never); probe every breaker_probe_s seconds at first, doubling up to 300.
+    breaker_calls: int = 3
+    breaker_probe_s: float = 10.0
     #: A persona TOML file; None: the bundled default.
     persona_path: str | None = None
     #: Where call records and resumption handles live (SQLite), unless redis_url is set.
@@ -185,6 +194,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         twilio_max_message_bytes=_int(env, "TWILIO_MAX_MESSAGE_BYTES", 64 * 1024, 4096, 64 * 1024),
         gemini_max_message_bytes=_int(env, "GEMINI_MAX_MESSAGE_BYTES", 4 * 1024 * 1024,
                                       64 * 1024, 16 * 1024 * 1024),
+        breaker_calls=_int(env, "GEMINI_BREAKER_CALLS", 3, 0, 1000),
+        breaker_probe_s=float(_int(env, "GEMINI_PROBE_S", 10, 1, 300)),
         persona_path=env.get("PERSONA_PATH", "").strip() or None,
         sqlite_path=env.get("CALLS_DB", "").strip() or "telephony-bridge.sqlite3",
         redis_url=env.get("REDIS_URL", "").strip() or None,

@@ -19,6 +19,9 @@ def test_defaults_and_derived_urls():
     assert s.stream_token_secret is None and s.operator_token is None and s.stream_token_ttl_s == 120
     assert s.max_concurrent_calls == 40 and s.max_call_s == 3600 and s.no_media_timeout_s == 10
     assert s.twilio_max_message_bytes == 65536 and s.gemini_max_message_bytes == 4 * 1024 * 1024
+    assert s.breaker_calls == 3 and s.breaker_probe_s == 10.0
+    tuned = load_settings({**BASE, "GEMINI_BREAKER_CALLS": "0", "GEMINI_PROBE_S": "30"})
+    assert tuned.breaker_calls == 0 and tuned.breaker_probe_s == 30.0
 
 
 @pytest.mark.parametrize("missing", ["GEMINI_API_KEY", "PUBLIC_URL", "TWILIO_AUTH_TOKEN"])
@@ -36,6 +39,7 @@ def test_missing_setting_is_one_line_naming_the_variable(missing):
     ("TWILIO_SIGNATURE_CHECK", "maybe"), ("STREAM_TOKEN_SECRET", "short"), ("OPERATOR_TOKEN", "short"),
     ("STREAM_TOKEN_TTL_S", "1"), ("MAX_CONCURRENT_CALLS", "0"), ("MAX_CALL_S", "10"),
     ("NO_MEDIA_TIMEOUT_S", "0"), ("TWILIO_MAX_MESSAGE_BYTES", "1000000"), ("GEMINI_MAX_MESSAGE_BYTES", "1"),
+    ("GEMINI_BREAKER_CALLS", "-1"), ("GEMINI_PROBE_S", "0"),
 ])
 def test_invalid_values_are_rejected(name, value):
     with pytest.raises(ConfigError) as info:

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus
 
 from ..errors import GeminiProtocolError
 from .messages import SetupComplete, parse_server_message
@@ -34,6 +35,21 @@ def _is_loopback(url: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def upgrade_refused(exc: BaseException) -> tuple[int, str] | None:
+    """(HTTP status, body text) when the server answered the websocket upgrade with an error
+    instead of 101; None for any other failure (refused TCP, timeout, a close frame)."""
+    if isinstance(exc, InvalidStatus):
+        response = exc.response
+        return response.status_code, (response.body or b"")[:1000].decode("utf-8", "replace")
+    return None
+
+
+def closed_during_setup(exc: BaseException) -> tuple[int, str] | None:
+    """(close code, reason) when the server closed the socket before ``setupComplete``."""
+    close = getattr(exc, "rcvd", None)
+    return (close.code, close.reason or "") if close is not None else None
 
 
 class GeminiLiveClient:

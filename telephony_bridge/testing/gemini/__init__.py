@@ -6,7 +6,9 @@ or Google's SDK) talks to it exactly as it talks to the service:
 
 * Paths: the ``v1beta`` and ``v1`` ``…GenerativeService.BidiGenerateContent`` paths; anything
   else is HTTP 404. API key in ``x-goog-api-key`` or ``?key=``; when the emulator was given a
-  key, a missing key is HTTP 401 and a wrong one HTTP 403 (at the handshake).
+  key, a missing key is HTTP 401 and a wrong one HTTP 403 (at the handshake), or, with
+  ``Scenario.key_check="setup"``, as the service does it: the upgrade succeeds and the ``setup``
+  is answered with close 1007 "API key not valid. Please pass a valid API key."
 * Every server message is a BINARY frame holding UTF-8 JSON, like Google's. Client messages may
   be text or binary, ``lowerCamelCase`` or ``snake_case`` (proto JSON reads both), and ``bytes``
   fields in the standard or URL-safe base64 alphabet, padded or not.
@@ -61,7 +63,14 @@ way: ``server`` → ``connection`` → ``turns`` / ``replies`` / ``faults`` → 
 
 from .cli import main
 from .clips import CLIPS_DIR, Clip, load_clips
-from .faults import Fault, FaultKind
+from .faults import (
+    API_KEY_INVALID_REASON,
+    INVALID_ARGUMENT_REASON,
+    PERMISSION_REASON,
+    QUOTA_REASON,
+    Fault,
+    FaultKind,
+)
 from .records import CallerTurn, Conversation, EmulatorSession, ReplyRecord
 from .scenario import DEFAULT_REPLIES, Plan, Scenario, ToolCallStep
 from .server import MAX_MESSAGE_BYTES, PATHS, V1_PATH, V1BETA_PATH, GeminiEmulator
@@ -77,13 +86,17 @@ from .wire import (
 )
 
 __all__ = [
+    "API_KEY_INVALID_REASON",
     "AUDIO_TOKENS_PER_SECOND",
     "CLIPS_DIR",
     "DEFAULT_REPLIES",
+    "INVALID_ARGUMENT_REASON",
     "MAX_MESSAGE_BYTES",
     "OUTPUT_MIME",
     "OUTPUT_RATE",
     "PATHS",
+    "PERMISSION_REASON",
+    "QUOTA_REASON",
     "V1BETA_PATH",
     "V1_PATH",
     "BadRequest",

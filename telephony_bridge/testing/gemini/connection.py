@@ -1,6 +1,8 @@
 """One websocket connection: its state, the receive loop, setup and message dispatch.
 
-The first message must be ``setup`` (with a ``model``); then ``setupComplete``. Every server
+The first message must be ``setup`` (with a ``model``); then ``setupComplete``, unless the
+setup is refused (API key with ``Scenario.key_check="setup"``, a ``reject_setup`` or
+``reject_resume`` fault, a stale handle, an unknown model). Every server
 message is a BINARY frame holding UTF-8 JSON. A :class:`~.wire.BadRequest` anywhere closes the
 connection with its code and reason; a bug closes it with 1011. The rest of a connection's
 behaviour is in three parts that share the state set up in ``_Connection.__init__``:
@@ -14,12 +16,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from .faults import _FaultRunner
+from .faults import API_KEY_INVALID_REASON, _FaultRunner
 from .records import Conversation, EmulatorSession, ReplyRecord
 from .replies import _Replies
 from .turns import _CallerTurns
@@ -154,7 +158,7 @@ class _Connection(_CallerTurns, _Replies, _FaultRunner):
             raise BadRequest(f"Invalid JSON payload received. Unknown name {sorted(extra)[0]!r}.")
         await self._on_setup(msg["setup"])
         for fault in self._faults():
-            if fault.at_s is not None and fault.kind != "reject_resume":
+            if fault.at_s is not None and fault.kind not in ("reject_resume", "reject_setup"):
                 self.spawn(self._fault_at(fault))
         async for raw in self.ws:
             await self._dispatch(self._decode(raw))
@@ -178,6 +182,17 @@ class _Connection(_CallerTurns, _Replies, _FaultRunner):
         s.setup = setup
         s.model = setup["model"]
         s.record(self.loop.time(), "setup", {"model": s.model})
+        if self.emu.api_key is not None and sc.key_check == "setup":
+            request = self.ws.request
+            key = request.headers.get("x-goog-api-key") if request is not None else None
+            if key is None and request is not None:
+                key = (parse_qs(urlsplit(request.path).query).get("key") or [None])[0]
+            if key is None or not secrets.compare_digest(key, self.emu.api_key):
+                raise BadRequest(API_KEY_INVALID_REASON, 1007)
+        for fault in self._faults():
+            if fault.kind == "reject_setup":
+                s.faults_fired.append("reject_setup")
+                raise BadRequest(fault.reason, fault.code)
         if sc.known_models is not None:
             bare = s.model.removeprefix("models/")
             known = {m.removeprefix("models/") for m in sc.known_models}

@@ -3,8 +3,10 @@
 A fault fires at a time after the connection opened (``at_s``), or during a reply once some
 of its audio chunks have gone out (``on_reply`` / ``after_chunks``, checked by the reply
 sender in :mod:`.replies`); ``reject_resume`` instead refuses any setup that carries a
-resumption handle (checked at setup in :mod:`.connection`). :class:`_FaultRunner` is the part
-of a connection that carries them out; its state lives on :class:`~.connection._Connection`.
+resumption handle, and ``reject_setup`` any setup (both checked at setup in
+:mod:`.connection`). :class:`_FaultRunner` is the part of a connection that carries them out;
+its state lives on :class:`~.connection._Connection`. The close reasons the service gives for
+its refusals are here too.
 """
 
 from __future__ import annotations
@@ -20,7 +22,15 @@ from .wire import _duration
 
 logger = logging.getLogger("telephony_bridge.emulator")
 
-FaultKind = Literal["close", "drop", "go_away", "refuse", "reject_resume"]
+FaultKind = Literal["close", "drop", "go_away", "refuse", "reject_resume", "reject_setup"]
+
+# Close reasons the service sends for refusals (quoted from reports against the real service;
+# see telephony_bridge/gemini/refusal.py). The model-not-found one is built from the model.
+API_KEY_INVALID_REASON = "API key not valid. Please pass a valid API key."
+PERMISSION_REASON = "Permission denied on resource project None."
+INVALID_ARGUMENT_REASON = "Request contains an invalid argument."
+QUOTA_REASON = ("You exceeded your current quota, please check your plan and billing details. For more "
+                "information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits")
 
 
 @dataclass
@@ -36,8 +46,13 @@ class Fault:
     * ``refuse``: refuse new connections (HTTP 503) for ``refuse_s`` seconds.
     * ``reject_resume``: a setup that carries a resumption handle is closed with 1008
       ("stale handle"); no trigger needed.
+    * ``reject_setup``: the ``setup`` is answered with a close (``code``, ``reason``) instead of
+      ``setupComplete``, as the service refuses a project without permission (1008
+      :data:`PERMISSION_REASON`) or a setup it cannot take (1007
+      :data:`INVALID_ARGUMENT_REASON`); no trigger needed. A quota the service has run out of
+      is a ``close`` instead: ``setupComplete``, then 1011 :data:`QUOTA_REASON` ~0.8 s later.
 
-    Trigger (ignored by ``reject_resume``): ``at_s`` seconds after the connection opened, or
+    Trigger (ignored by ``reject_resume`` and ``reject_setup``): ``at_s`` seconds after the connection opened, or
     during reply ``on_reply`` (1-based, counted per connection) once ``after_chunks`` audio
     chunks of it have been sent. ``connection`` restricts the fault to that connection index
     (0-based, as in ``GeminiEmulator.sessions``; default 0, the first connection, so the client's

@@ -184,7 +184,7 @@ class _Replies:
         logger.info("session %d: reply %d: %s (%.2f s)", s.index, reply_no, clip.id, clip.seconds)
         s.record(self.loop.time(), "reply", clip.id)
         faults = [f for f in self._faults() if f.on_reply == reply_no and f.at_s is None
-                  and f.kind != "reject_resume"]
+                  and f.kind not in ("reject_resume", "reject_setup")]
         t0 = self.loop.time()
         next_piece = 0
         for k in range(n_chunks):

@@ -75,6 +75,9 @@ class Scenario:
     faults: Sequence[Fault] = ()
     #: When set, a setup naming another model is closed with 1008 (model not found).
     known_models: Sequence[str] | None = None
+    #: Where a wrong or missing API key is refused: HTTP 401/403 at the upgrade, or (as the
+    #: service does) a close 1007 in answer to ``setup``.
+    key_check: Literal["handshake", "setup"] = "handshake"
     #: Resumption handles expire after this long (the service: 2 hours).
     handle_ttl_s: float = 7200.0
     clips_dir: str | Path | None = None

@@ -3,7 +3,8 @@
 :class:`GeminiEmulator` listens on loopback (``ws://`` or, given an SSL context, ``wss://``)
 at the ``v1beta`` and ``v1`` ``BidiGenerateContent`` paths; anything else is HTTP 404. When
 given a key it wants it in ``x-goog-api-key`` or ``?key=``: missing is HTTP 401, wrong is 403,
-at the handshake (``process_request``), as is a scripted refusal window
+at the handshake (``process_request``; with ``Scenario.key_check="setup"`` the connection
+checks it at setup instead), as is a scripted refusal window
 (:meth:`GeminiEmulator.refuse_connections`, HTTP 503 by default). Each accepted connection is
 run by a :class:`~.connection._Connection`; the server keeps the recorded sessions, the
 conversations and the resumption handles issued (each a snapshot of its conversation).
@@ -149,7 +150,7 @@ class GeminiEmulator:
             self.rejected.append((self._refuse_status, parts.path))
             logger.info("refusing connection (scripted)")
             return connection.respond(self._refuse_status, "Service Unavailable\n")
-        if self.api_key is not None:
+        if self.api_key is not None and self.scenario.key_check == "handshake":
             key = request.headers.get("x-goog-api-key")
             if key is None:
                 key = (parse_qs(parts.query).get("key") or [None])[0]
