@@ -23,12 +23,15 @@ from . import call_state
 from .call import CallConfig, CallCore
 from .gemini.client import GeminiLiveClient, closed_during_setup, upgrade_refused
 from .gemini.messages import SetupConfig
+from .gemini.backend import BackendAuthError
 from .gemini.reconnect import ReconnectPolicy
+from .gemini.refusal import credentials_refused
 from .log import log_event
 from .metrics import Metrics
 
 if TYPE_CHECKING:
     from .gemini.refusal import Refusal
+    from .gemini.backend import LiveBackend
     from .store import CallStore
     from .tools import ToolRegistry
 
@@ -94,7 +97,7 @@ class _Connection:
 class CallBridge:
     """Runs one call: Twilio websocket ⇄ CallCore ⇄ Gemini websocket."""
 
-    def __init__(self, websocket: WebSocket, *, live_url: str, api_key: str, setup: SetupConfig,
+    def __init__(self, websocket: WebSocket, *, backend: LiveBackend, setup: SetupConfig,
                  config: CallConfig, on_finish: Callable[[CallCore], Any] | None = None,
                  metrics: Metrics | None = None, first_frames: Sequence[str | bytes] = (),
                  phrases: Callable[[str], bytes | None] | None = None, gate: Any = None,
@@ -102,8 +105,7 @@ class CallBridge:
                  reconnect: ReconnectPolicy | None = None, gemini_max_message_bytes: int = 4 * 1024 * 1024,
                  on_gemini: Callable[[Refusal | None], Any] | None = None) -> None:
         self.ws = websocket
-        self.live_url = live_url
-        self.api_key = api_key
+        self.backend = backend
         self.loop = asyncio.get_running_loop()
         self.core = CallCore(setup, config, now=self.loop.time(), metrics=metrics, phrases=phrases, gate=gate)
         self.on_finish = on_finish
@@ -261,7 +263,7 @@ class CallBridge:
     # -- Gemini --------------------------------------------------------------------------------
 
     async def _open(self, setup_message: str) -> GeminiLiveClient:
-        return await GeminiLiveClient.connect(self.live_url, self.api_key, setup_message,
+        return await GeminiLiveClient.connect(await self.backend.endpoint(), setup_message,  # fresh credentials
                                               max_message_bytes=self.gemini_max_message_bytes)
 
     async def _gemini_loop(self) -> None:
@@ -289,7 +291,10 @@ class CallBridge:
                 reason = f"{type(exc).__name__}: {exc}"[:200]
                 close = closed_during_setup(exc)  # e.g. 1008 model not found, 1007 bad key
                 refused = upgrade_refused(exc)  # e.g. HTTP 403, 429
-                if close is not None:
+                if isinstance(exc, BackendAuthError):  # no ADC, a bad key file, a refused token
+                    retry = core.gemini_connect_failed(reason, loop.time(),
+                                                       refusal=credentials_refused(exc.kind, str(exc)))
+                elif close is not None:
                     retry = core.gemini_closed(close[0], close[1] or reason, loop.time())
                 elif refused is not None:
                     retry = core.gemini_connect_failed(reason, loop.time(), status=refused[0], body=refused[1])
@@ -398,13 +403,13 @@ class CallBridge:
             self._tool_tasks[call.id] = asyncio.create_task(self._run_tool(call), name=f"tool:{call.name}")
 
     async def _run_tool(self, call: Any) -> None:
-        from .tools import Behavior, ToolContext, run_tool
+        from .tools import ToolContext, run_tool, unknown_tool
 
         core, loop = self.core, self.loop
         tool = self.tools.get(call.name) if self.tools is not None else None
         try:
             if tool is None:
-                response: dict[str, Any] = {"error": f"no tool named {call.name!r} is available"}
+                response: dict[str, Any] = unknown_tool(call.name)
                 scheduling = None
             else:
                 ctx = ToolContext(
@@ -415,7 +420,7 @@ class CallBridge:
                     clock=lambda: round(loop.time() - core.t0, 3),  # notes on the transcript's clock
                 )
                 response = await run_tool(tool, dict(call.args), ctx)
-                scheduling = "WHEN_IDLE" if tool.behavior is Behavior.NON_BLOCKING else None
+                scheduling = tool.response_scheduling
         finally:
             self._tool_tasks.pop(call.id, None)
         core.tool_finished(call.id, response, loop.time(), scheduling=scheduling)

@@ -343,15 +343,17 @@ class CallCore:
         return self.session.connection_opened(now)
 
     def gemini_connect_failed(self, reason: str, now: float, *, status: int | None = None,
-                              body: str = "") -> bool:
+                              body: str = "", refusal: Refusal | None = None) -> bool:
         """An attempt to open a connection failed (refused, timed out, rejected). ``status``/
-        ``body``: the HTTP answer when the upgrade was refused. Returns True to try again."""
+        ``body``: the HTTP answer when the upgrade was refused; ``refusal``: the adapter already
+        knows no retry helps (our credentials were refused). Returns True to try again."""
         self._event(now, "gemini_connect_failed", reason=reason[:120], status=status)
         self.session.connection_closed(None, now)
         if self._down_since is None:
             self._down_since = now
         self._last_failure = reason
-        refusal = classify_handshake(status, body or reason) if status is not None else None
+        if refusal is None and status is not None:
+            refusal = classify_handshake(status, body or reason)
         if refusal is not None:
             self._refused(refusal, now)
             return False

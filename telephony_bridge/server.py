@@ -42,9 +42,11 @@ from . import call_state
 from .bridge import CallBridge
 from .call import CallConfig, CallCore
 from .errors import ConfigError, TwilioProtocolError
+from .gemini.backend import LiveBackend, backend_from_settings
 from .gemini.breaker import RefusalBreaker
 from .gemini.messages import SetupConfig, build_setup
 from .gemini.probe import probe
+from .gemini.profiles import startup_warning
 from .gemini.refusal import Refusal
 from .log import log_event, register_secret
 from .metrics import Metrics
@@ -53,7 +55,7 @@ from .interview_tools import builtin_tools
 from .persona import Persona, load_persona
 from .prompt_audio import load_phrase_book
 from .store import CallStore, open_store
-from .tools import ToolRegistry
+from .tools import ToolRegistry, with_delay
 from .security import (
     MAX_FORM_BYTES, TOKEN_PARAMETER, StreamTokens, TwilioSignatures, install_header_redaction, operator_only,
     public_request_url, read_form, startup_warnings,
@@ -148,8 +150,33 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def create_app(settings: Settings, *, market_latency_s: float | None = None,
-               call_overrides: dict[str, Any] | None = None) -> Starlette:
+def builtin_tool_registry(settings: Settings) -> ToolRegistry:
+    """The built-in tools the server offers; ``settings.demo_tool_delays_s`` (demo and tests
+    only) slows some down so filler has something to cover."""
+    delays = settings.demo_tool_delays_s
+    unknown = sorted(set(delays) - {t.name for t in builtin_tools()})
+    if unknown:
+        raise ConfigError(f"demo_tool_delays_s names unknown tool {unknown[0]!r}")
+    return ToolRegistry(with_delay(t, float(delays.get(t.name, 0.0))) for t in builtin_tools())
+
+
+def setup_config(settings: Settings, persona: Persona, backend: LiveBackend,
+                 declarations: list[dict[str, Any]]) -> SetupConfig:
+    """The session setup every call of this server sends (the model path is the backend's)."""
+    fields = persona.setup_fields()
+    if settings.silence_duration_ms is not None:
+        fields["silence_duration_ms"] = settings.silence_duration_ms
+    if settings.voice:
+        fields["voice"] = settings.voice
+    if settings.language:
+        fields["language"] = settings.language
+    return SetupConfig(model=backend.model_path(settings.gemini_model), function_declarations=declarations,
+                       session_resumption=True,
+                       compression_trigger_tokens=settings.compression_trigger_tokens,
+                       compression_target_tokens=settings.compression_target_tokens, **fields)
+
+
+def create_app(settings: Settings, *, call_overrides: dict[str, Any] | None = None) -> Starlette:
     """The app. ``call_overrides``: CallConfig fields to change (tests and the demo)."""
     if settings.twilio_signature_check and not settings.twilio_auth_token:
         raise ConfigError("TWILIO_AUTH_TOKEN is not set: the Twilio auth token that signs webhooks "
@@ -167,8 +194,9 @@ def create_app(settings: Settings, *, market_latency_s: float | None = None,
     #: Calls whose stream was refused for capacity: their <Connect action> request hears "busy".
     busy_calls: deque[str] = deque(maxlen=256)
     persona = load_persona(settings.persona_path)
-    tools = ToolRegistry(builtin_tools(market_latency_s=market_latency_s))
+    tools = builtin_tool_registry(settings)
     declarations = tools.declarations(persona.tools)
+    backend = backend_from_settings(settings)
     phrases = load_phrase_book(persona.filler_language)
     store: CallStore = open_store(settings.redis_url, settings.sqlite_path)
     #: What the caller hears (in the persona's language) when the bridge cannot go on and no
@@ -186,19 +214,6 @@ def create_app(settings: Settings, *, market_latency_s: float | None = None,
         for name, value in (call_overrides or {}).items():
             setattr(config, name, value)
         return config
-
-    def setup_config() -> SetupConfig:
-        fields = persona.setup_fields()
-        if settings.silence_duration_ms is not None:
-            fields["silence_duration_ms"] = settings.silence_duration_ms
-        if settings.voice:
-            fields["voice"] = settings.voice
-        if settings.language:
-            fields["language"] = settings.language
-        return SetupConfig(model=settings.gemini_model, function_declarations=declarations,
-                           session_resumption=True,
-                           compression_trigger_tokens=settings.compression_trigger_tokens,
-                           compression_target_tokens=settings.compression_target_tokens, **fields)
 
     def gemini_outcome(refusal: Refusal | None) -> None:
         """One call's verdict on Gemini (first setupComplete, or why it refused): the breaker's input."""
@@ -228,7 +243,7 @@ def create_app(settings: Settings, *, market_latency_s: float | None = None,
                 await asyncio.sleep(max(0.01, breaker.next_probe_at - loop.time()))
                 continue
             breaker.probe_started(loop.time())
-            result = await probe(settings.gemini_live_url, settings.gemini_api_key, build_setup(setup_config()),
+            result = await probe(backend, build_setup(setup_config(settings, persona, backend, declarations)),
                                  timeout=PROBE_TIMEOUT_S)
             breaker.probe_finished(result, loop.time())
             outcome = "ok" if result is None else result.kind.value
@@ -403,8 +418,9 @@ def create_app(settings: Settings, *, market_latency_s: float | None = None,
             metrics.active_calls.dec()
 
         # Only now does a Gemini connection open (CallBridge.run).
-        bridge = CallBridge(websocket, live_url=settings.gemini_live_url, api_key=settings.gemini_api_key,
-                            setup=setup_config(), config=configure_call(), on_finish=finished,
+        bridge = CallBridge(websocket, backend=backend,
+                            setup=setup_config(settings, persona, backend, declarations),
+                            config=configure_call(), on_finish=finished,
                             metrics=metrics, first_frames=frames, phrases=phrases.next, gate=EchoGate(),
                             tools=tools, store=store, gemini_max_message_bytes=settings.gemini_max_message_bytes,
                             on_gemini=gemini_outcome)
@@ -430,6 +446,8 @@ def create_app(settings: Settings, *, market_latency_s: float | None = None,
     app.state.settings = settings
     app.state.store = store
     app.state.persona = persona
+    app.state.backend = backend
+    app.state.tools = tools
     app.state.calls = calls
     app.state.metrics = metrics
     app.state.stream_tokens = tokens
@@ -444,6 +462,9 @@ def warn_at_startup(settings: Settings, stream: Any = None) -> list[str]:
     check) and as WARNING log lines. Returns the lines."""
     stream = sys.stderr if stream is None else stream
     lines = startup_warnings(settings)
+    model_line = startup_warning(settings.gemini_model)  # once per process: serve calls this once
+    if model_line:
+        lines.append(model_line)
     for line in lines:
         if line.startswith("TWILIO_SIGNATURE_CHECK"):
             bar = "!" * 78
@@ -467,4 +488,5 @@ def serve(settings: Settings) -> None:
                 timeout_graceful_shutdown=30, **uvicorn_options(settings))
 
 
-__all__: list[Any] = ["create_app", "serve", "CallRegistry", "call_config", "uvicorn_options", "warn_at_startup"]
+__all__: list[Any] = ["create_app", "serve", "CallRegistry", "call_config", "uvicorn_options", "warn_at_startup",
+                      "setup_config", "builtin_tool_registry"]

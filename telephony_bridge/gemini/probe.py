@@ -10,27 +10,43 @@ from __future__ import annotations
 
 import asyncio
 
+from typing import TYPE_CHECKING
+
+from .backend import BackendAuthError
 from .client import GeminiLiveClient, closed_during_setup, upgrade_refused
-from .refusal import Refusal, classify_close, classify_handshake, unreachable
+from .refusal import Refusal, RefusalKind, classify_close, classify_handshake, credentials_refused, unreachable
+
+if TYPE_CHECKING:
+    from .backend import LiveBackend
 
 
-async def probe(url: str, api_key: str, setup_message: str, *, timeout: float = 10.0) -> Refusal | None:
-    """None when the service answered ``setupComplete``; else why not (``unreachable`` for a
-    failure a retry may fix: refused TCP, timeout, 5xx, a transient close)."""
+def refusal_from_connect_error(exc: BaseException) -> Refusal:
+    """Why opening a session failed, as one :class:`Refusal` (``unreachable`` when a retry may
+    fix it: refused TCP, timeout, 5xx, a transient close). Shared by the probe and ``doctor``."""
+    reason = f"{type(exc).__name__}: {exc}"[:200]
+    if isinstance(exc, BackendAuthError):
+        verdict = credentials_refused(exc.kind, str(exc))
+    elif (close := closed_during_setup(exc)) is not None:
+        verdict = classify_close(close[0], close[1], at_setup=True, resuming=False)
+        if verdict is None:
+            return Refusal(RefusalKind.UNREACHABLE, close[1] or reason, code=close[0])
+    elif (refused := upgrade_refused(exc)) is not None:
+        verdict = classify_handshake(refused[0], refused[1] or reason)
+        if verdict is None:
+            return Refusal(RefusalKind.UNREACHABLE, refused[1].strip()[:160] or reason, status=refused[0])
+    else:
+        verdict = None
+    return verdict if verdict is not None else unreachable(reason)
+
+
+async def probe(backend: LiveBackend, setup_message: str, *, timeout: float = 10.0) -> Refusal | None:
+    """None when the service answered ``setupComplete``; else why not."""
     try:
         async with asyncio.timeout(timeout):
-            client = await GeminiLiveClient.connect(url, api_key, setup_message, timeout=timeout)
+            endpoint = await backend.endpoint()  # fresh credentials, as a call would have
+            client = await GeminiLiveClient.connect(endpoint, setup_message, timeout=timeout)
     except Exception as exc:  # whatever went wrong, a probe reports it, never raises
-        reason = f"{type(exc).__name__}: {exc}"[:200]
-        close = closed_during_setup(exc)
-        refused = upgrade_refused(exc)
-        if close is not None:
-            verdict = classify_close(close[0], close[1], at_setup=True, resuming=False)
-        elif refused is not None:
-            verdict = classify_handshake(refused[0], refused[1] or reason)
-        else:
-            verdict = None
-        return verdict if verdict is not None else unreachable(reason)
+        return refusal_from_connect_error(exc)
     try:
         async with asyncio.timeout(2.0):
             await client.close()
@@ -39,4 +55,4 @@ async def probe(url: str, api_key: str, setup_message: str, *, timeout: float = 
     return None
 
 
-__all__ = ["probe"]
+__all__ = ["probe", "refusal_from_connect_error"]

@@ -145,9 +145,18 @@ def classify_handshake(status: int, body: str = "") -> Refusal | None:
     return None
 
 
+def credentials_refused(kind: str, message: str) -> Refusal | None:
+    """Our own side could not produce credentials (``BackendAuthError``: no ADC, a bad key file,
+    the token endpoint refused them): as final as a bad key. None for ``network`` (retry)."""
+    if kind == "network":
+        return None
+    return Refusal(RefusalKind.BAD_KEY, _trim(message))
+
+
 def unreachable(last_failure: str) -> Refusal:
     """The reconnect policy ran out: what the call concludes from its last failure."""
     return Refusal(RefusalKind.UNREACHABLE, _trim(last_failure))
 
 
-__all__ = ["Refusal", "RefusalKind", "CONFIGURATION_KINDS", "classify_close", "classify_handshake", "unreachable"]
+__all__ = ["Refusal", "RefusalKind", "CONFIGURATION_KINDS", "classify_close", "classify_handshake", "credentials_refused",
+           "unreachable"]
