@@ -85,7 +85,7 @@ def test_filler_stops_within_one_frame_when_agent_audio_arrives():
     # the very next thing Twilio gets is a clear (its buffered filler goes), then agent audio
     assert out[0] == {"event": "clear", "streamSid": STREAM_SID}
     assert any(m["event"] == "media" for m in out[1:])
-    assert not core._phrase_queue
+    assert not core.playout.phrase_queue
 
 
 def test_cancellation_cancels_the_handler_and_sends_no_response():
