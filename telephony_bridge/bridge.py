@@ -19,14 +19,19 @@ from typing import TYPE_CHECKING, Any
 import websockets
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from . import call_state
 from .call import CallConfig, CallCore
-from .gemini.client import GeminiLiveClient
+from .gemini.client import GeminiLiveClient, closed_during_setup, upgrade_refused
 from .gemini.messages import SetupConfig
+from .gemini.backend import BackendAuthError
 from .gemini.reconnect import ReconnectPolicy
+from .gemini.refusal import credentials_refused
 from .log import log_event
 from .metrics import Metrics
 
 if TYPE_CHECKING:
+    from .gemini.refusal import Refusal
+    from .gemini.backend import LiveBackend
     from .store import CallStore
     from .tools import ToolRegistry
 
@@ -92,15 +97,15 @@ class _Connection:
 class CallBridge:
     """Runs one call: Twilio websocket ⇄ CallCore ⇄ Gemini websocket."""
 
-    def __init__(self, websocket: WebSocket, *, live_url: str, api_key: str, setup: SetupConfig,
+    def __init__(self, websocket: WebSocket, *, backend: LiveBackend, setup: SetupConfig,
                  config: CallConfig, on_finish: Callable[[CallCore], Any] | None = None,
                  metrics: Metrics | None = None, first_frames: Sequence[str | bytes] = (),
                  phrases: Callable[[str], bytes | None] | None = None, gate: Any = None,
                  tools: ToolRegistry | None = None, store: CallStore | None = None,
-                 reconnect: ReconnectPolicy | None = None, gemini_max_message_bytes: int = 4 * 1024 * 1024) -> None:
+                 reconnect: ReconnectPolicy | None = None, gemini_max_message_bytes: int = 4 * 1024 * 1024,
+                 on_gemini: Callable[[Refusal | None], Any] | None = None) -> None:
         self.ws = websocket
-        self.live_url = live_url
-        self.api_key = api_key
+        self.backend = backend
         self.loop = asyncio.get_running_loop()
         self.core = CallCore(setup, config, now=self.loop.time(), metrics=metrics, phrases=phrases, gate=gate)
         self.on_finish = on_finish
@@ -110,6 +115,11 @@ class CallBridge:
         self.store = store
         self.reconnect = reconnect or ReconnectPolicy()
         self.gemini_max_message_bytes = gemini_max_message_bytes
+        #: Told once that Gemini works for this call (None: first setupComplete) and once why it
+        #: refused it (the server's circuit breaker listens).
+        self.on_gemini = on_gemini
+        self._told_ready = False
+        self._told_refusal = False
         self._wake = asyncio.Event()
         self._started = asyncio.Event()
         self._conn: _Connection | None = None
@@ -133,16 +143,23 @@ class CallBridge:
             asyncio.create_task(self._timer_loop(), name="timer"),
         ]
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                if not task.cancelled() and task.exception() is not None:
-                    exc = task.exception()
-                    if isinstance(exc, WebSocketDisconnect):  # the caller's side went away
-                        core.receive_twilio_closed(self.loop.time())
-                        continue
-                    log_event(logger, "call.task_failed", logging.ERROR, call_sid=core.call_sid,
-                              task=task.get_name(), error=repr(exc)[:300])
-                    core.end(f"internal-error:{task.get_name()}", self.loop.time())
+            pending: set[asyncio.Task[None]] = set(tasks)
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if not task.cancelled() and task.exception() is not None:
+                        exc = task.exception()
+                        if isinstance(exc, WebSocketDisconnect):  # the caller's side went away
+                            core.receive_twilio_closed(self.loop.time())
+                            continue
+                        log_event(logger, "call.task_failed", logging.ERROR, call_sid=core.call_sid,
+                                  task=task.get_name(), error=repr(exc)[:300])
+                        core.end(f"internal-error:{task.get_name()}", self.loop.time())
+                # The Gemini side may be over while a last phrase (the apology) still plays: the
+                # Twilio loop (its mark coming back) or the timer (the cap) ends the call then.
+                # Closing the stream now would drop it: Twilio discards unplayed audio.
+                if core.ended is not None or not core.closing:
+                    break
         finally:
             for task in [*tasks, *self._tool_tasks.values(), *self._background]:
                 task.cancel()
@@ -180,10 +197,16 @@ class CallBridge:
         try:
             async with asyncio.timeout(3):
                 await store.save_record(core.call_sid, core.record())
-                if core.ended and not core.ended.startswith(("bridge-closed", "internal-error",
-                                                              "twilio-disconnected")):
+                if core.refusal is not None:
+                    # Refused (whatever closed the stream after that): no new stream for this call,
+                    # on any replica; <Say> the apology there if the caller did not hear it here.
+                    await store.set_call_state(core.call_sid, call_state.ended(
+                        f"gemini-refused:{core.refusal.kind.value}", say_goodbye=core.goodbye_unheard))
+                elif core.ended and not core.ended.startswith(("bridge-closed", "internal-error",
+                                                                "twilio-disconnected")):
                     # Ended on purpose: Twilio's <Connect action> request gets <Hangup/>.
-                    await store.set_call_state(core.call_sid, f"ended:{core.ended}")
+                    await store.set_call_state(core.call_sid, call_state.ended(
+                        core.ended, say_goodbye=core.goodbye_unheard))
         except Exception as exc:
             log_event(logger, "call.store_failed", logging.ERROR, call_sid=core.call_sid, error=repr(exc)[:200])
 
@@ -208,7 +231,7 @@ class CallBridge:
         if not self._started.is_set() and core.call_sid is not None:
             self._started.set()
             if self.store is not None:
-                self._spawn(self.store.set_call_state(core.call_sid, "active"))
+                self._spawn(self.store.set_call_state(core.call_sid, call_state.ACTIVE))
         self._wake.set()
 
     # -- Twilio --------------------------------------------------------------------------------
@@ -240,7 +263,7 @@ class CallBridge:
     # -- Gemini --------------------------------------------------------------------------------
 
     async def _open(self, setup_message: str) -> GeminiLiveClient:
-        return await GeminiLiveClient.connect(self.live_url, self.api_key, setup_message,
+        return await GeminiLiveClient.connect(await self.backend.endpoint(), setup_message,  # fresh credentials
                                               max_message_bytes=self.gemini_max_message_bytes)
 
     async def _gemini_loop(self) -> None:
@@ -266,21 +289,29 @@ class CallBridge:
                 client = await self._open(setup_message)
             except Exception as exc:
                 reason = f"{type(exc).__name__}: {exc}"[:200]
-                close = getattr(exc, "rcvd", None)  # closed during setup, e.g. 1008 stale handle
-                if close is not None:
-                    if not core.gemini_closed(close.code, close.reason or reason, loop.time()):
-                        await self._after_input()
-                        return
+                close = closed_during_setup(exc)  # e.g. 1008 model not found, 1007 bad key
+                refused = upgrade_refused(exc)  # e.g. HTTP 403, 429
+                if isinstance(exc, BackendAuthError):  # no ADC, a bad key file, a refused token
+                    retry = core.gemini_connect_failed(reason, loop.time(),
+                                                       refusal=credentials_refused(exc.kind, str(exc)))
+                elif close is not None:
+                    retry = core.gemini_closed(close[0], close[1] or reason, loop.time())
+                elif refused is not None:
+                    retry = core.gemini_connect_failed(reason, loop.time(), status=refused[0], body=refused[1])
                 else:
-                    core.gemini_connect_failed(reason, loop.time())
+                    retry = core.gemini_connect_failed(reason, loop.time())
+                self._tell_refusal()
                 await self._after_input()
-                if not await self._backoff():
+                if not retry or not await self._backoff():
                     return
                 continue
             self.reconnect.connected(loop.time())
             conn = self._conn = _Connection(client)
             self._to_gemini.send = client.send
             core.receive_gemini(client.setup_complete_frame, loop.time())
+            if not self._told_ready and self.on_gemini is not None:
+                self._told_ready = True
+                self.on_gemini(None)
             await self._after_input()
             # Read until this connection ends; a goAway handover may replace it meanwhile.
             while True:
@@ -294,6 +325,7 @@ class CallBridge:
                 return
             client = conn.client
             if not core.gemini_closed(client.close_code, client.close_reason, loop.time()):
+                self._tell_refusal()
                 await self._after_input()
                 return
             await self._after_input()
@@ -305,10 +337,17 @@ class CallBridge:
         delay = self.reconnect.next_delay(loop.time())
         if delay is None:
             core.gemini_gave_up(loop.time())
+            self._tell_refusal()
             await self._after_input()
             return False
         await asyncio.sleep(delay)
         return core.ended is None
+
+    def _tell_refusal(self) -> None:
+        refusal = self.core.refusal
+        if refusal is not None and not self._told_refusal and self.on_gemini is not None:
+            self._told_refusal = True
+            self.on_gemini(refusal)
 
     async def _read(self, conn: _Connection) -> None:
         core, loop = self.core, self.loop
@@ -364,13 +403,13 @@ class CallBridge:
             self._tool_tasks[call.id] = asyncio.create_task(self._run_tool(call), name=f"tool:{call.name}")
 
     async def _run_tool(self, call: Any) -> None:
-        from .tools import Behavior, ToolContext, run_tool
+        from .tools import ToolContext, run_tool, unknown_tool
 
         core, loop = self.core, self.loop
         tool = self.tools.get(call.name) if self.tools is not None else None
         try:
             if tool is None:
-                response: dict[str, Any] = {"error": f"no tool named {call.name!r} is available"}
+                response: dict[str, Any] = unknown_tool(call.name)
                 scheduling = None
             else:
                 ctx = ToolContext(
@@ -381,7 +420,7 @@ class CallBridge:
                     clock=lambda: round(loop.time() - core.t0, 3),  # notes on the transcript's clock
                 )
                 response = await run_tool(tool, dict(call.args), ctx)
-                scheduling = "WHEN_IDLE" if tool.behavior is Behavior.NON_BLOCKING else None
+                scheduling = tool.response_scheduling
         finally:
             self._tool_tasks.pop(call.id, None)
         core.tool_finished(call.id, response, loop.time(), scheduling=scheduling)

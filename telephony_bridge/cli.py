@@ -1,4 +1,4 @@
-"""``telephony-bridge`` command line: serve, demo, emulator, call."""
+"""``telephony-bridge`` command line: serve, doctor, demo, emulator, call."""
 
 from __future__ import annotations
 
@@ -16,6 +16,14 @@ def _serve(args: argparse.Namespace) -> int:
 
     serve(settings)
     return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .doctor import run_doctor
+
+    return asyncio.run(run_doctor(timeout=args.timeout))
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -46,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("serve", help="run the bridge (settings from the environment)")
     p.set_defaults(func=_serve)
+    p = sub.add_parser("doctor", help="check this deployment's configuration for real (settings from the environment)")
+    p.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for each network check")
+    p.set_defaults(func=_doctor)
     p = sub.add_parser("demo", help="run a whole interview offline: emulator + bridge + simulated caller")
     p.add_argument("--out", default="demo-output", help="folder for call.wav, transcript.json, timeline.json")
     p.add_argument("--quiet", action="store_true", help="print only the summary")

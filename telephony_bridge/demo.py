@@ -20,6 +20,10 @@ from .log import setup_logging
 from .settings import Settings
 from .testing.local_call import DEMO_KEY, LocalBridge, founder_turns, longest_line_silence
 
+#: How slow the demo's market lookup is (a stand-in for an external API's round trip), seconds.
+DEMO_MARKET_DELAY_S = 1.5
+
+
 def demo_scenario() -> Any:
     """The emulated interviewer: saves a note, looks up the market (slowly), ends the call."""
     from .testing import Scenario, ToolCallStep
@@ -65,6 +69,9 @@ async def run_demo(out_dir: str = "demo-output", quiet: bool = False, filler: bo
         twilio_auth_token=secrets.token_hex(16),
         silence_duration_ms=1200,
         sqlite_path=str(out / "calls.sqlite3"),
+        # The bundled lookup answers at once; the demo makes it slow (standing in for an external
+        # market-data API) so the filler has something to cover.
+        demo_tool_delays_s={"lookup_market": DEMO_MARKET_DELAY_S},
     ), call_overrides=None if filler else {"filler_max": 0})
     await bridge.start()
     say(f"Gemini Live emulator on {emulator.url.split('/ws/')[0]}; bridge on {bridge.settings.public_url}")

@@ -1,24 +1,41 @@
 """The interviewer's built-in tools: ``save_note``, ``lookup_market``, ``end_call``.
 
-* ``save_note(fact, topic)`` appends ``{"topic", "fact", "t"}`` to the call's notes (the call
-  record keeps them) and answers ``{"saved": true, "count": n}``.
-* ``lookup_market(market)`` is an example SLOW lookup: it waits :data:`MARKET_LATENCY_S`
-  (standing in for an external API, so the bridge's filler audio has something to cover), then
-  matches the name against ``assets/markets.json`` (illustrative figures for about 25 markets,
-  names plus aliases, fuzzy matching with :mod:`difflib`). Unknown markets answer
-  ``{"found": false, "suggestions": [...]}``.
-* ``end_call(reason?)`` asks the bridge to end the call (``ctx.request_end_call(reason)``) and
-  answers ``{"ending": true}``. The agent says its goodbye *before* calling it (the persona says
-  so); the bridge hangs up once that goodbye's mark comes back from Twilio.
+Each declares its behaviour explicitly (Gemini 3.8 Live makes an undeclared call non-blocking,
+2.5 makes it blocking; we rely on neither), and each answers in the informative shape of
+:mod:`telephony_bridge.tools` (``status``, ``retryable``, ``message`` plus its own fields), so the
+model knows whether to carry on, ask the founder, or try once more::
 
-All three are BLOCKING: the model waits for the answer, and the bridge covers a slow answer with
-filler audio. (NON_BLOCKING would let the model talk over a running tool, but Gemini 3.x Live
-models support blocking calls only.)
+    tool           behaviour      scheduling  why
+    save_note      NON_BLOCKING   SILENT      bookkeeping: the interview must not pause for it and
+                                              the model must not talk about it ("noted!")
+    lookup_market  NON_BLOCKING   WHEN_IDLE   a lookup may take a while (an external API): the agent
+                                              keeps the conversation going and brings the figures
+                                              up at the next pause, never over the founder
+                                              (INTERRUPT would cut the agent off, and on 2.5 talk
+                                              over the founder)
+    end_call       BLOCKING       -           the goodbye comes first (the persona says so) and
+                                              nothing after it: the model waits for the answer
+                                              instead of starting a new sentence the hang-up would
+                                              cut; the bridge hangs up when the goodbye's mark
+                                              returns from Twilio
+
+Where a model cannot take a declaration (3.1 Flash Live is blocking only; 3.8 extended thinking
+is async only), :func:`telephony_bridge.gemini.messages.build_setup` leaves the field out and the
+model's own behaviour applies (see :mod:`telephony_bridge.gemini.profiles`).
+
+* ``save_note(fact, topic)`` appends ``{"topic", "fact", "t"}`` to the call's notes (the call
+  record keeps them) and answers with the count.
+* ``lookup_market(market)`` matches the name against ``assets/markets.json`` (illustrative figures
+  for about 25 markets, names plus aliases, fuzzy matching with :mod:`difflib`) and answers at
+  once. An unknown market is ``status: no_results`` with up to three suggestions and
+  ``retryable: false``: the model asks the founder instead of sweeping through spellings. (The
+  demo and tests slow it down with :func:`telephony_bridge.tools.with_delay` to give the filler
+  something to cover; the product never sleeps.)
+* ``end_call(reason?)`` asks the bridge to end the call (``ctx.request_end_call(reason)``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import difflib
 import functools
 import json
@@ -26,12 +43,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .tools import Tool, ToolContext
+from .tools import Behavior, Scheduling, Tool, ToolContext, ToolRegistry, answer, failure, no_results
 
 MARKETS_PATH = Path(__file__).resolve().parent / "assets" / "markets.json"
-
-#: ``lookup_market``'s simulated latency (an external API's round trip), seconds.
-MARKET_LATENCY_S = 1.5
 
 NOTE_TOPICS = ["problem", "customer", "competition", "business_model", "why_now", "other"]
 #: Longest fact kept, and most notes per call (a runaway model must not grow the record forever).
@@ -68,13 +82,15 @@ SAVE_NOTE_PARAMETERS: dict[str, Any] = {
 async def save_note(args: dict, ctx: ToolContext) -> dict:
     fact = " ".join(args["fact"].split())
     if not fact:
-        return {"error": "The fact was empty; say the fact in one sentence."}
+        return failure("invalid_argument", "empty_fact",
+                       "The fact was empty. Call save_note again with the fact in one sentence.", retryable=True)
     if len(ctx.notes) >= MAX_NOTES:
-        return {"error": f"The notebook is full ({MAX_NOTES} notes); stop saving notes."}
+        return failure("unavailable", "notebook_full",
+                       f"The notebook is full ({MAX_NOTES} notes). Stop saving notes; carry on with the interview.")
     if len(fact) > MAX_FACT_CHARS:
         fact = fact[: MAX_FACT_CHARS - 1].rstrip() + "…"
     ctx.notes.append({"topic": args["topic"], "fact": fact, "t": ctx.clock()})
-    return {"saved": True, "count": len(ctx.notes)}
+    return answer("Noted. Do not mention the note; carry on with the interview.", count=len(ctx.notes))
 
 
 # --------------------------------------------------------------------------- lookup_market
@@ -157,42 +173,56 @@ def match_market(name: str, markets: tuple[dict[str, Any], ...]) -> tuple[dict[s
     return None, [n for n, s in ranked[:3] if s >= floor]
 
 
-def make_lookup_market(latency_s: float = MARKET_LATENCY_S, data_path: str | None = None) -> Tool:
-    """``lookup_market`` with a given simulated latency (and optionally another data file)."""
+def make_lookup_market(data_path: str | None = None) -> Tool:
+    """``lookup_market`` (optionally over another data file)."""
     path = str(data_path or MARKETS_PATH)
 
     async def lookup_market(args: dict, ctx: ToolContext) -> dict:
-        name = args["market"].strip()[:200]
-        if latency_s > 0:
-            await asyncio.sleep(latency_s)  # stands in for an external market-data API
+        name = " ".join(args["market"].split())[:200]
+        if not name:
+            return failure("invalid_argument", "empty_market",
+                           "No market was named. Ask the founder which market they are in, then call "
+                           "lookup_market once with it.", retryable=True)
         meta, markets = load_markets(path)
         market, suggestions = match_market(name, markets)
         source = meta.get("source", "illustrative figures")
         if market is None:
-            return {"found": False, "query": name, "suggestions": suggestions,
-                    "note": "No figures for that market; carry on without them."}
-        return {
-            "found": True,
-            "query": name,
-            "market": market["name"],
-            "tam_usd": market["tam_usd"],
-            "tam_spoken": _spoken_usd(market["tam_usd"]),
-            "growth_pct_per_year": market["growth_pct"],
-            "year": meta.get("year"),
-            "notable_players": list(market.get("players", [])),
-            "source": source,
-        }
+            if suggestions:
+                message = (f"No figures for {name!r}. Do not search again with other wording. If it "
+                           f"is close to one of {', '.join(suggestions)}, ask the founder; otherwise "
+                           "carry on without figures.")
+            else:
+                message = (f"No figures for {name!r}, and nothing close. Do not search again; carry on "
+                           "without figures.")
+            return no_results(message, found=False, query=name, suggestions=suggestions)
+        spoken = _spoken_usd(market["tam_usd"])
+        return answer(
+            f"{market['name']}: {spoken}, growing about {market['growth_pct']}% a year "
+            f"({source}). Give it as a rough sense of scale, not as research.",
+            found=True,
+            query=name,
+            market=market["name"],
+            tam_usd=market["tam_usd"],
+            tam_spoken=spoken,
+            growth_pct_per_year=market["growth_pct"],
+            year=meta.get("year"),
+            notable_players=list(market.get("players", [])),
+            source=source,
+        )
 
     return Tool(
         name="lookup_market",
         description=(
             "Look up the approximate global size (total addressable market, US dollars) and yearly "
-            "growth of a market the founder names, plus notable players. Figures are illustrative: "
-            "present them as a rough sense of scale, not as research."
+            "growth of a market the founder names, plus notable players. It runs in the background: "
+            "keep the conversation going, and bring the figures up when there is a pause. Figures are "
+            "illustrative: present them as a rough sense of scale, not as research."
         ),
         parameters=LOOKUP_MARKET_PARAMETERS,
         handler=lookup_market,
-        timeout_s=max(5.0, latency_s + 3.0),
+        timeout_s=5.0,
+        behavior=Behavior.NON_BLOCKING,
+        scheduling=Scheduling.WHEN_IDLE,
     )
 
 
@@ -213,24 +243,27 @@ END_CALL_PARAMETERS: dict[str, Any] = {
 async def end_call(args: dict, ctx: ToolContext) -> dict:
     reason = " ".join(str(args.get("reason") or "").split())[:200] or "end_call"
     ctx.request_end_call(reason)
-    return {"ending": True}
+    return answer("The call ends once your goodbye has played. Say nothing more.", ending=True)
 
 
 # ---------------------------------------------------------------------------------- all
 
-def builtin_tools(*, market_latency_s: float | None = None) -> list[Tool]:
+def builtin_tools() -> list[Tool]:
     return [
         Tool(
             name="save_note",
             description=(
                 "Record one key fact the founder has just stated about their startup, in one short "
-                "sentence, with its topic. Call it quietly while the interview goes on."
+                "sentence, with its topic. It runs silently in the background: do not mention it, "
+                "carry on with the interview."
             ),
             parameters=SAVE_NOTE_PARAMETERS,
             handler=save_note,
             timeout_s=2.0,
+            behavior=Behavior.NON_BLOCKING,
+            scheduling=Scheduling.SILENT,
         ),
-        make_lookup_market(MARKET_LATENCY_S if market_latency_s is None else market_latency_s),
+        make_lookup_market(),
         Tool(
             name="end_call",
             description=(
@@ -240,9 +273,15 @@ def builtin_tools(*, market_latency_s: float | None = None) -> list[Tool]:
             parameters=END_CALL_PARAMETERS,
             handler=end_call,
             timeout_s=2.0,
+            behavior=Behavior.BLOCKING,
         ),
     ]
 
 
-__all__ = ["builtin_tools", "make_lookup_market", "match_market", "load_markets", "save_note", "end_call",
-           "MARKET_LATENCY_S", "NOTE_TOPICS", "MARKETS_PATH"]
+def builtin_registry() -> ToolRegistry:
+    """A registry holding the three built-ins (what the server serves)."""
+    return ToolRegistry(builtin_tools())
+
+
+__all__ = ["builtin_tools", "builtin_registry", "make_lookup_market", "match_market", "load_markets", "save_note",
+           "end_call", "NOTE_TOPICS", "MARKETS_PATH"]

@@ -22,6 +22,12 @@ def register_secret(value: str | None) -> None:
         _SECRETS.add(value)
 
 
+def unregister_secret(value: str | None) -> None:
+    """Stop masking ``value`` (a rotated credential that has expired)."""
+    if value:
+        _SECRETS.discard(value)
+
+
 def redact(text: str) -> str:
     for secret in _SECRETS:
         if secret in text:

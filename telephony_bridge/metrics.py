@@ -9,6 +9,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from .gemini.refusal import RefusalKind
+
 #: Gate decisions the echo gate can take for one caller frame.
 GATE_DECISIONS = ("forward", "suppress", "double_talk", "cooldown_forward", "cooldown_suppress")
 
@@ -34,6 +36,17 @@ class Metrics:
         self.protocol_errors = Counter("bridge_protocol_errors", "Malformed peer messages", ["peer", "kind"],
                                        registry=r)
         self.gemini_reconnects = Counter("bridge_gemini_reconnects", "Gemini reconnections", registry=r)
+        refusals = Counter("bridge_gemini_refusals", "Calls Gemini refused, by kind (one per call)", ["kind"],
+                           registry=r)
+        self.gemini_refusals = {k.value: refusals.labels(kind=k.value) for k in RefusalKind}
+        # The process's circuit breaker on refusals (telephony_bridge.gemini.breaker).
+        self.breaker_open = Gauge("bridge_gemini_breaker_open",
+                                  "1 while new calls get the apology from the webhook (Gemini refuses them)",
+                                  registry=r)
+        self.breaker_trips = Counter("bridge_gemini_breaker_trips", "Times the refusal breaker opened, by kind",
+                                     ["kind"], registry=r)
+        self.breaker_probes = Counter("bridge_gemini_breaker_probes", "Probe connections while open, by result",
+                                      ["result"], registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

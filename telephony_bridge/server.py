@@ -3,11 +3,14 @@
 Routes::
 
     POST /twiml            TwiML: <Connect action=/twiml/continue><Stream url=wss://…/media-stream>
-                           with a per-call stream token; over capacity: <Say> busy + <Hangup/>
+                           with a per-call stream token; over capacity: <Say> busy + <Hangup/>;
+                           while Gemini refuses every call (the breaker is open): <Say> the
+                           apology + <Hangup/>, no stream, no Gemini connection
     POST /twiml/continue   what Twilio asks when our stream ends: a new stream for a call that
                            is still on (a replica died), <Hangup/> for one that ended on purpose
+                           (after <Say> of its last phrase if that was not heard on the stream)
     WS   /media-stream     one call: Twilio Media Stream ⇄ Gemini Live
-    GET  /healthz          liveness and the number of active calls (public)
+    GET  /healthz          liveness, the number of active calls, the refusal breaker (public)
     GET  /metrics          Prometheus metrics (operator token; 404 when none is set)
     GET  /calls/{sid}      a call's record: transcripts, notes, tool calls (operator token)
 
@@ -35,10 +38,16 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from . import call_state
 from .bridge import CallBridge
 from .call import CallConfig, CallCore
 from .errors import ConfigError, TwilioProtocolError
-from .gemini.messages import SetupConfig
+from .gemini.backend import LiveBackend, backend_from_settings
+from .gemini.breaker import RefusalBreaker
+from .gemini.messages import SetupConfig, build_setup
+from .gemini.probe import probe
+from .gemini.profiles import startup_warning
+from .gemini.refusal import Refusal
 from .log import log_event, register_secret
 from .metrics import Metrics
 from .echo_gate import EchoGate
@@ -46,7 +55,7 @@ from .interview_tools import builtin_tools
 from .persona import Persona, load_persona
 from .prompt_audio import load_phrase_book
 from .store import CallStore, open_store
-from .tools import ToolRegistry
+from .tools import ToolRegistry, with_delay
 from .security import (
     MAX_FORM_BYTES, TOKEN_PARAMETER, StreamTokens, TwilioSignatures, install_header_redaction, operator_only,
     public_request_url, read_form, startup_warnings,
@@ -67,6 +76,11 @@ MAX_FRAMES_BEFORE_START = 4
 CLOSE_POLICY = 1008
 CLOSE_BUSY = 1013
 _SID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+#: <Say language> for the bundled phrase languages (a persona's own tag wins when it matches).
+SAY_LANGUAGES = {"en": "en-US", "es": "es-ES", "de": "de-DE", "fr": "fr-FR"}
+#: Breaker probes: the first delay is a setting; then doubling, up to this.
+MAX_PROBE_DELAY_S = 300.0
+PROBE_TIMEOUT_S = 10.0
 
 
 def _xml(text: str, status: int = 200) -> Response:
@@ -105,6 +119,23 @@ def call_config(settings: Settings, persona: Persona | None = None) -> CallConfi
     return config
 
 
+def probe_delays(first_s: float, cap_s: float = MAX_PROBE_DELAY_S) -> tuple[float, ...]:
+    """``first_s``, doubling, up to ``cap_s`` (the last one repeats)."""
+    delays = [first_s]
+    while delays[-1] * 2 < cap_s:
+        delays.append(delays[-1] * 2)
+    delays.append(max(cap_s, first_s))
+    return tuple(delays)
+
+
+def say_language(persona: Persona, phrase_language: str) -> str:
+    """The <Say language> for the phrase book's language."""
+    tag = persona.language or ""
+    if tag.split("-", 1)[0].lower() == phrase_language and "-" in tag:
+        return tag
+    return SAY_LANGUAGES.get(phrase_language, "en-US")
+
+
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """Websocket limits for uvicorn, shared by ``serve`` and any embedded server.
 
@@ -119,8 +150,33 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def create_app(settings: Settings, *, market_latency_s: float | None = None,
-               call_overrides: dict[str, Any] | None = None) -> Starlette:
+def builtin_tool_registry(settings: Settings) -> ToolRegistry:
+    """The built-in tools the server offers; ``settings.demo_tool_delays_s`` (demo and tests
+    only) slows some down so filler has something to cover."""
+    delays = settings.demo_tool_delays_s
+    unknown = sorted(set(delays) - {t.name for t in builtin_tools()})
+    if unknown:
+        raise ConfigError(f"demo_tool_delays_s names unknown tool {unknown[0]!r}")
+    return ToolRegistry(with_delay(t, float(delays.get(t.name, 0.0))) for t in builtin_tools())
+
+
+def setup_config(settings: Settings, persona: Persona, backend: LiveBackend,
+                 declarations: list[dict[str, Any]]) -> SetupConfig:
+    """The session setup every call of this server sends (the model path is the backend's)."""
+    fields = persona.setup_fields()
+    if settings.silence_duration_ms is not None:
+        fields["silence_duration_ms"] = settings.silence_duration_ms
+    if settings.voice:
+        fields["voice"] = settings.voice
+    if settings.language:
+        fields["language"] = settings.language
+    return SetupConfig(model=backend.model_path(settings.gemini_model), function_declarations=declarations,
+                       session_resumption=True,
+                       compression_trigger_tokens=settings.compression_trigger_tokens,
+                       compression_target_tokens=settings.compression_target_tokens, **fields)
+
+
+def create_app(settings: Settings, *, call_overrides: dict[str, Any] | None = None) -> Starlette:
     """The app. ``call_overrides``: CallConfig fields to change (tests and the demo)."""
     if settings.twilio_signature_check and not settings.twilio_auth_token:
         raise ConfigError("TWILIO_AUTH_TOKEN is not set: the Twilio auth token that signs webhooks "
@@ -138,10 +194,20 @@ def create_app(settings: Settings, *, market_latency_s: float | None = None,
     #: Calls whose stream was refused for capacity: their <Connect action> request hears "busy".
     busy_calls: deque[str] = deque(maxlen=256)
     persona = load_persona(settings.persona_path)
-    tools = ToolRegistry(builtin_tools(market_latency_s=market_latency_s))
+    tools = builtin_tool_registry(settings)
     declarations = tools.declarations(persona.tools)
+    backend = backend_from_settings(settings)
     phrases = load_phrase_book(persona.filler_language)
     store: CallStore = open_store(settings.redis_url, settings.sqlite_path)
+    #: What the caller hears (in the persona's language) when the bridge cannot go on and no
+    #: stream can carry the pre-rendered phrase: the same words, spoken by Twilio's <Say>.
+    goodbye_text = phrases.texts("goodbye_error")[0]
+    goodbye_language = say_language(persona, phrases.language)
+    breaker = RefusalBreaker(settings.breaker_calls, probe_delays(settings.breaker_probe_s))
+    probing: list[asyncio.Task[None]] = []  # the one probe task, while the breaker is open
+
+    def apology_twiml() -> str:
+        return hangup_twiml(say=goodbye_text, language=goodbye_language)
 
     def configure_call() -> CallConfig:
         config = call_config(settings, persona)
@@ -149,18 +215,50 @@ def create_app(settings: Settings, *, market_latency_s: float | None = None,
             setattr(config, name, value)
         return config
 
-    def setup_config() -> SetupConfig:
-        fields = persona.setup_fields()
-        if settings.silence_duration_ms is not None:
-            fields["silence_duration_ms"] = settings.silence_duration_ms
-        if settings.voice:
-            fields["voice"] = settings.voice
-        if settings.language:
-            fields["language"] = settings.language
-        return SetupConfig(model=settings.gemini_model, function_declarations=declarations,
-                           session_resumption=True,
-                           compression_trigger_tokens=settings.compression_trigger_tokens,
-                           compression_target_tokens=settings.compression_target_tokens, **fields)
+    def gemini_outcome(refusal: Refusal | None) -> None:
+        """One call's verdict on Gemini (first setupComplete, or why it refused): the breaker's input."""
+        now = asyncio.get_running_loop().time()
+        if refusal is None:
+            was_open = breaker.open
+            breaker.call_ready(now)
+            if was_open:
+                metrics.breaker_open.set(0)
+                log_event(logger, "gemini.breaker_closed", by="call")
+            return
+        if breaker.call_refused(refusal, now):
+            metrics.breaker_open.set(1)
+            metrics.breaker_trips.labels(kind=refusal.kind.value).inc()
+            log_event(logger, "gemini.breaker_open", logging.ERROR, kind=refusal.kind.value,
+                      model=settings.gemini_model, reason=refusal.reason, calls=breaker.trip_after,
+                      next_probe_in_s=breaker.probe_delays[0])
+            if not probing or probing[0].done():  # one probe loop at a time, ever
+                probing[:] = [asyncio.get_running_loop().create_task(probe_until_closed(), name="gemini-probe")]
+
+    async def probe_until_closed() -> None:
+        """While the breaker is open: one probe connection at a time, spaced out by its delays."""
+        loop = asyncio.get_running_loop()
+        while breaker.open:
+            if not breaker.probe_due(loop.time()):
+                assert breaker.next_probe_at is not None
+                await asyncio.sleep(max(0.01, breaker.next_probe_at - loop.time()))
+                continue
+            breaker.probe_started(loop.time())
+            result = await probe(backend, build_setup(setup_config(settings, persona, backend, declarations)),
+                                 timeout=PROBE_TIMEOUT_S)
+            breaker.probe_finished(result, loop.time())
+            outcome = "ok" if result is None else result.kind.value
+            metrics.breaker_probes.labels(result=outcome).inc()
+            log_event(logger, "gemini.probe", logging.INFO if result is None else logging.WARNING,
+                      result=outcome, reason=None if result is None else result.reason,
+                      next_probe_in_s=None if breaker.next_probe_at is None
+                      else round(breaker.next_probe_at - loop.time(), 1))
+        metrics.breaker_open.set(0)
+        log_event(logger, "gemini.breaker_closed", by="probe")
+
+    async def stop_background() -> None:
+        for task in probing:
+            task.cancel()
+        await asyncio.gather(*probing, return_exceptions=True)
 
     def refuse(where: str, reason: str, **fields: Any) -> None:
         rejected.labels(where=where, reason=reason).inc()
@@ -193,6 +291,11 @@ def create_app(settings: Settings, *, market_latency_s: float | None = None,
         if len(calls.active) >= settings.max_concurrent_calls:
             refuse("webhook", "busy", path="/twiml", call_sid=call_sid, active_calls=len(calls.active))
             return _xml(hangup_twiml(say=BUSY_MESSAGE))
+        if not breaker.allows_calls:
+            # Gemini refuses every call for a configuration reason: no stream, no connection.
+            assert breaker.refusal is not None
+            refuse("webhook", "gemini-refusing", path="/twiml", call_sid=call_sid, kind=breaker.refusal.kind.value)
+            return _xml(apology_twiml())
         log_event(logger, "webhook.twiml", call_sid=call_sid)
         return _xml(connect_twiml(
             settings.stream_url,
@@ -212,7 +315,16 @@ def create_app(settings: Settings, *, market_latency_s: float | None = None,
         # network broke): a new stream resumes the Gemini session from the shared store.
         # A call that ended on purpose (end_call, hang-up, an unrecoverable error) hangs up.
         state = await store.get_call_state(call_sid) if call_sid is not None else None
-        if state == "active" and len(calls.active) < settings.max_concurrent_calls:
+        parsed = call_state.parse(state)
+        if parsed.ended:
+            # Refused by Gemini, end_call, hung up: once. Say the goodbye if the stream could not.
+            log_event(logger, "webhook.continue", call_sid=call_sid, action="hangup", state=state,
+                      say=parsed.say_goodbye)
+            return _xml(apology_twiml() if parsed.say_goodbye else hangup_twiml())
+        if parsed.active and not breaker.allows_calls:
+            log_event(logger, "webhook.continue", call_sid=call_sid, action="apology", state=state)
+            return _xml(apology_twiml())
+        if parsed.active and len(calls.active) < settings.max_concurrent_calls:
             log_event(logger, "webhook.continue", call_sid=call_sid, action="reconnect")
             return _xml(connect_twiml(
                 settings.stream_url,
@@ -223,7 +335,10 @@ def create_app(settings: Settings, *, market_latency_s: float | None = None,
         return _xml(hangup_twiml())
 
     async def healthz(request: Request) -> Response:
-        return JSONResponse({"ok": True, "active_calls": len(calls.active)})
+        # "ok" is liveness: a process whose Gemini refuses calls is alive (restarting it fixes
+        # nothing); "gemini" says whether new calls get a stream or the apology.
+        return JSONResponse({"ok": True, "active_calls": len(calls.active),
+                             "gemini": breaker.snapshot(asyncio.get_running_loop().time())})
 
     @operator_only(settings.operator_token)
     async def metrics_endpoint(request: Request) -> Response:
@@ -303,10 +418,12 @@ def create_app(settings: Settings, *, market_latency_s: float | None = None,
             metrics.active_calls.dec()
 
         # Only now does a Gemini connection open (CallBridge.run).
-        bridge = CallBridge(websocket, live_url=settings.gemini_live_url, api_key=settings.gemini_api_key,
-                            setup=setup_config(), config=configure_call(), on_finish=finished,
+        bridge = CallBridge(websocket, backend=backend,
+                            setup=setup_config(settings, persona, backend, declarations),
+                            config=configure_call(), on_finish=finished,
                             metrics=metrics, first_frames=frames, phrases=phrases.next, gate=EchoGate(),
-                            tools=tools, store=store, gemini_max_message_bytes=settings.gemini_max_message_bytes)
+                            tools=tools, store=store, gemini_max_message_bytes=settings.gemini_max_message_bytes,
+                            on_gemini=gemini_outcome)
         calls.active[key] = bridge.core
         metrics.active_calls.inc()
         metrics.calls_total.inc()
@@ -315,6 +432,7 @@ def create_app(settings: Settings, *, market_latency_s: float | None = None,
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> Any:
         yield
+        await stop_background()
         await store.close()
 
     app = Starlette(lifespan=lifespan, routes=[
@@ -328,9 +446,14 @@ def create_app(settings: Settings, *, market_latency_s: float | None = None,
     app.state.settings = settings
     app.state.store = store
     app.state.persona = persona
+    app.state.backend = backend
+    app.state.tools = tools
     app.state.calls = calls
     app.state.metrics = metrics
     app.state.stream_tokens = tokens
+    app.state.breaker = breaker
+    #: Cancels the breaker's probe task (the lifespan does it; so must an embedder without one).
+    app.state.stop_background = stop_background
     return app
 
 
@@ -339,6 +462,9 @@ def warn_at_startup(settings: Settings, stream: Any = None) -> list[str]:
     check) and as WARNING log lines. Returns the lines."""
     stream = sys.stderr if stream is None else stream
     lines = startup_warnings(settings)
+    model_line = startup_warning(settings.gemini_model)  # once per process: serve calls this once
+    if model_line:
+        lines.append(model_line)
     for line in lines:
         if line.startswith("TWILIO_SIGNATURE_CHECK"):
             bar = "!" * 78
@@ -362,4 +488,5 @@ def serve(settings: Settings) -> None:
                 timeout_graceful_shutdown=30, **uvicorn_options(settings))
 
 
-__all__: list[Any] = ["create_app", "serve", "CallRegistry", "call_config", "uvicorn_options", "warn_at_startup"]
+__all__: list[Any] = ["create_app", "serve", "CallRegistry", "call_config", "uvicorn_options", "warn_at_startup",
+                      "setup_config", "builtin_tool_registry"]

@@ -4,6 +4,19 @@ A missing or invalid setting raises :class:`ConfigError` with a one-line message
 variable. Secrets (``GEMINI_API_KEY``, ``TWILIO_AUTH_TOKEN``, ``STREAM_TOKEN_SECRET``,
 ``OPERATOR_TOKEN``) are kept out of ``repr``.
 
+Which Gemini Live service (see :mod:`telephony_bridge.gemini.backend`)::
+
+    GEMINI_BACKEND           gemini (default): the Gemini API with GEMINI_API_KEY
+                             vertex: Vertex AI. With GOOGLE_CLOUD_PROJECT: Application Default
+                             Credentials (GOOGLE_APPLICATION_CREDENTIALS = a service-account key
+                             file, or the metadata server on Cloud Run / GKE); without it, express
+                             mode with GEMINI_API_KEY (a Vertex AI API key)
+    GOOGLE_CLOUD_LOCATION    global (default), a region (us-central1) or us / eu
+    GOOGLE_CLOUD_QUOTA_PROJECT  bill usage to this project (x-goog-user-project); default: the
+                             credentials' own quota project, if any
+    GEMINI_MODEL             default gemini-3.8-live (telephony_bridge.gemini.profiles)
+    GEMINI_LIVE_URL          endpoint override (the emulator); default: the backend's
+
 Security settings (see :mod:`telephony_bridge.security`)::
 
     TWILIO_SIGNATURE_CHECK   on (default) | off. Off is for local development only: ``serve``
@@ -19,6 +32,11 @@ Security settings (see :mod:`telephony_bridge.security`)::
     NO_MEDIA_TIMEOUT_S       a stream silent (no media frames) this long is ended, default 10
     TWILIO_MAX_MESSAGE_BYTES largest websocket frame accepted from Twilio, default 65536
     GEMINI_MAX_MESSAGE_BYTES largest websocket frame accepted from Gemini, default 4 MiB
+    GEMINI_BREAKER_CALLS     after this many consecutive calls refused by Gemini for the same
+                             configuration reason (model not found, bad key, permission, invalid
+                             setup), new calls get the apology from the webhook until a probe
+                             connection succeeds; default 3, 0 turns the breaker off
+    GEMINI_PROBE_S           first delay between those probes (doubling, capped at 300), default 10
 
 The interviewer and its memory::
 
@@ -35,26 +53,41 @@ The interviewer and its memory::
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
+from .gemini.backend import GEMINI_API_URL
+from .gemini.profiles import DEFAULT_MODEL
 
-DEFAULT_LIVE_URL = (
-    "wss://generativelanguage.googleapis.com/ws/"
-    "google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
-)
-#: The Live API's native-audio model at the time of writing (Gemini API changelog, 2025-12-12).
-DEFAULT_MODEL = "gemini-2.5-flash-native-audio-preview-12-2025"
+#: The Gemini API's Live endpoint (GEMINI_BACKEND=gemini).
+DEFAULT_LIVE_URL = GEMINI_API_URL
+BACKENDS = ("gemini", "vertex")
+_LOCATION = re.compile(r"^[a-z][a-z0-9-]{1,40}$")
+#: GCP project ids: 6-30 lowercase letters, digits, hyphens (legacy domain-scoped ids have "x.com:").
+_PROJECT = re.compile(r"^(?:[a-z0-9.-]{1,63}:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Settings:
-    gemini_api_key: str = field(repr=False)
+    #: The Gemini API key (backend gemini), or a Vertex AI express-mode key (backend vertex
+    #: without a project). None with Vertex AI and Application Default Credentials.
+    gemini_api_key: str | None = field(default=None, repr=False)
     public_url: str
-    gemini_live_url: str = DEFAULT_LIVE_URL
+    #: None: the backend's own endpoint.
+    gemini_live_url: str | None = None
     gemini_model: str = DEFAULT_MODEL
+    #: "gemini" (the Gemini API) or "vertex" (Vertex AI).
+    gemini_backend: str = "gemini"
+    google_cloud_project: str | None = None
+    google_cloud_location: str = "global"
+    #: A credentials JSON file for Vertex AI (service-account key); None: google-auth's ADC search
+    #: (GOOGLE_APPLICATION_CREDENTIALS, gcloud's file, the metadata server).
+    google_application_credentials: str | None = None
+    #: Bills Vertex AI usage to this project (``x-goog-user-project``); None: the credentials' own.
+    google_cloud_quota_project: str | None = None
     twilio_auth_token: str | None = field(default=None, repr=False)
     host: str = "0.0.0.0"
     port: int = 8080
@@ -79,6 +112,10 @@ class Settings:
     twilio_max_message_bytes: int = 64 * 1024
     #: Largest frame accepted from Gemini (the client's ``max_size``; a second of audio is ~64 KB).
     gemini_max_message_bytes: int = 4 * 1024 * 1024
+    #: Refusal breaker: open after this many consecutive calls refused for one configuration
+    #: reason (0: never); probe every breaker_probe_s seconds at first, doubling up to 300.
+    breaker_calls: int = 3
+    breaker_probe_s: float = 10.0
     #: A persona TOML file; None: the bundled default.
     persona_path: str | None = None
     #: Where call records and resumption handles live (SQLite), unless redis_url is set.
@@ -87,6 +124,18 @@ class Settings:
     #: Context window compression: past this many tokens Gemini slides the window down to the target.
     compression_trigger_tokens: int = 25600
     compression_target_tokens: int = 12800
+    #: Demo and tests only (never read from the environment): make a tool answer this many
+    #: seconds late, {"lookup_market": 1.5}, so filler has something to cover.
+    demo_tool_delays_s: Mapping[str, float] = field(default_factory=dict, compare=False)
+
+    @property
+    def vertex(self) -> bool:
+        return self.gemini_backend == "vertex"
+
+    @property
+    def vertex_express(self) -> bool:
+        """Vertex AI with an API key (no project, no ADC)."""
+        return self.vertex and self.google_cloud_project is None
 
     @property
     def public_host(self) -> str:
@@ -143,25 +192,60 @@ def _required(env: Mapping[str, str], name: str, hint: str) -> str:
     return value
 
 
+def _backend(env: Mapping[str, str]) -> dict[str, object]:
+    """The Gemini backend's settings: which service, and its credentials."""
+    backend = env.get("GEMINI_BACKEND", "").strip().lower() or "gemini"
+    if backend not in BACKENDS:
+        raise ConfigError(f"GEMINI_BACKEND must be gemini or vertex (got {backend[:20]!r})")
+    key = env.get("GEMINI_API_KEY", "").strip() or None
+    out: dict[str, object] = {"gemini_backend": backend, "gemini_api_key": key}
+    if backend == "gemini":
+        if key is None:
+            raise ConfigError("GEMINI_API_KEY is not set: the Gemini API key (https://aistudio.google.com/apikey)")
+        return out
+    project = env.get("GOOGLE_CLOUD_PROJECT", "").strip() or None
+    location = env.get("GOOGLE_CLOUD_LOCATION", "").strip().lower() or "global"
+    if not _LOCATION.match(location):
+        raise ConfigError(f"GOOGLE_CLOUD_LOCATION must be global, us, eu or a region like us-central1 "
+                          f"(got {location[:30]!r})")
+    if project is None and key is None:
+        raise ConfigError("GEMINI_BACKEND=vertex needs GOOGLE_CLOUD_PROJECT (Application Default "
+                          "Credentials) or GEMINI_API_KEY (a Vertex AI express-mode key)")
+    if project is not None and not _PROJECT.match(project):
+        raise ConfigError(f"GOOGLE_CLOUD_PROJECT must be a project id like my-project-123 (got {project[:40]!r})")
+    creds = env.get("GOOGLE_APPLICATION_CREDENTIALS", "").strip() or None
+    quota = env.get("GOOGLE_CLOUD_QUOTA_PROJECT", "").strip() or None
+    if quota is not None and not _PROJECT.match(quota):
+        raise ConfigError(f"GOOGLE_CLOUD_QUOTA_PROJECT must be a project id (got {quota[:40]!r})")
+    if project is not None:
+        out["gemini_api_key"] = None  # the project (ADC) wins over a key, as in google-genai
+    out.update(google_cloud_project=project, google_cloud_location=location,
+               google_application_credentials=creds, google_cloud_quota_project=quota)
+    return out
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
-    key = _required(env, "GEMINI_API_KEY", "the Gemini API key (https://aistudio.google.com/apikey)")
+    backend = _backend(env)
     public_url = _required(env, "PUBLIC_URL", "the https:// base URL Twilio reaches this server at")
     parts = urlsplit(public_url)
     if parts.scheme not in ("https", "http") or not parts.netloc or parts.query:
         raise ConfigError(f"PUBLIC_URL must look like https://host[/prefix] (got {public_url[:60]!r})")
-    live_url = env.get("GEMINI_LIVE_URL", "").strip() or DEFAULT_LIVE_URL
-    if urlsplit(live_url).scheme not in ("ws", "wss"):
-        raise ConfigError(f"GEMINI_LIVE_URL must be a ws:// or wss:// URL (got {live_url[:60]!r})")
-    if "key=" in live_url:
-        raise ConfigError("GEMINI_LIVE_URL must not carry the key: set GEMINI_API_KEY instead")
+    live_url = env.get("GEMINI_LIVE_URL", "").strip() or None
+    if live_url is not None:
+        if urlsplit(live_url).scheme not in ("ws", "wss"):
+            raise ConfigError(f"GEMINI_LIVE_URL must be a ws:// or wss:// URL (got {live_url[:60]!r})")
+        if "key=" in live_url:
+            raise ConfigError("GEMINI_LIVE_URL must not carry the key: set GEMINI_API_KEY instead")
+    elif backend["gemini_backend"] == "gemini":
+        live_url = DEFAULT_LIVE_URL
     signature_check = _switch(env, "TWILIO_SIGNATURE_CHECK", True)
     auth_token = env.get("TWILIO_AUTH_TOKEN", "").strip() or None
     if signature_check and auth_token is None:
         raise ConfigError("TWILIO_AUTH_TOKEN is not set: the Twilio auth token that signs webhooks "
                           "(TWILIO_SIGNATURE_CHECK=off skips the check, for local development only)")
     return Settings(
-        gemini_api_key=key,
+        **backend,  # type: ignore[arg-type]
         public_url=public_url.rstrip("/"),
         gemini_live_url=live_url,
         gemini_model=env.get("GEMINI_MODEL", "").strip() or DEFAULT_MODEL,
@@ -185,6 +269,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         twilio_max_message_bytes=_int(env, "TWILIO_MAX_MESSAGE_BYTES", 64 * 1024, 4096, 64 * 1024),
         gemini_max_message_bytes=_int(env, "GEMINI_MAX_MESSAGE_BYTES", 4 * 1024 * 1024,
                                       64 * 1024, 16 * 1024 * 1024),
+        breaker_calls=_int(env, "GEMINI_BREAKER_CALLS", 3, 0, 1000),
+        breaker_probe_s=float(_int(env, "GEMINI_PROBE_S", 10, 1, 300)),
         persona_path=env.get("PERSONA_PATH", "").strip() or None,
         sqlite_path=env.get("CALLS_DB", "").strip() or "telephony-bridge.sqlite3",
         redis_url=env.get("REDIS_URL", "").strip() or None,

@@ -2,25 +2,38 @@
 
 A :class:`Tool` is a name, a description, parameters (JSON schema in the Gemini OpenAPI-subset
 form, upper-case types: ``{"type": "OBJECT", "properties": {...}, "required": [...]}``), an
-async handler, a timeout and a behaviour. :meth:`Tool.declaration` is one
-``setup.tools[].functionDeclarations`` entry; :meth:`ToolRegistry.declarations` gives the list
-for the tools a persona enables.
+async handler, a timeout, and an explicit behaviour: every tool says whether it is ``BLOCKING``
+(the model waits for the answer) or ``NON_BLOCKING`` (the model keeps talking while it runs; the
+answer is then delivered with the tool's :class:`Scheduling`). Gemini 3.8 Live makes undeclared
+calls non-blocking while 2.5 makes them blocking, so no tool relies on a model's default.
+:meth:`Tool.declaration` is one ``setup.tools[].functionDeclarations`` entry with its
+``behavior``; :func:`telephony_bridge.gemini.messages.build_setup` drops the field for a model
+whose profile does not take it (3.1 Flash Live: blocking only; 3.8 extended thinking: async only).
 
-:func:`run_tool` is the only way a handler runs: it checks the arguments against the schema,
-runs the handler under the tool's timeout and always returns a JSON-serialisable dict, the
-``response`` of a ``toolResponse.functionResponses`` entry. Every failure (bad arguments,
-timeout, exception, a result that is not a JSON object) becomes ``{"error": "..."}`` worded for
-the model to talk about; it never raises, except :class:`asyncio.CancelledError` when the
-caller cancels the task (``toolCallCancellation``, end of call).
+:func:`run_tool` is the only way a handler runs: it checks the arguments against the schema, runs
+the handler under the tool's timeout and always returns a JSON-serialisable dict in the
+*informative* shape Google's 3.8 guide asks for (given an empty or ambiguous answer, 3.8 re-calls
+a tool two to five times in one turn)::
 
-Who runs it: the call adapter starts one task per function call (never on the receive loop)
-and sends the result with the call's id. The built-in tools live in
-:mod:`telephony_bridge.interview_tools`; :func:`default_registry` registers them.
+    {"status": "ok" | "no_results" | "invalid_argument" | "unavailable" | "error",
+     "retryable": bool,        # would calling again (with other arguments) help?
+     "message": "...",         # one sentence for the model: what happened, what to do now
+     "error": "<reason code>", # failures only (bad_arguments, timeout, handler_failed, ...)
+     ...}                      # the tool's own fields
+
+It never raises, except :class:`asyncio.CancelledError` when the caller cancels the task
+(``toolCallCancellation``, end of call). ``"error"`` is present exactly when the tool did not do
+its job, which is what the call record's ``ok`` reads.
+
+Who runs it: the call adapter starts one task per function call (never on the receive loop) and
+sends the result with the call's id and :attr:`Tool.response_scheduling`. This module knows no
+tool: the built-ins live in :mod:`telephony_bridge.interview_tools` and the server registers them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import json
 import logging
@@ -48,10 +61,22 @@ MAX_RESULT_CHARS = 32 * 1024
 
 class Behavior(str, enum.Enum):
     """``FunctionDeclaration.behavior``. NON_BLOCKING lets the model keep talking while the tool
-    runs (Gemini 2.5 Live models; 3.x Live models support only blocking calls)."""
+    runs (2.5 and 3.8 Live; 3.1 Flash Live is blocking only, 3.8 extended thinking async only)."""
 
     BLOCKING = "BLOCKING"
     NON_BLOCKING = "NON_BLOCKING"
+
+
+class Scheduling(str, enum.Enum):
+    """``FunctionResponse.scheduling``: how a NON_BLOCKING call's answer enters the conversation
+    (ignored for blocking calls). On 3.8, INTERRUPT waits for the user to finish speaking."""
+
+    #: Add to the context only; the model says nothing about it unless it comes up.
+    SILENT = "SILENT"
+    #: Add to the context and speak about it once the model is idle (no talking over anyone).
+    WHEN_IDLE = "WHEN_IDLE"
+    #: Stop what the model is saying and speak about it now.
+    INTERRUPT = "INTERRUPT"
 
 
 @dataclass(frozen=True)
@@ -78,7 +103,10 @@ class Tool:
     parameters: dict[str, Any] = field(compare=False)
     handler: Handler = field(compare=False)
     timeout_s: float = 5.0
-    behavior: Behavior = Behavior.BLOCKING
+    #: Required: BLOCKING or NON_BLOCKING, never the model's default.
+    behavior: Behavior = field(kw_only=True)
+    #: How a NON_BLOCKING call's answer is delivered (required for those; None for BLOCKING).
+    scheduling: Scheduling | None = field(default=None, kw_only=True)
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -88,20 +116,30 @@ class Tool:
         if not (self.timeout_s > 0 and math.isfinite(self.timeout_s)):
             raise ValueError(f"tool {self.name}: timeout_s must be a positive number")
         object.__setattr__(self, "behavior", Behavior(self.behavior))
+        if self.behavior is Behavior.NON_BLOCKING:
+            if self.scheduling is None:
+                raise ValueError(f"tool {self.name}: a NON_BLOCKING tool must say how its answer is "
+                                 "scheduled (SILENT, WHEN_IDLE or INTERRUPT)")
+            object.__setattr__(self, "scheduling", Scheduling(self.scheduling))
+        elif self.scheduling is not None:
+            raise ValueError(f"tool {self.name}: scheduling applies to NON_BLOCKING tools only")
         _check_schema(self.parameters, f"tool {self.name}: parameters")
         if str(self.parameters.get("type", "")).upper() != "OBJECT":
             raise ValueError(f"tool {self.name}: parameters must be an OBJECT schema")
 
     def declaration(self) -> dict[str, Any]:
-        """One ``functionDeclarations`` entry."""
-        decl: dict[str, Any] = {
+        """One ``functionDeclarations`` entry, its ``behavior`` always explicit."""
+        return {
             "name": self.name,
             "description": self.description,
             "parameters": self.parameters,
+            "behavior": self.behavior.value,
         }
-        if self.behavior is Behavior.NON_BLOCKING:
-            decl["behavior"] = Behavior.NON_BLOCKING.value
-        return decl
+
+    @property
+    def response_scheduling(self) -> str | None:
+        """The ``scheduling`` of this tool's ``functionResponses`` entry (None for BLOCKING)."""
+        return self.scheduling.value if self.scheduling is not None else None
 
 
 def _check_schema(schema: Any, where: str) -> None:
@@ -247,12 +285,47 @@ class ToolRegistry:
         return [self._tools[n].declaration() for n in names]
 
 
-def _error(message: str) -> dict[str, Any]:
-    return {"error": message}
+# ------------------------------------------------------------------ informative answers
+
+#: ``status`` values (Google's 3.8 guide: "no_results", "invalid_argument", ...).
+STATUSES = frozenset({"ok", "no_results", "invalid_argument", "unavailable", "error"})
+
+
+def answer(message: str, **fields: Any) -> dict[str, Any]:
+    """A successful answer: ``status`` ok, not retryable, ``message`` for the model."""
+    return {"status": "ok", "retryable": False, "message": message, **fields}
+
+
+def no_results(message: str, *, retryable: bool = False, **fields: Any) -> dict[str, Any]:
+    """The tool worked and found nothing; ``retryable`` only when other arguments could help."""
+    return {"status": "no_results", "retryable": retryable, "message": message, **fields}
+
+
+def failure(status: str, error: str, message: str, *, retryable: bool = False, **fields: Any) -> dict[str, Any]:
+    """The tool did not do its job: ``error`` is a short reason code, ``message`` what to do."""
+    return {"status": status, "retryable": retryable, "message": message, "error": error, **fields}
+
+
+def unknown_tool(name: str) -> dict[str, Any]:
+    """The answer to a call of a tool that does not exist (a model hallucination)."""
+    return failure("invalid_argument", "unknown_tool",
+                   f"There is no tool named {name[:64]!r}. Do not call it again; carry on without it.")
+
+
+def _informative(tool: Tool, result: dict[str, Any]) -> dict[str, Any] | None:
+    """``result`` in the informative shape (status, retryable, message first); None if its
+    own status fields have the wrong types."""
+    status = result.get("status", "ok")
+    retryable = result.get("retryable", False)
+    message = result.get("message", f"{tool.name} answered.")
+    if not (isinstance(status, str) and isinstance(retryable, bool) and isinstance(message, str)):
+        return None
+    return {"status": status, "retryable": retryable, "message": message,
+            **{k: v for k, v in result.items() if k not in ("status", "retryable", "message")}}
 
 
 async def run_tool(tool: Tool, args: dict, ctx: ToolContext) -> dict:
-    """Run one call of ``tool``: validated args, the tool's timeout, always a dict back.
+    """Run one call of ``tool``: validated args, the tool's timeout, always an informative dict.
 
     Raises nothing but :class:`asyncio.CancelledError` (the task was cancelled from outside).
     """
@@ -263,51 +336,62 @@ async def run_tool(tool: Tool, args: dict, ctx: ToolContext) -> dict:
             checked = check_args(tool, args)
         except BadArguments as exc:
             outcome = "bad-args"
-            return _error(f"{tool.name} was called with bad arguments: {exc}. Check the parameters and try again.")
+            return failure("invalid_argument", "bad_arguments",
+                           f"{tool.name} was called with bad arguments: {exc}. Fix the arguments and call "
+                           "it once more.", retryable=True)
         try:
             async with asyncio.timeout(tool.timeout_s):
                 result = await tool.handler(checked, ctx)
         except TimeoutError:
             outcome = "timeout"
-            return _error(
-                f"{tool.name} did not answer within {tool.timeout_s:g} seconds. "
-                "Tell the caller it is unavailable right now and carry on without it.")
+            return failure("unavailable", "timeout",
+                           f"{tool.name} did not answer within {tool.timeout_s:g} seconds. Do not call it "
+                           "again now; tell the caller it is unavailable and carry on without it.")
         except asyncio.CancelledError:
             outcome = "cancelled"
             raise
         except Exception as exc:  # a handler bug must not end the call
             outcome = "exception"
             logger.warning("tool %s raised %s", tool.name, type(exc).__name__, exc_info=True)
-            return _error(
-                f"{tool.name} failed ({type(exc).__name__}). "
-                "Tell the caller it did not work and carry on without it.")
-        if not isinstance(result, dict):
+            return failure("error", "handler_failed",
+                           f"{tool.name} failed ({type(exc).__name__}). Do not call it again; tell the "
+                           "caller it did not work and carry on without it.")
+        shaped = _informative(tool, result) if isinstance(result, dict) else None
+        if shaped is None:
             outcome = "bad-result"
-            return _error(f"{tool.name} returned no usable result. Carry on without it.")
+            return failure("error", "bad_result", f"{tool.name} returned no usable result. Carry on without it.")
         try:
-            encoded = json.dumps(result, allow_nan=False)
+            encoded = json.dumps(shaped, allow_nan=False)
         except (TypeError, ValueError):
             outcome = "bad-result"
-            return _error(f"{tool.name} returned a result that could not be sent. Carry on without it.")
+            return failure("error", "bad_result",
+                           f"{tool.name} returned a result that could not be sent. Carry on without it.")
         if len(encoded) > MAX_RESULT_CHARS:
             outcome = "bad-result"
-            return _error(f"{tool.name} returned too much data. Carry on without it.")
-        return result
+            return failure("error", "too_large", f"{tool.name} returned too much data. Carry on without it.")
+        if shaped["status"] != "ok":
+            outcome = shaped["status"]
+        return shaped
     finally:
         log_event(logger, "tool.run", call_sid=ctx.call_sid, tool=tool.name, outcome=outcome,
                   ms=round((time.perf_counter() - started) * 1000, 1))
 
 
-def default_registry(*, market_latency_s: float | None = None) -> ToolRegistry:
-    """The three built-ins: ``save_note``, ``lookup_market``, ``end_call``.
+def with_delay(tool: Tool, delay_s: float) -> Tool:
+    """``tool`` answering ``delay_s`` later: an artificial slow tool for the demo and tests
+    (filler needs something to cover). The product's own registry never uses it."""
+    if not (delay_s >= 0 and math.isfinite(delay_s)):
+        raise ValueError("delay_s must be a non-negative number")
+    if delay_s == 0:
+        return tool
+    inner = tool.handler
 
-    ``market_latency_s`` overrides ``lookup_market``'s simulated latency (default
-    :data:`telephony_bridge.interview_tools.MARKET_LATENCY_S`; tests pass 0).
-    """
-    from . import interview_tools
+    async def delayed(args: dict, ctx: ToolContext) -> dict:
+        await asyncio.sleep(delay_s)
+        return await inner(args, ctx)
 
-    return ToolRegistry(interview_tools.builtin_tools(market_latency_s=market_latency_s))
+    return dataclasses.replace(tool, handler=delayed, timeout_s=tool.timeout_s + delay_s)
 
 
-__all__ = ["Behavior", "ToolContext", "Tool", "ToolRegistry", "run_tool", "check_args",
-           "BadArguments", "default_registry"]
+__all__ = ["Behavior", "Scheduling", "ToolContext", "Tool", "ToolRegistry", "run_tool", "check_args",
+           "BadArguments", "answer", "no_results", "failure", "unknown_tool", "with_delay", "STATUSES"]

@@ -1,12 +1,14 @@
 """Filler, tools, end_call, watchdogs and resilience in the call core, on a fake clock."""
 
 import json
+import logging
 
 import pytest
 
 from telephony_bridge.call import CallConfig, CallCore
 from telephony_bridge.gemini.messages import SetupConfig
 from telephony_bridge.gemini.session import SessionState
+from telephony_bridge.metrics import Metrics
 
 from test_call_core import STREAM_SID, START, audio_frame, drain, media, pcm24_tone, ulaw_tone
 
@@ -196,7 +198,91 @@ def test_a_permanent_close_ends_the_call_with_a_spoken_apology():
     assert core.ended is None  # still talking
     return_marks(core, msgs, 2.5)
     core.tick(2.5)
-    assert core.ended == "gemini-closed-1007"
+    assert core.ended == "gemini-refused:invalid_request"  # 1007 mid-session, words unknown
+    assert not core.goodbye_unheard
+
+
+class _Lines(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append((record.getMessage(), getattr(record, "fields", {})))
+
+
+def refused_core(metrics=None):
+    """A call whose stream has started while its first Gemini connection is in setup."""
+    core = CallCore(SetupConfig(model="models/gone-live-model"), CallConfig(playback_lead_s=0.1), now=0.0,
+                    phrases=PHRASES.get, metrics=metrics)
+    core.receive_twilio(START, 0.0)
+    core.gemini_connected(0.0)
+    return core
+
+
+def test_a_refusal_at_setup_plays_the_goodbye_and_ends_only_when_its_last_mark_returns():
+    metrics = Metrics()
+    lines = _Lines()
+    logging.getLogger("telephony_bridge.call").addHandler(lines)
+    try:
+        core = refused_core(metrics)
+        reason = "models/gone-live-model is not found for API version v1beta, or is not supported for bidiGe"
+        assert core.gemini_closed(1008, reason, 0.05) is False  # no retry
+        assert core.refusal.kind.value == "model_not_found" and core.refusal.reason == reason
+        assert core.closing and core.ended is None
+        msgs = run_clock(core, 0.05, 1.4)  # the 1.2 s goodbye_error is sent, paced
+        frames = [m for _, m in msgs if m["event"] == "media"]
+        assert len(frames) == 60
+        assert core.ended is None  # played, but Twilio has not said so: the stream stays open
+        core.gemini_gave_up(1.4)  # a second verdict changes nothing
+        return_marks(core, msgs, 1.45)
+        assert core.ended == "gemini-refused:model_not_found" and not core.goodbye_unheard
+    finally:
+        logging.getLogger("telephony_bridge.call").removeHandler(lines)
+    (line,) = [f for name, f in lines.lines if name == "call.gemini_refused"]
+    assert line["kind"] == "model_not_found" and line["model"] == "models/gone-live-model" and line["code"] == 1008
+    assert line["reason"] == reason and line["attempts"] == 1
+    value = metrics.registry.get_sample_value
+    assert value("bridge_gemini_refusals_total", {"kind": "model_not_found"}) == 1.0
+    assert value("bridge_gemini_refusals_total", {"kind": "bad_key"}) == 0.0
+
+
+def test_a_goodbye_whose_marks_never_return_ends_at_the_cap_and_counts_as_unheard():
+    core = refused_core()
+    core.gemini_closed(1007, "API key not valid. Please pass a valid API key.", 0.0)
+    assert core.refusal.kind.value == "bad_key"
+    run_clock(core, 0.0, 4.1)  # 1.2 s of phrase + the 3 s cap, no mark ever comes back
+    assert core.ended is None
+    run_clock(core, 4.1, 4.4)
+    assert core.ended == "gemini-refused:bad_key" and core.goodbye_unheard
+
+
+def test_refused_upgrades_stop_at_once_and_server_errors_are_retried():
+    core = refused_core()
+    assert core.gemini_connect_failed("InvalidStatus: HTTP 503", 0.1, status=503, body="Service Unavailable")
+    assert core.refusal is None and not core.closing
+    core.gemini_connected(0.2)
+    assert core.gemini_connect_failed("InvalidStatus: HTTP 403", 0.3, status=403,
+                                      body="API key not valid. Please pass a valid API key.") is False
+    assert core.refusal.kind.value == "bad_key" and core.refusal.status == 403 and core.closing
+
+
+def test_quota_is_a_refusal_but_an_internal_error_reconnects():
+    core = make_core()
+    assert core.gemini_closed(1011, "Internal error encountered.", 1.0) is True
+    core.gemini_connected(1.1)
+    core.receive_gemini(b'{"setupComplete":{}}', 1.2)
+    assert core.gemini_closed(1011, "You exceeded your current quota, please check your plan and billing "
+                                    "details. For more information on this error, head to: h", 2.0) is False
+    assert core.refusal.kind.value == "quota" and core.closing
+
+
+def test_giving_up_on_reconnects_is_unreachable_with_the_last_failure():
+    core = refused_core()
+    core.gemini_connect_failed("OSError: [Errno 111] Connect call failed", 0.1)
+    core.gemini_gave_up(3.9)
+    assert core.refusal.kind.value == "unreachable" and "Errno 111" in core.refusal.reason
+    assert core.closing
 
 
 def test_go_away_hands_over_at_a_quiet_moment_not_mid_sentence():

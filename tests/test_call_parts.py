@@ -7,7 +7,7 @@ import pytest
 
 from telephony_bridge.call.config import FRAME_BYTES, FRAME_S, CallConfig
 from telephony_bridge.call.ending import Ending
-from telephony_bridge.call.link import GIVE_UP, RECONNECT, Link
+from telephony_bridge.call.link import Link
 from telephony_bridge.call.playout import Playout
 from telephony_bridge.call.timeline import Timeline
 from telephony_bridge.call.tool_dispatch import ToolDispatch
@@ -189,7 +189,7 @@ def test_link_keeps_caller_audio_while_down_and_replays_it_after_the_newest_hand
     link.caller_audio(b"\xff" * 160)  # after the handle: kept for replay
     assert len(link.gemini_out) == 1
     link.gemini_out.clear()
-    assert link.closed(1011, "internal", 0.1, mid_turn=True) == RECONNECT
+    assert link.closed(1011, "internal", 0.1, mid_turn=True) is None  # reconnect
     link.caller_audio(b"\xff" * 160)  # while down: pending
     assert not link.gemini_out and link.notice_due(0.8, audible=False)
     setup = json.loads(link.connecting(0.9))
@@ -205,14 +205,19 @@ def test_link_keeps_caller_audio_while_down_and_replays_it_after_the_newest_hand
 def test_link_stale_handle_falls_back_to_a_fresh_session_seeded_with_the_transcript():
     link = ready_link()
     link.session.handle = "old"
-    assert link.closed(1008, "invalid handle", 0.1, mid_turn=False) == RECONNECT
+    assert link.closed(1008, "invalid handle", 0.1, mid_turn=False) is None  # a fresh session
     assert json.loads(link.connecting(0.2))["setup"]["sessionResumption"] == {}
     link.session.receive(b'{"setupComplete":{}}', 0.3)
     link.gemini_out.clear()
     link.ready(0.3, [{"role": "agent", "text": "What is the problem?"}, {"role": "caller", "text": "Shoes."}])
     turns = json.loads(link.gemini_out[0])["clientContent"]["turns"]
     assert [t["role"] for t in turns] == ["model", "user", "user"] and "Do not greet" in turns[-1]["parts"][0]["text"]
-    assert link.closed(1007, "bad request", 0.5, mid_turn=False) == GIVE_UP
+    refusal = link.closed(1008, "models/gemini-9-live is not found for API version v1beta, or is not "
+                                "supported for bidiGenerateContent", 0.5, mid_turn=False)
+    assert refusal is not None and refusal.kind.value == "model_not_found"
+    link.refused(refusal, 0.5)
+    link.refused(refusal, 0.6)  # said once per call
+    assert [e["kind"] for e in link.timeline.events].count("gemini_refused") == 1
 
 
 def test_link_hands_over_at_a_quiet_moment_or_at_the_margin():

@@ -19,6 +19,10 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from telephony_bridge.testing.emulator import (
+    API_KEY_INVALID_REASON,
+    INVALID_ARGUMENT_REASON,
+    PERMISSION_REASON,
+    QUOTA_REASON,
     V1_PATH,
     Fault,
     GeminiEmulator,
@@ -236,6 +240,48 @@ def test_unknown_model_and_unknown_fields():
                 await ws.send(json.dumps({"bogusField": {}}))
                 closed = await expect_close(ws)
                 assert closed.rcvd.code == 1007 and "bogusField" in closed.rcvd.reason
+
+    run(go())
+
+
+def test_refusals_the_way_the_service_sends_them():
+    """A wrong key answered at setup (1007), a scripted refusal of the setup (permission, invalid
+    argument) on every connection, and quota: setupComplete, then 1011."""
+
+    async def go():
+        scenario = Scenario(key_check="setup", faults=[
+            Fault("reject_setup", code=1008, reason=PERMISSION_REASON, connection=1)])
+        async with GeminiEmulator(scenario, api_key="sekret") as emu:
+            async with connect(emu.url, additional_headers={"x-goog-api-key": "nope"}) as ws:  # upgrade accepted
+                await ws.send(setup_msg())
+                closed = await expect_close(ws)
+                assert (closed.rcvd.code, closed.rcvd.reason) == (1007, API_KEY_INVALID_REASON)
+            async with connect(emu.url + "?key=sekret") as ws:  # connection 1: permission refused
+                await ws.send(setup_msg())
+                closed = await expect_close(ws)
+                assert (closed.rcvd.code, closed.rcvd.reason) == (1008, PERMISSION_REASON)
+            async with connect(emu.url, additional_headers={"x-goog-api-key": "sekret"}) as ws:
+                await ws.send(setup_msg())
+                assert await recv_json(ws) == {"setupComplete": {}}
+            assert emu.rejected == [] and len(emu.sessions) == 3
+            assert emu.sessions[1].faults_fired == ["reject_setup"]
+
+        invalid = Scenario(faults=[Fault("reject_setup", code=1007, reason=INVALID_ARGUMENT_REASON, connection=None)])
+        async with GeminiEmulator(invalid) as emu:
+            for _ in range(2):
+                async with connect(emu.url) as ws:
+                    await ws.send(setup_msg())
+                    closed = await expect_close(ws)
+                    assert (closed.rcvd.code, closed.rcvd.reason) == (1007, INVALID_ARGUMENT_REASON)
+
+        quota = Scenario(faults=[Fault("close", at_s=0.3, code=1011, reason=QUOTA_REASON, connection=None)])
+        async with GeminiEmulator(quota) as emu, connect(emu.url) as ws:
+            await ws.send(setup_msg())
+            assert await recv_json(ws) == {"setupComplete": {}}
+            closed = await expect_close(ws)
+            assert closed.rcvd.code == 1011
+            assert closed.rcvd.reason.startswith("You exceeded your current quota")
+            assert len(closed.rcvd.reason.encode()) <= 123  # a close reason's limit, as the service cuts it
 
     run(go())
 

@@ -27,9 +27,11 @@ async def interview(scenario, turns, tmp_path):
             fetched["record"] = (await client.get(url, headers={"Authorization": f"Bearer {OPERATOR}"})).json()
             fetched["denied"] = (await client.get(url)).status_code
 
+    # The product's lookup answers at once; the test makes it slow so filler has something to cover.
     call = await place_local_call(CallerScript.from_founder_turns(turns), scenario, while_up=read_record,
                                   silence_duration_ms=700, operator_token=OPERATOR,
-                                  sqlite_path=str(tmp_path / "calls.sqlite3"))
+                                  sqlite_path=str(tmp_path / "calls.sqlite3"),
+                                  demo_tool_delays_s={"lookup_market": 1.5})
     return call.result, call.core, call.emulator, fetched["record"], fetched["denied"]
 
 
@@ -51,7 +53,14 @@ def test_slow_tool_gets_filler_notes_are_saved_and_end_call_hangs_up(tmp_path):
     names = [r["name"] for r in session.tool_responses]
     assert "lookup_market" in names and "end_call" in names
     market = next(r for r in session.tool_responses if r["name"] == "lookup_market")
-    assert market["response"]["found"] is True
+    assert market["response"]["found"] is True and market["response"]["status"] == "ok"
+    # Each answer carries its tool's scheduling (lookup: WHEN_IDLE, note: SILENT; end_call is blocking).
+    scheduling = {r["name"]: r.get("scheduling") for r in session.tool_responses}
+    assert scheduling == {"lookup_market": "WHEN_IDLE", "save_note": "SILENT", "end_call": None}
+    # The setup declared every tool's behaviour (the default model is gemini-3.8-live).
+    assert session.setup["model"] == "models/gemini-3.8-live"
+    declared = {d["name"]: d["behavior"] for d in session.setup["tools"][0]["functionDeclarations"]}
+    assert declared == {"save_note": "NON_BLOCKING", "lookup_market": "NON_BLOCKING", "end_call": "BLOCKING"}
 
     # The slow lookup (1.5 s) got filler: bridge-made audio reached the caller's ear.
     assert core.counters["fillers"] >= 1

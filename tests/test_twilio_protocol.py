@@ -100,3 +100,6 @@ def test_twiml_connect_stream_with_parameters_and_action():
     with pytest.raises(ConfigError):
         connect_twiml("wss://x/media-stream", parameters={"v": "x" * 600})
     assert ET.fromstring(hangup_twiml()).find("Hangup") is not None
+    said = ET.fromstring(hangup_twiml(say="Lo siento.", language="es-ES"))
+    assert [v.tag for v in said] == ["Say", "Hangup"] and said[0].get("language") == "es-ES"
+    assert said[0].text == "Lo siento."

@@ -41,7 +41,8 @@ Events between the parts (all routed by the core, never by a part calling anothe
   opens the turn and measures its latency; ending stops waiting for a reply); the turn has been
   heard or flushed to the end (``on_turn_done``).
 * playout → ending: a returned mark emptied the line (is a goodbye or a last phrase done?).
-* link → ending: the session cannot go on (``GIVE_UP``): apologise, then end.
+* link → ending: a refusal no retry can fix (``Link.closed`` / ``connect_failed`` return it, classified
+  by gemini/refusal.py): said once, then the apology is heard and the call ends.
 * Gemini ``interrupted`` → playout drops everything and clears; turns marks the turn cut.
 * tool_dispatch → ending: calls running (no watchdog), all answered (wait for the reply).
 * ending reads playout (audible?), turns (model mid-reply? a new turn since end_call?), link

@@ -20,7 +20,8 @@ from ..twilio import events as te
 from ..twilio.stream import TwilioStream
 from .config import FRAME_BYTES, CallConfig
 from .ending import Ending
-from .link import GIVE_UP, Link
+from ..gemini.refusal import Refusal
+from .link import Link
 from .playout import Playout
 from .timeline import Timeline
 from .tool_dispatch import ToolDispatch
@@ -228,34 +229,61 @@ class CallCore:
         """A Gemini websocket is opening: returns the ``setup`` message to send first."""
         return self.link.connecting(now)
 
-    def gemini_connect_failed(self, reason: str, now: float) -> None:
-        """An attempt to open a connection failed (refused, timed out, rejected)."""
-        self.link.connect_failed(reason, now)
+    def gemini_connect_failed(self, reason: str, now: float, *, status: int | None = None,
+                              body: str = "", refusal: Refusal | None = None) -> bool:
+        """An attempt to open a connection failed (refused, timed out, rejected). ``status``/
+        ``body``: the HTTP answer when the upgrade was refused; ``refusal``: the adapter already
+        knows no retry helps (our credentials were refused). Returns True to try again."""
+        refusal = self.link.connect_failed(reason, now, status=status, body=body, refusal=refusal)
+        if refusal is not None:
+            self._refused(refusal, now)
+            return False
+        return self.ended is None and not self.ending.closing
 
     def gemini_closed(self, code: int | None, reason: str, now: float) -> bool:
         """The Gemini connection closed. Returns True when the adapter should reconnect.
 
         Transient closes (1011, 1006, …) reconnect with the newest handle while the caller's
-        audio is kept. A rejected handle (1008) falls back to a fresh session seeded with the
-        transcript so far. Anything else ends the call with a spoken apology, never dead air.
+        audio is kept. A rejected handle (1008 while resuming) falls back to a fresh session
+        seeded with the transcript so far. A refusal no retry can fix (model not found, bad key,
+        quota, …) ends the call after the spoken apology has been heard, never dead air.
         """
         if self.ended is not None or self.ending.closing:
             return False
         turns = self.turns_part
         mid_turn = turns.model_turn_open
-        decision = self.link.closed(code, reason, now, mid_turn=mid_turn)
+        refusal = self.link.closed(code, reason, now, mid_turn=mid_turn)
         if mid_turn:
             turns.model_turn_open = False
             self._generation_complete(now)
-        if decision is GIVE_UP:
-            self.gemini_gave_up(now, f"gemini-closed-{code}")
+        if refusal is not None:
+            self._refused(refusal, now)
             return False
         return True
 
-    def gemini_gave_up(self, now: float, reason: str = "gemini-unavailable") -> None:
-        """No connection could be had: apologise to the caller, then end the call."""
-        self.link.give_up()
-        self.ending.end_with_phrase(now, "goodbye_error", reason)
+    def gemini_gave_up(self, now: float) -> None:
+        """The reconnect policy ran out: Gemini is unreachable. Apologise, then end the call."""
+        self._refused(self.link.unreachable(), now)
+
+    def _refused(self, refusal: Refusal, now: float) -> None:
+        """No retry can fix this: say so once (log, metric), apologise, end the call."""
+        self.link.refused(refusal, now)
+        self.ending.end_with_phrase(now, "goodbye_error", f"gemini-refused:{refusal.kind.value}")
+
+    @property
+    def refusal(self) -> Refusal | None:
+        """Why Gemini refused this call, once known."""
+        return self.link.refusal
+
+    @property
+    def closing(self) -> bool:
+        """Ending after a last phrase: the call is over once it has been heard (or a cap)."""
+        return self.ending.closing
+
+    @property
+    def goodbye_unheard(self) -> bool:
+        """The call wanted a last phrase and the caller did not hear all of it on the stream."""
+        return self.ending.goodbye_unheard
 
     def receive_gemini(self, data: str | bytes, now: float) -> None:
         """One frame from Gemini's websocket."""

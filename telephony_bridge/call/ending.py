@@ -57,11 +57,20 @@ class Ending:
         self._end_turns_at_request = 0
         #: (reason, deadline): ending after a last phrase has played.
         self._closing: tuple[str, float] | None = None
+        # A last phrase before hanging up (apology, goodbye): wanted, and heard to its last mark.
+        self._goodbye_wanted = False
+        self._goodbye_heard = False
         self.ended: str | None = None
 
     @property
     def closing(self) -> bool:
-        return self._closing is not None
+        """Ending after a last phrase: the call is over once it has been heard (or a cap)."""
+        return self._closing is not None and self.ended is None
+
+    @property
+    def goodbye_unheard(self) -> bool:
+        """The call wanted a last phrase and the caller did not hear all of it on the stream."""
+        return self._goodbye_wanted and not self._goodbye_heard
 
     # -- waiting for a reply --------------------------------------------------------------------
 
@@ -87,6 +96,7 @@ class Ending:
         if self.ended is not None or self._closing is not None:
             return
         self._playout.drop_agent_audio()
+        self._goodbye_wanted = True
         if not self._play_phrase(kind, now):
             self._end(now, reason)
             return
@@ -99,6 +109,7 @@ class Ending:
             return
         if self._closing is not None:
             if not self._playout.audible or now >= self._closing[1]:
+                self._goodbye_heard = not self._playout.audible  # its last mark came back
                 self._end(now, self._closing[0])
             return
         if self._end_requested is not None:

@@ -26,6 +26,7 @@ from typing import Any
 
 from ..dsp import InboundConverter
 from ..gemini import messages as gm
+from ..gemini.refusal import Refusal, classify_close, classify_handshake, unreachable
 from ..gemini.session import GeminiSession, SessionState
 from ..log import log_event
 from ..metrics import Metrics
@@ -33,11 +34,6 @@ from .config import FRAME_S, CallConfig
 from .timeline import Timeline
 
 logger = logging.getLogger("telephony_bridge.call")
-
-#: What :meth:`Link.closed` tells the call to do next.
-RECONNECT = "reconnect"
-GIVE_UP = "give-up"
-
 
 class Link:
     def __init__(self, setup: gm.SetupConfig, config: CallConfig, timeline: Timeline,
@@ -63,6 +59,9 @@ class Link:
         self._notice_played = False
         self._fresh_fallback = False
         self._cut_mid_turn = False
+        #: Why Gemini refused this call, once known (see gemini/refusal.py); set once per call.
+        self.refusal: Refusal | None = None
+        self._last_failure = ""
 
     # -- sending -------------------------------------------------------------------------------
 
@@ -119,16 +118,30 @@ class Link:
                           resume=self.session.handle is not None)
         return self.session.connection_opened(now)
 
-    def connect_failed(self, reason: str, now: float) -> None:
-        self.timeline.add(now, "gemini_connect_failed", reason=reason[:120])
+    def connect_failed(self, reason: str, now: float, *, status: int | None = None, body: str = "",
+                       refusal: Refusal | None = None) -> Refusal | None:
+        """An attempt to open a connection failed. ``status``/``body``: the HTTP answer when the
+        upgrade was refused; ``refusal``: the adapter already knows no retry helps. Returns the
+        refusal when no retry can fix it, else None (the adapter backs off and tries again)."""
+        self.timeline.add(now, "gemini_connect_failed", reason=reason[:120], status=status)
         self.session.connection_closed(None, now)
         if self._down_since is None:
             self._down_since = now
+        self._last_failure = reason
+        if refusal is None and status is not None:
+            refusal = classify_handshake(status, body or reason)
+        return refusal
 
-    def closed(self, code: int | None, reason: str, now: float, *, mid_turn: bool) -> str:
-        """The connection closed (``mid_turn``: while the model was replying). Returns
-        :data:`RECONNECT` (transient, or a stale handle: fresh session) or :data:`GIVE_UP`."""
-        transient = self.session.connection_closed(code, now)
+    def closed(self, code: int | None, reason: str, now: float, *, mid_turn: bool) -> Refusal | None:
+        """The connection closed (``mid_turn``: while the model was replying). Returns None to
+        reconnect (transient, or a stale handle: a fresh session), else the refusal that ends it.
+
+        A refusal no retry can fix (model not found, bad key, quota, …) is decided by
+        :mod:`telephony_bridge.gemini.refusal`, from the service's words and the code."""
+        refusal = classify_close(code, reason, resuming=self.session.handle is not None,
+                                 at_setup=self.session.state is SessionState.AWAITING_SETUP_COMPLETE)
+        transient = self.session.connection_closed(code, now) and refusal is None
+        self._last_failure = f"closed {code} {reason}"
         self.timeline.add(now, "gemini_closed", code=code, reason=reason[:120], transient=transient)
         log_event(logger, "call.gemini_closed", logging.WARNING, call_sid=self.call_sid,
                   code=code, reason=reason[:120], transient=transient)
@@ -138,19 +151,36 @@ class Link:
         if self._down_since is None:
             self._down_since = now
         self._notice_played = False
+        if refusal is not None:
+            return refusal
         if transient:
-            return RECONNECT
+            return None
         if code == 1008 and self.session.handle is not None:
             # Stale or unknown handle: start afresh, seeded with what was said.
             self.session.handle = None
             self.session.state = SessionState.IDLE
             self._fresh_fallback = True
             self.timeline.add(now, "resume_rejected_fresh_session")
-            return RECONNECT
-        return GIVE_UP
+            return None
+        return unreachable(self._last_failure)  # not reached: classify_close decides
 
-    def give_up(self) -> None:
+    def unreachable(self) -> Refusal:
+        """The reconnect policy ran out: what the call concludes from its last failure."""
+        return unreachable(self._last_failure or "no connection")
+
+    def refused(self, refusal: Refusal, now: float) -> None:
+        """No retry can fix this: the session is closed; said once per call (log, metric)."""
         self.session.close()
+        if self.refusal is not None:
+            return
+        self.refusal = refusal
+        kind = refusal.kind.value
+        self.timeline.add(now, "gemini_refused", refusal=kind, code=refusal.code, status=refusal.status)
+        log_event(logger, "call.gemini_refused", logging.ERROR, call_sid=self.call_sid, kind=kind,
+                  model=self.session.setup.model, code=refusal.code, status=refusal.status,
+                  reason=refusal.reason, attempts=self.session.connections)
+        if self.metrics is not None:
+            self.metrics.gemini_refusals[kind].inc()
 
     def ready(self, now: float, transcript: list[dict[str, Any]]) -> None:
         """``setupComplete`` on a new connection: replay what the session is missing."""

@@ -1,8 +1,9 @@
 """The asyncio client for the Gemini Live websocket (an adapter: all protocol logic lives in
 :mod:`telephony_bridge.gemini.session` and :mod:`telephony_bridge.gemini.messages`).
 
-:meth:`GeminiLiveClient.connect` opens the socket with the key in the ``x-goog-api-key``
-header (never in the URL, which proxies and servers log), sends ``setup`` and waits for
+:meth:`GeminiLiveClient.connect` opens the socket to an :class:`~telephony_bridge.gemini.backend.Endpoint`
+(URL and headers from the backend: the key in ``x-goog-api-key``, or Vertex AI's Bearer token;
+never a credential in the URL, which proxies and servers log), sends ``setup`` and waits for
 ``setupComplete``: the Live API accepts nothing else before it.
 """
 
@@ -15,8 +16,10 @@ from urllib.parse import urlsplit
 
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus
 
 from ..errors import GeminiProtocolError
+from .backend import Endpoint
 from .messages import SetupComplete, parse_server_message
 
 #: Gemini's pongs can take many seconds under load; only a long silence means a dead socket.
@@ -36,6 +39,21 @@ def _is_loopback(url: str) -> bool:
         return False
 
 
+def upgrade_refused(exc: BaseException) -> tuple[int, str] | None:
+    """(HTTP status, body text) when the server answered the websocket upgrade with an error
+    instead of 101; None for any other failure (refused TCP, timeout, a close frame)."""
+    if isinstance(exc, InvalidStatus):
+        response = exc.response
+        return response.status_code, (response.body or b"")[:1000].decode("utf-8", "replace")
+    return None
+
+
+def closed_during_setup(exc: BaseException) -> tuple[int, str] | None:
+    """(close code, reason) when the server closed the socket before ``setupComplete``."""
+    close = getattr(exc, "rcvd", None)
+    return (close.code, close.reason or "") if close is not None else None
+
+
 class GeminiLiveClient:
     """One websocket connection to the Live API, set up and ready to stream."""
 
@@ -45,11 +63,12 @@ class GeminiLiveClient:
         self.setup_complete_frame = setup_complete_frame
 
     @classmethod
-    async def connect(cls, url: str, api_key: str, setup_message: str, *,
+    async def connect(cls, endpoint: Endpoint, setup_message: str, *,
                       timeout: float = 15.0, max_message_bytes: int = MAX_MESSAGE_BYTES) -> GeminiLiveClient:
+        url = endpoint.url
         ws = await connect(
             url,
-            additional_headers={"x-goog-api-key": api_key},
+            additional_headers=endpoint.headers,
             max_size=max_message_bytes,
             ping_interval=PING_INTERVAL_S,
             ping_timeout=PING_TIMEOUT_S,

@@ -39,6 +39,8 @@ from typing import Any, Union
 
 from ..errors import GeminiProtocolError
 from ..strict_json import loads_strict
+from . import profiles
+from .profiles import ModelProfile
 
 #: Largest server message we parse (a turn's audio can arrive in large chunks).
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
@@ -72,10 +74,52 @@ class SetupConfig:
     compression_target_tokens: int | None = None
     input_transcription: bool = True
     output_transcription: bool = True
+    #: Optional model features, sent only to a model whose profile accepts them
+    #: (:mod:`telephony_bridge.gemini.profiles`): 3.x ``thinkingLevel``, 2.5 ``thinkingBudget``,
+    #: 2.5 proactive audio and affective dialog. None: not asked for.
+    thinking_level: str | None = None
+    thinking_budget: int | None = None
+    proactive_audio: bool | None = None
+    affective_dialog: bool | None = None
+
+
+def setup_model(model: str) -> str:
+    """The ``setup.model`` value: Vertex resource paths as given, else ``models/{name}``."""
+    if model.startswith(("models/", "projects/", "publishers/")):
+        return model
+    return f"models/{model}"
+
+
+def declarations_for(profile: ModelProfile, declarations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``functionDeclarations`` with each ``behavior`` kept only where ``profile`` accepts it.
+
+    Tools declare their behaviour explicitly (:class:`telephony_bridge.tools.Tool`); 3.1 takes no
+    ``behavior`` field, 3.8 extended thinking no ``BLOCKING``. The input is not modified.
+    """
+    out = []
+    for decl in declarations:
+        behavior = decl.get("behavior")
+        if behavior is not None and profile.behavior_field(behavior) is None:
+            decl = {k: v for k, v in decl.items() if k != "behavior"}
+        out.append(decl)
+    return out
+
+
+def dropped_fields(cfg: SetupConfig, profile: ModelProfile | None = None) -> list[str]:
+    """The optional fields ``cfg`` asks for that its model's profile would not get (for a warning)."""
+    profile = profile or profiles.profile_for(cfg.model)
+    asked = [(profiles.THINKING_LEVEL, cfg.thinking_level is not None),
+             (profiles.THINKING_BUDGET, cfg.thinking_budget is not None),
+             (profiles.PROACTIVE_AUDIO, cfg.proactive_audio is not None),
+             (profiles.AFFECTIVE_DIALOG, cfg.affective_dialog is not None)]
+    return [name for name, wanted in asked if wanted and not profile.accepts(name)]
 
 
 def build_setup(cfg: SetupConfig) -> str:
-    model = cfg.model if cfg.model.startswith("models/") else f"models/{cfg.model}"
+    """The ``setup`` message for ``cfg``, shaped by its model's profile: a field the model would
+    reject (a thinking config on 3.8, a ``behavior`` on 3.1, ...) is never sent."""
+    profile = profiles.profile_for(cfg.model)
+    model = setup_model(cfg.model)
     generation: dict[str, Any] = {"responseModalities": ["AUDIO"]}
     speech: dict[str, Any] = {}
     if cfg.voice:
@@ -84,11 +128,22 @@ def build_setup(cfg: SetupConfig) -> str:
         speech["languageCode"] = cfg.language
     if speech:
         generation["speechConfig"] = speech
+    thinking: dict[str, Any] = {}
+    if cfg.thinking_level is not None and profile.accepts(profiles.THINKING_LEVEL):
+        thinking["thinkingLevel"] = cfg.thinking_level
+    if cfg.thinking_budget is not None and profile.accepts(profiles.THINKING_BUDGET):
+        thinking["thinkingBudget"] = cfg.thinking_budget
+    if thinking:
+        generation["thinkingConfig"] = thinking
+    if cfg.affective_dialog is not None and profile.accepts(profiles.AFFECTIVE_DIALOG):
+        generation["enableAffectiveDialog"] = cfg.affective_dialog
     setup: dict[str, Any] = {"model": model, "generationConfig": generation}
     if cfg.system_instruction:
         setup["systemInstruction"] = {"parts": [{"text": cfg.system_instruction}]}
     if cfg.function_declarations:
-        setup["tools"] = [{"functionDeclarations": cfg.function_declarations}]
+        setup["tools"] = [{"functionDeclarations": declarations_for(profile, cfg.function_declarations)}]
+    if cfg.proactive_audio is not None and profile.accepts(profiles.PROACTIVE_AUDIO):
+        setup["proactivity"] = {"proactiveAudio": cfg.proactive_audio}
     detection: dict[str, Any] = {}
     if cfg.silence_duration_ms is not None:
         detection["silenceDurationMs"] = cfg.silence_duration_ms

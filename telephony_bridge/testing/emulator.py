@@ -6,7 +6,9 @@ or Google's SDK) talks to it exactly as it talks to the service:
 
 * Paths: the ``v1beta`` and ``v1`` ``…GenerativeService.BidiGenerateContent`` paths; anything
   else is HTTP 404. API key in ``x-goog-api-key`` or ``?key=``; when the emulator was given a
-  key, a missing key is HTTP 401 and a wrong one HTTP 403 (at the handshake).
+  key, a missing key is HTTP 401 and a wrong one HTTP 403 (at the handshake), or, with
+  ``Scenario.key_check="setup"``, as the service does it: the upgrade succeeds and the ``setup``
+  is answered with close 1007 "API key not valid. Please pass a valid API key."
 * Every server message is a BINARY frame holding UTF-8 JSON, like Google's. Client messages may
   be text or binary, ``lowerCamelCase`` or ``snake_case`` (proto JSON reads both), and ``bytes``
   fields in the standard or URL-safe base64 alphabet, padded or not.
@@ -140,7 +142,15 @@ class ToolCallStep:
     cancel_after_s: float | None = None
 
 
-FaultKind = Literal["close", "drop", "go_away", "refuse", "reject_resume"]
+FaultKind = Literal["close", "drop", "go_away", "refuse", "reject_resume", "reject_setup"]
+
+# Close reasons the service sends for refusals (quoted from reports against the real service;
+# see telephony_bridge/gemini/refusal.py). The model-not-found one is built from the model.
+API_KEY_INVALID_REASON = "API key not valid. Please pass a valid API key."
+PERMISSION_REASON = "Permission denied on resource project None."
+INVALID_ARGUMENT_REASON = "Request contains an invalid argument."
+QUOTA_REASON = ("You exceeded your current quota, please check your plan and billing details. For more "
+                "information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits")
 
 
 @dataclass
@@ -156,8 +166,13 @@ class Fault:
     * ``refuse``: refuse new connections (HTTP 503) for ``refuse_s`` seconds.
     * ``reject_resume``: a setup that carries a resumption handle is closed with 1008
       ("stale handle"); no trigger needed.
+    * ``reject_setup``: the ``setup`` is answered with a close (``code``, ``reason``) instead of
+      ``setupComplete``, as the service refuses a project without permission (1008
+      :data:`PERMISSION_REASON`) or a setup it cannot take (1007
+      :data:`INVALID_ARGUMENT_REASON`); no trigger needed. A quota the service has run out of
+      is a ``close`` instead: ``setupComplete``, then 1011 :data:`QUOTA_REASON` ~0.8 s later.
 
-    Trigger (ignored by ``reject_resume``): ``at_s`` seconds after the connection opened, or
+    Trigger (ignored by ``reject_resume`` and ``reject_setup``): ``at_s`` seconds after the connection opened, or
     during reply ``on_reply`` (1-based, counted per connection) once ``after_chunks`` audio
     chunks of it have been sent. ``connection`` restricts the fault to that connection index
     (0-based, as in ``GeminiEmulator.sessions``; default 0, the first connection, so the client's
@@ -208,6 +223,9 @@ class Scenario:
     faults: Sequence[Fault] = ()
     #: When set, a setup naming another model is closed with 1008 (model not found).
     known_models: Sequence[str] | None = None
+    #: Where a wrong or missing API key is refused: HTTP 401/403 at the upgrade, or (as the
+    #: service does) a close 1007 in answer to ``setup``.
+    key_check: Literal["handshake", "setup"] = "handshake"
     #: Resumption handles expire after this long (the service: 2 hours).
     handle_ttl_s: float = 7200.0
     clips_dir: str | Path | None = None
@@ -649,7 +667,7 @@ class GeminiEmulator:
             self.rejected.append((self._refuse_status, parts.path))
             logger.info("refusing connection (scripted)")
             return connection.respond(self._refuse_status, "Service Unavailable\n")
-        if self.api_key is not None:
+        if self.api_key is not None and self.scenario.key_check == "handshake":
             key = request.headers.get("x-goog-api-key")
             if key is None:
                 key = (parse_qs(parts.query).get("key") or [None])[0]
@@ -824,7 +842,7 @@ class _Connection:
             raise BadRequest(f"Invalid JSON payload received. Unknown name {sorted(extra)[0]!r}.")
         await self._on_setup(msg["setup"])
         for fault in self._faults():
-            if fault.at_s is not None and fault.kind != "reject_resume":
+            if fault.at_s is not None and fault.kind not in ("reject_resume", "reject_setup"):
                 self.spawn(self._fault_at(fault))
         async for raw in self.ws:
             await self._dispatch(self._decode(raw))
@@ -848,6 +866,17 @@ class _Connection:
         s.setup = setup
         s.model = setup["model"]
         s.record(self.loop.time(), "setup", {"model": s.model})
+        if self.emu.api_key is not None and sc.key_check == "setup":
+            request = self.ws.request
+            key = request.headers.get("x-goog-api-key") if request is not None else None
+            if key is None and request is not None:
+                key = (parse_qs(urlsplit(request.path).query).get("key") or [None])[0]
+            if key is None or not secrets.compare_digest(key, self.emu.api_key):
+                raise BadRequest(API_KEY_INVALID_REASON, 1007)
+        for fault in self._faults():
+            if fault.kind == "reject_setup":
+                s.faults_fired.append("reject_setup")
+                raise BadRequest(fault.reason, fault.code)
         if sc.known_models is not None:
             bare = s.model.removeprefix("models/")
             known = {m.removeprefix("models/") for m in sc.known_models}
@@ -1226,7 +1255,7 @@ class _Connection:
         logger.info("session %d: reply %d: %s (%.2f s)", s.index, reply_no, clip.id, clip.seconds)
         s.record(self.loop.time(), "reply", clip.id)
         faults = [f for f in self._faults() if f.on_reply == reply_no and f.at_s is None
-                  and f.kind != "reject_resume"]
+                  and f.kind not in ("reject_resume", "reject_setup")]
         t0 = self.loop.time()
         next_piece = 0
         for k in range(n_chunks):

@@ -78,6 +78,7 @@ class LocalBridge:
         if self._task is not None:
             await self._task
         self.sock.close()
+        await self.app.state.stop_background()  # lifespan="off": nobody else stops the probe
         await self.app.state.store.close()
 
     async def finished_call(self, call_sid: str, timeout: float = 10.0) -> CallCore:

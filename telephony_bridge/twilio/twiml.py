@@ -34,9 +34,13 @@ def connect_twiml(stream_url: str, *, action_url: str | None = None,
     return str(response)
 
 
-def hangup_twiml(say: str | None = None) -> str:
+def hangup_twiml(say: str | None = None, *, language: str | None = None) -> str:
+    """``<Say>`` (in ``language``, a BCP-47 tag such as ``en-US``) if given, then ``<Hangup/>``."""
     response = VoiceResponse()
     if say:
-        response.say(say)
+        if language:
+            response.say(say, language=language)
+        else:
+            response.say(say)
     response.hangup()
     return str(response)

@@ -1,0 +1,173 @@
+"""``telephony-bridge doctor`` against the real emulator, a real loopback OAuth endpoint, a closed
+port and a dead Redis: each failure is reported as its own kind, and no secret is ever printed."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from oauth_server import TokenEndpoint
+
+from telephony_bridge.doctor import run_doctor
+from telephony_bridge.testing import GeminiEmulator, Scenario
+
+KEY = "AIza-doctor-" + "k" * 16
+TWILIO = "twilio-token-" + "t" * 16
+
+
+def closed_port() -> int:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def base_env(tmp_path: Path, url: str, **extra: str) -> dict[str, str]:
+    env = {"GEMINI_API_KEY": KEY, "PUBLIC_URL": "https://bridge.example.com/phone", "TWILIO_AUTH_TOKEN": TWILIO,
+           "GEMINI_LIVE_URL": url, "CALLS_DB": str(tmp_path / "calls.sqlite3")}
+    env.update(extra)
+    return {k: v for k, v in env.items() if v != ""}
+
+
+def doctor(env: dict[str, str]) -> tuple[int, dict[str, str], str]:
+    """Exit code, {check: line}, the whole output."""
+    out = io.StringIO()
+    code = asyncio.run(asyncio.wait_for(run_doctor(env, out, timeout=5.0), 60))
+    text = out.getvalue()
+    lines = {line.split()[1]: line for line in text.splitlines() if not line.startswith("doctor:")}
+    for secret in (KEY, TWILIO):
+        assert secret not in text
+    return code, lines, text
+
+
+async def with_emulator(scenario: Scenario, api_key: str | None, fn):  # type: ignore[no-untyped-def]
+    async with GeminiEmulator(scenario, api_key=api_key) as emu:
+        return await asyncio.to_thread(fn, emu)
+
+
+def run_against_emulator(scenario: Scenario, api_key: str | None, make_env):  # type: ignore[no-untyped-def]
+    """The emulator in this loop; doctor (its own loop) in a thread against it."""
+    return asyncio.run(with_emulator(scenario, api_key, lambda emu: doctor(make_env(emu))))
+
+
+def test_a_good_configuration_passes_every_check(tmp_path: Path) -> None:
+    code, lines, text = run_against_emulator(
+        Scenario(known_models=["gemini-3.8-live"]), KEY, lambda emu: base_env(tmp_path, emu.url))
+    assert code == 0, text
+    assert list(lines) == ["settings", "public-url", "persona", "tools", "model", "store", "credentials",
+                           "live-session"]
+    assert all(line.startswith("ok ") for line in lines.values()), text
+    assert "setupComplete" in lines["live-session"] and "models/gemini-3.8-live" in lines["live-session"]
+    assert "https://bridge.example.com/phone/twiml" in lines["public-url"]
+    assert "wss://bridge.example.com/phone/media-stream" in lines["public-url"]
+    assert "save_note NON_BLOCKING/SILENT" in lines["tools"] and "end_call BLOCKING" in lines["tools"]
+    assert "lookup_market NON_BLOCKING/WHEN_IDLE" in lines["tools"]
+    assert f"({len(KEY)} characters" in lines["credentials"]
+    assert "gemini-3.8-live (Gemini 3.8 Live, stable)" in lines["model"]
+    assert text.rstrip().endswith("doctor: 8 checks, 0 failing")
+
+
+def test_a_wrong_key_is_bad_key(tmp_path: Path) -> None:
+    code, lines, text = run_against_emulator(
+        Scenario(), "AIza-the-right-one-" + "r" * 12, lambda emu: base_env(tmp_path, emu.url))
+    assert code == 1
+    assert lines["live-session"].startswith("FAIL") and "bad-key: HTTP 403" in lines["live-session"], text
+    assert "the-right-one" not in text
+
+
+def test_a_model_the_service_does_not_have_is_model_not_found(tmp_path: Path) -> None:
+    code, lines, text = run_against_emulator(
+        Scenario(known_models=["gemini-3.8-live"]), KEY,
+        lambda emu: base_env(tmp_path, emu.url, GEMINI_MODEL="gemini-3.1-flash-live-preview"))
+    assert code == 1
+    assert "model-not-found: closed 1008" in lines["live-session"], text
+    assert lines["model"].startswith("warn") and "legacy preview" in lines["model"]
+
+
+def test_an_unknown_model_name_is_a_warning_with_the_newest_profile(tmp_path: Path) -> None:
+    code, lines, text = run_against_emulator(
+        Scenario(), KEY, lambda emu: base_env(tmp_path, emu.url, GEMINI_MODEL="gemini-9-live"))
+    assert code == 0, text
+    assert lines["model"].startswith("warn") and "newest profile" in lines["model"]
+    assert lines["live-session"].startswith("ok")
+
+
+def test_nothing_listening_is_network(tmp_path: Path) -> None:
+    url = f"ws://127.0.0.1:{closed_port()}/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
+    code, lines, text = doctor(base_env(tmp_path, url))
+    assert code == 1
+    assert lines["live-session"].startswith("FAIL") and "network:" in lines["live-session"], text
+    assert "ConnectionRefused" in lines["live-session"]
+    assert all(lines[c].startswith("ok") for c in ("settings", "persona", "tools", "store", "credentials"))
+
+
+def test_the_vertex_backend_gets_a_token_from_adc_and_opens_a_session(tmp_path: Path) -> None:
+    with TokenEndpoint() as oauth:
+        key_file = oauth.write(tmp_path / "sa.json", oauth.service_account_info())
+        code, lines, text = run_against_emulator(Scenario(), None, lambda emu: base_env(
+            tmp_path, emu.url, GEMINI_API_KEY="", GEMINI_BACKEND="vertex", GOOGLE_CLOUD_PROJECT="my-proj-1",
+            GOOGLE_CLOUD_LOCATION="us-central1", GOOGLE_APPLICATION_CREDENTIALS=key_file))
+    assert code == 0, text
+    assert "backend vertex" in lines["settings"]
+    assert "bridge@my-proj-1.iam.gserviceaccount.com" in lines["credentials"] and "valid 59 more minutes" in lines["credentials"]
+    assert "projects/my-proj-1/locations/us-central1/publishers/google/models/gemini-3.8-live" in lines["live-session"]
+    assert oauth.issued and oauth.issued[0] not in text  # the token itself never appears
+    assert "PRIVATE KEY" not in text
+
+
+def test_refused_credentials_are_bad_credentials_and_skip_the_session(tmp_path: Path) -> None:
+    with TokenEndpoint() as oauth:
+        key_file = oauth.write(tmp_path / "sa.json", oauth.service_account_info())
+        oauth.refuse = "invalid_grant"
+        code, lines, text = doctor(base_env(
+            tmp_path, f"ws://127.0.0.1:{closed_port()}/x", GEMINI_API_KEY="", GEMINI_BACKEND="vertex",
+            GOOGLE_CLOUD_PROJECT="my-proj-1", GOOGLE_APPLICATION_CREDENTIALS=key_file))
+    assert code == 1
+    assert lines["credentials"].startswith("FAIL") and "bad-credentials" in lines["credentials"], text
+    assert "invalid_grant" in lines["credentials"]
+    assert lines["live-session"].startswith("FAIL") and "skipped" in lines["live-session"]
+    missing = doctor(base_env(tmp_path, "ws://127.0.0.1:1/x", GEMINI_API_KEY="", GEMINI_BACKEND="vertex",
+                              GOOGLE_CLOUD_PROJECT="my-proj-1",
+                              GOOGLE_APPLICATION_CREDENTIALS=str(tmp_path / "nope.json")))
+    assert "no-credentials" in missing[1]["credentials"]
+
+
+def test_bad_settings_url_persona_and_store_each_fail_on_their_own_line(tmp_path: Path) -> None:
+    code, lines, text = doctor(base_env(tmp_path, "ws://127.0.0.1:1/x", GEMINI_API_KEY=""))
+    assert code == 1 and list(lines) == ["settings"] and "GEMINI_API_KEY" in lines["settings"]
+
+    persona = tmp_path / "p.toml"
+    persona.write_text('name = "x"\nsystem_instruction = "y"\ntools = ["web_search"]\n')
+    code, lines, text = doctor(base_env(
+        tmp_path, f"ws://127.0.0.1:{closed_port()}/x", PUBLIC_URL="http://192.168.1.20:8080",
+        PERSONA_PATH=str(persona), REDIS_URL=f"redis://:hunter2-password@127.0.0.1:{closed_port()}/0"))
+    assert code == 1
+    assert lines["public-url"].startswith("FAIL") and "https://" in lines["public-url"]
+    assert lines["tools"].startswith("FAIL") and "web_search" in lines["tools"]
+    assert lines["store"].startswith("FAIL") and "RedisStore(redis://127.0.0.1" in lines["store"]
+    assert "live-session" in lines and "skipped" in lines["live-session"]
+    assert "hunter2-password" not in text
+
+    code, lines, _ = doctor(base_env(tmp_path, "ws://127.0.0.1:1/x", PUBLIC_URL="https://localhost"))
+    assert lines["public-url"].startswith("FAIL") and "not reachable from Twilio" in lines["public-url"]
+
+
+@pytest.mark.parametrize("retired", ["gemini-2.0-flash-live-001"])
+def test_a_retired_model_fails_the_model_check(tmp_path: Path, retired: str) -> None:
+    code, lines, _ = run_against_emulator(
+        Scenario(), KEY, lambda emu: base_env(tmp_path, emu.url, GEMINI_MODEL=retired))
+    assert code == 1 and lines["model"].startswith("FAIL") and "shut down" in lines["model"]
+
+
+def test_the_cli_runs_doctor(tmp_path: Path) -> None:
+    env = base_env(tmp_path, f"ws://127.0.0.1:{closed_port()}/x")
+    proc = subprocess.run([sys.executable, "-W", "error", "-m", "telephony_bridge", "doctor", "--timeout", "3"],
+                          env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    assert "FAIL  live-session  network:" in proc.stdout and KEY not in proc.stdout + proc.stderr
