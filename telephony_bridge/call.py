@@ -25,7 +25,7 @@ from math import sqrt
 from array import array
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .dsp import Framer, InboundConverter, OutboundConverter, mean_square_ulaw, rms_ulaw
@@ -34,6 +34,7 @@ from .gemini import messages as gm
 from .gemini.session import GeminiSession, SessionState
 from .log import log_event
 from .metrics import Metrics
+from .stall_watch import NUDGE_TEXT, StallConfig, StallState, StallStep, StallWatch
 from .twilio import events as te
 from .twilio.outbound import OutboundMessages
 from .twilio.stream import TwilioStream
@@ -62,8 +63,11 @@ class CallConfig:
     filler_repeat_s: float = 4.0
     filler_max: int = 3
     #: No agent audio this long after the greeting request or the caller's end of turn:
-    #: nudge the model once, then apologise.
+    #: nudge the model once, then apologise. The last resort: silent stalls are found at once
+    #: by the stall watch (``stall``, see stall_watch.py).
     reply_watchdog_s: float = 8.0
+    #: Silent stalls (an empty model turn, or no turn at all): detection and audible recovery.
+    stall: StallConfig = field(default_factory=StallConfig)
     #: Names of the tools the adapter can run (None: none; calls get an error response).
     tool_names: frozenset[str] | None = None
     #: After end_call: wait this long for a goodbye to start, and at most this long in all.
@@ -146,6 +150,10 @@ class CallCore:
         self._notice_played = False
         self._fresh_fallback = False
         self._cut_mid_turn = False
+        self.stall = StallWatch(self.config.stall)
+        silence_ms = setup.silence_duration_ms
+        #: Gemini commits a caller turn this long after their speech ends (unset: assume 1 s).
+        self._vad_s = (1000 if silence_ms is None else silence_ms) / 1000
         #: The newest resumable handle, for the adapter to persist (it clears this).
         self.new_handle: str | None = None
         #: Agent frames waiting for their turn to go to Twilio.
@@ -182,6 +190,7 @@ class CallCore:
             "marks_flushed": 0, "unknown_events": 0, "input_dropped_frames": 0,
             "fillers": 0, "nudges": 0, "apologies": 0, "reconnects": 0, "handovers": 0,
             "repeated_tool_calls": 0, "input_replayed_frames": 0, "phrases": 0,
+            "stalls": 0, "stall_nudges": 0, "stall_phrases": 0, "stall_recovered": 0, "stall_apologies": 0,
         }
         self.protocol_errors: dict[str, int] = {}
         #: When the last ``interrupted`` arrived, until its ``clear`` is written (see clear_written).
@@ -294,11 +303,15 @@ class CallCore:
             self._last_caller_speech = now
             self._caller_spoke = True
             self._awaiting_reply_since = None
+            if self.stall.state is not StallState.IDLE:
+                self.stall.caller_spoke(now)
+                self._stall_step(now)
             if self._caller_turn_start is None:
                 self._caller_turn_start = now
         elif self._caller_spoke and self._awaiting_reply_since is None and (self._turn is None or self._turn_sent) \
                 and not self._tools_running and now - self._last_caller_speech > 0.5:  # type: ignore[operator]
             self._awaiting_reply_since = self._last_caller_speech
+            self.stall.expect_reply(self._last_caller_speech, now, vad_s=self._vad_s)  # type: ignore[arg-type]
         pcm = self._inbound.convert(ulaw)
         if not pcm:
             return
@@ -324,6 +337,7 @@ class CallCore:
             return
         self._greeted = True
         self._awaiting_reply_since = now
+        self.stall.expect_reply(now, now, expected="greeting")
         self._event(now, "greeting_requested")
         self.gemini_out.append(gm.client_text(self.config.greeting_prompt))
 
@@ -339,6 +353,7 @@ class CallCore:
         """An attempt to open a connection failed (refused, timed out, rejected)."""
         self._event(now, "gemini_connect_failed", reason=reason[:120])
         self.session.connection_closed(None, now)
+        self.stall.link_lost(now)
         if self._down_since is None:
             self._down_since = now
 
@@ -356,6 +371,8 @@ class CallCore:
         log_event(logger, "call.gemini_closed", logging.WARNING, call_sid=self.call_sid,
                   code=code, reason=reason[:120], transient=transient)
         self._handover = False
+        self.stall.link_lost(now)
+        self._stall_step(now)
         if self._model_turn_open:
             self._cut_mid_turn = True
             self._model_turn_open = False
@@ -393,6 +410,7 @@ class CallCore:
                 self._agent_audio(event, now)
             elif kind is gm.OutputTranscription:
                 self._model_turn_open = True
+                self.stall.model_content(now)
                 self._agent_text(event.text, now)
             elif kind is gm.InputTranscription:
                 self._caller_text.append(event.text)
@@ -417,6 +435,8 @@ class CallCore:
                     self._event(now, "resumption_handle")
             elif kind is gm.TextPart:
                 self._event(now, "model_text", text=event.text[:200])
+        if self.stall.steps:
+            self._stall_step(now)
         self._pump(now)
 
     def _setup_complete(self, now: float) -> None:
@@ -433,6 +453,7 @@ class CallCore:
             down = None if self._down_since is None else round((now - self._down_since) * 1000)
             log_event(logger, "call.gemini_resumed", call_sid=self.call_sid, handover=self._handover,
                       fresh=self._fresh_fallback, down_ms=down)
+        handover, fresh = self._handover, self._fresh_fallback
         self._handover = False
         self._down_since = None
         out = self.gemini_out
@@ -447,6 +468,8 @@ class CallCore:
         if resumed and self._cut_mid_turn and not self._fresh_fallback:
             out.append(gm.client_text("[The phone line dropped while you were speaking. Briefly repeat your "
                                       "last question.]"))
+        if not handover:
+            self.stall.link_ready(now, reply_requested=resumed and (fresh or self._cut_mid_turn))
         self._cut_mid_turn = False
         while self._pending_input:
             message = self._pending_input.popleft()
@@ -500,6 +523,7 @@ class CallCore:
                 self._event(now, "tool_call_repeated", id=call.id, name=call.name)
                 continue
             self._seen_tool_ids.add(call.id)
+            self.stall.model_content(now)
             self._event(now, "tool_call", id=call.id, name=call.name)
             if call.name not in known:
                 # Answer at once with an error the model can talk about; it must never wait.
@@ -564,6 +588,7 @@ class CallCore:
             return
         self._generation_done = False  # audio again: a generation is under way
         self._model_turn_open = True
+        self.stall.model_content(now)
         if self._phrase_queue or self._phrase_marks_pending():
             self._stop_phrase(now)
         ulaw = self._outbound.convert(chunk.pcm)
@@ -594,6 +619,13 @@ class CallCore:
         self._generation_done = False
         if self._caller_text:
             self._record_caller_text(now)
+        stall = self.stall
+        if stall.state is StallState.IDLE and self._caller_spoke and self._awaiting_reply_since is None \
+                and not self._tools_running and now - self._last_caller_speech > 0.2:  # type: ignore[operator]
+            # The model closed its turn before our 0.5 s end-of-turn guess: it answered the caller.
+            stall.expect_reply(self._last_caller_speech, now, vad_s=self._vad_s)  # type: ignore[arg-type]
+        stall.turn_complete(now)
+        self._stall_step(now)
 
     def _record_caller_text(self, now: float) -> None:
         text = "".join(self._caller_text).strip()
@@ -609,6 +641,7 @@ class CallCore:
             self.metrics.barge_ins.inc()
         self.interrupted_at = now
         self._model_turn_open = False
+        self.stall.interrupted(now)
         dropped = len(self.queue) + len(self._phrase_queue)
         self.queue.clear()
         self._phrase_queue.clear()
@@ -881,10 +914,12 @@ class CallCore:
         if self._down_since is not None and not self._notice_played \
                 and now - self._down_since >= cfg.reconnect_notice_after_s and not self.agent_audible:
             self._notice_played = self.play_phrase("reconnect", now)
-        # Reply watchdog: nudge once, then apologise.
+        # Silent stalls: found when they happen, recovered out loud (stall_watch.py).
+        self._stall_step(now)
+        # Reply watchdog, the last resort: nudge once, then apologise.
         since = self._awaiting_reply_since
         if since is not None and now - since >= cfg.reply_watchdog_s and self.session.can_send() \
-                and not self.agent_audible and not self._tools_running:
+                and not self.agent_audible and not self._tools_running and not self.stall.recovering:
             if not self._nudged:
                 self._nudged = True
                 self.counters["nudges"] += 1
@@ -898,7 +933,73 @@ class CallCore:
                 log_event(logger, "call.watchdog", logging.WARNING, call_sid=self.call_sid, action="apology")
                 self.play_phrase("apology", now)
                 self._awaiting_reply_since = None
+                self._caller_spoke = False  # asked to say it again: no new nudge cycle until they do
                 self._nudged = False
+
+    def _stall_step(self, now: float) -> None:
+        """Let the stall watch take what step is due, and carry out what it asks."""
+        stall = self.stall
+        if stall.state is StallState.IDLE and not stall.steps:
+            return
+        if self.ended is None and self._closing is None and self._end_requested is None:
+            can_nudge = self.session.can_send() and not self._model_turn_open and not self._tools_running \
+                and not self._handover
+            stall.poll(now, can_nudge)
+        else:
+            stall.stand_down(now)  # hanging up: no nudges, no phrases over the goodbye
+        while stall.steps:
+            self._stall_act(stall.steps.popleft(), now)
+
+    def _stall_act(self, step: StallStep, now: float) -> None:
+        kind, counters, metrics = step.kind, self.counters, self.metrics
+        waited_ms = round(step.waited_s * 1000)
+        if kind == "nudge":
+            counters["stall_nudges"] += 1
+            if metrics is not None:
+                metrics.stall_nudges.inc()
+            self._event(now, "stall_nudge", attempt=step.nudges, expected=step.expected)
+            self._send_gemini(self._nudge_message(step.expected))
+        elif kind == "phrase":
+            if self.play_phrase(step.phrase or "thinking", now):
+                counters["stall_phrases"] += 1
+        elif kind == "detected":
+            counters["stalls"] += 1
+            if metrics is not None:
+                metrics.stalls[step.reason].inc()
+            self._event(now, "stall", reason=step.reason, expected=step.expected, waited_ms=waited_ms)
+            log_event(logger, "call.stall", logging.WARNING, call_sid=self.call_sid, reason=step.reason,
+                      expected=step.expected, waited_ms=waited_ms)
+        elif kind == "recovered":
+            counters["stall_recovered"] += 1
+            if metrics is not None:
+                metrics.stall_outcomes["recovered"].inc()
+            self._event(now, "stall_recovered", nudges=step.nudges, waited_ms=waited_ms)
+            log_event(logger, "call.stall_recovered", call_sid=self.call_sid, nudges=step.nudges,
+                      waited_ms=waited_ms)
+        elif kind == "apology":
+            counters["stall_apologies"] += 1
+            if metrics is not None:
+                metrics.stall_outcomes["apology"].inc()
+            self._event(now, "stall_apology", nudges=step.nudges, waited_ms=waited_ms)
+            log_event(logger, "call.stall_apology", logging.WARNING, call_sid=self.call_sid,
+                      nudges=step.nudges, waited_ms=waited_ms)
+            self.play_phrase("apology", now)
+            # The caller was asked to say it again: wait for them, not for this turn's reply.
+            self._awaiting_reply_since = None
+            self._caller_spoke = False
+            self._nudged = False
+        elif kind == "abandoned":
+            if metrics is not None:
+                metrics.stall_outcomes["abandoned"].inc()
+            self._event(now, "stall_abandoned", nudges=step.nudges, waited_ms=waited_ms)
+
+    def _nudge_message(self, expected: str) -> str:
+        """A user text turn that asks the model to speak. ``clientContent`` with ``turnComplete``
+        is the form every Live model takes mid-session (3.x: it interrupts a generation in
+        progress, which is why the watch never nudges while the model is producing)."""
+        if expected == "greeting" and self.config.greeting_prompt:
+            return gm.client_text(self.config.greeting_prompt)
+        return gm.client_text(NUDGE_TEXT.get(expected, NUDGE_TEXT["caller"]))
 
     def next_deadline(self) -> float | None:
         """When :meth:`tick` should run next."""
@@ -911,6 +1012,9 @@ class CallCore:
             deadline = min(deadline, self._filler_next)
         if self._awaiting_reply_since is not None:
             deadline = min(deadline, self._awaiting_reply_since + cfg.reply_watchdog_s)
+        stall = self.stall.next_deadline()
+        if stall is not None and self._closing is None:
+            deadline = min(deadline, stall)
         if self._down_since is not None and not self._notice_played:
             deadline = min(deadline, self._down_since + cfg.reconnect_notice_after_s)
         if self._end_requested is not None:
@@ -966,5 +1070,9 @@ class CallCore:
             "handovers": self.counters["handovers"],
             "watchdog_nudges": self.counters["nudges"],
             "watchdog_apologies": self.counters["apologies"],
+            "stalls": self.counters["stalls"],
+            "stall_nudges": self.counters["stall_nudges"],
+            "stall_recovered": self.counters["stall_recovered"],
+            "stall_apologies": self.counters["stall_apologies"],
             "protocol_errors": dict(self.protocol_errors),
         }

@@ -11,6 +11,9 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 #: Gate decisions the echo gate can take for one caller frame.
 GATE_DECISIONS = ("forward", "suppress", "double_talk", "cooldown_forward", "cooldown_suppress")
+#: How a silent stall was found (stall_watch.py) and how it ended.
+STALL_REASONS = ("empty_turn", "no_reply")
+STALL_OUTCOMES = ("recovered", "apology", "abandoned")
 
 
 class Metrics:
@@ -34,6 +37,13 @@ class Metrics:
         self.protocol_errors = Counter("bridge_protocol_errors", "Malformed peer messages", ["peer", "kind"],
                                        registry=r)
         self.gemini_reconnects = Counter("bridge_gemini_reconnects", "Gemini reconnections", registry=r)
+        stalls = Counter("bridge_stalls", "Silent model stalls found (an empty turn, or no turn by the deadline)",
+                         ["reason"], registry=r)
+        self.stalls = {k: stalls.labels(reason=k) for k in STALL_REASONS}
+        outcomes = Counter("bridge_stall_outcomes", "How silent stalls ended: the model spoke again, the "
+                           "caller heard the apology, or the caller spoke first", ["outcome"], registry=r)
+        self.stall_outcomes = {k: outcomes.labels(outcome=k) for k in STALL_OUTCOMES}
+        self.stall_nudges = Counter("bridge_stall_nudges", "Nudges sent to a stalled model", registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
