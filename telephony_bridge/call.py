@@ -621,7 +621,8 @@ class CallCore:
             self._record_caller_text(now)
         stall = self.stall
         if stall.state is StallState.IDLE and self._caller_spoke and self._awaiting_reply_since is None \
-                and not self._tools_running and now - self._last_caller_speech > 0.2:  # type: ignore[operator]
+                and (self._turn is None or self._turn_sent) and not self._tools_running \
+                and now - self._last_caller_speech > 0.2:  # type: ignore[operator]
             # The model closed its turn before our 0.5 s end-of-turn guess: it answered the caller.
             stall.expect_reply(self._last_caller_speech, now, vad_s=self._vad_s)  # type: ignore[arg-type]
         stall.turn_complete(now)

@@ -105,7 +105,7 @@ class StallWatch:
 
     __slots__ = ("config", "state", "steps", "stalls", "_expected", "_since", "_deadline",
                  "_turn_content", "_reason", "_nudges", "_nudge_due", "_phrase_at", "_phrase_kind",
-                 "_retry_at", "_vad_s", "_resume_expected", "_poll_again")
+                 "_retry_at", "_vad_s", "_resume_expected", "_poll_again", "_content_at")
 
     def __init__(self, config: StallConfig | None = None) -> None:
         self.config = config or StallConfig()
@@ -127,6 +127,7 @@ class StallWatch:
         self._vad_s = 0.0
         self._resume_expected = False
         self._poll_again: float | None = None
+        self._content_at = 0.0
 
     @property
     def recovering(self) -> bool:
@@ -144,7 +145,9 @@ class StallWatch:
             self._vad_s = vad_s
             return
         if self._turn_content:
-            return  # a model turn is already under way: that is the reply
+            if self._content_at >= since:
+                return  # a model turn began after the caller finished: that is the reply
+            self._turn_content = False  # a straggler from before their turn cannot answer it
         cfg = self.config
         self.state = StallState.ARMED
         self._expected, self._since, self._vad_s = expected, since, vad_s
@@ -156,6 +159,7 @@ class StallWatch:
     def model_content(self, now: float) -> None:
         """Audio, an output transcription or a tool call arrived: the model is answering."""
         self._turn_content = True
+        self._content_at = now
         state = self.state
         if state is StallState.ARMED:
             self._reset()

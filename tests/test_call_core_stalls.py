@@ -234,3 +234,21 @@ def test_stall_watch_off_leaves_only_the_watchdog():
     assert texts(core) == []
     run_clock(core, end + 7.9, end + 8.1)
     assert len(texts(core)) == 1 and core.counters["nudges"] == 1 and core.counters["stalls"] == 0
+
+
+def test_an_empty_turn_before_the_half_second_end_of_turn_guess_still_counts():
+    core = make_core(greeting=False, silence_ms=200)  # a short VAD wait: the model answers sooner
+    end = caller_turn(core, 1.0)
+    run_clock(core, 2.0, 2.3)
+    assert core._awaiting_reply_since is None  # the core's own end-of-turn guess needs 0.5 s
+    core.receive_gemini(EMPTY_TURN, round(end + 0.35, 2))
+    assert core.counters["stalls"] == 1 and len(texts(core)) == 1
+
+
+def test_the_agents_own_turn_complete_is_not_a_stall_when_the_caller_spoke_over_it():
+    core = make_core(greeting=False)
+    core.receive_gemini(audio_frame(pcm24_tone(2.0)), 1.0)  # the agent talks ...
+    caller_turn(core, 1.2, 0.4)  # ... the caller says something over it ...
+    core.receive_gemini(EMPTY_TURN, 2.0)  # ... and the agent's turn ends while it still plays
+    run_clock(core, 2.0, 2.4)
+    assert core.counters["stalls"] == 0

@@ -42,32 +42,33 @@ def test_an_empty_turn_after_the_caller_is_recovered_within_a_second_and_a_half(
 
 
 def test_a_reply_that_never_starts_is_found_by_the_deadline_and_the_phrase_fills_the_gap():
-    result, core, emulator = asyncio.run(call_with([Fault("no_reply", on_reply=2)]))
+    result, core, emulator = asyncio.run(call_with([Fault("no_reply", on_reply=2)], turns=1))
     (stall,) = stalls(core)
     assert stall["reason"] == "no_reply"
     assert [e["phrase"] for e in core.timeline if e["kind"] == "phrase"] == ["thinking"]
     assert core.counters["stall_recovered"] == 1
     waits = dead_air_after_turns(result)
     assert waits[1] <= 1.5, waits
-    assert_call_went_on(result, core, emulator)
+    assert_call_went_on(result, core, emulator, turns=1)
 
 
 def test_an_empty_greeting_is_requested_again_and_greets_once():
-    result, core, emulator = asyncio.run(call_with([Fault("empty_turn", on_reply=1)]))
+    result, core, emulator = asyncio.run(call_with([Fault("empty_turn", on_reply=1)], turns=1))
     (stall,) = stalls(core)
     assert stall["expected"] == "greeting"
     # the nudge repeated the greeting request; the emulated model greeted once, on the second attempt
     assert [r.kind for r in emulator.sessions[0].replies][:1] == ["greeting"]
     assert dead_air_after_turns(result)[0] <= 1.5
-    assert_call_went_on(result, core, emulator)
+    assert_call_went_on(result, core, emulator, turns=1)
 
 
 def test_two_empty_turns_in_a_row_take_two_nudges():
-    result, core, emulator = asyncio.run(call_with([Fault("empty_turn", on_reply=2), Fault("empty_turn", on_reply=3)]))
+    result, core, emulator = asyncio.run(call_with([Fault("empty_turn", on_reply=2), Fault("empty_turn", on_reply=3)],
+                                                   turns=1))
     assert emulator.sessions[0].stalled_attempts == [2, 3]
     assert len(stalls(core)) == 1 and core.counters["stall_nudges"] == 2
     assert dead_air_after_turns(result)[1] <= 2.0
-    assert_call_went_on(result, core, emulator)
+    assert_call_went_on(result, core, emulator, turns=1)
 
 
 def test_a_stall_right_after_a_resumption_is_nudged_on_the_new_connection():
@@ -84,8 +85,8 @@ def test_a_stall_right_after_a_resumption_is_nudged_on_the_new_connection():
 def test_without_the_stall_watch_the_caller_waits_for_the_watchdog():
     from telephony_bridge.stall_watch import StallConfig
 
-    result, core, emulator = asyncio.run(call_with([Fault("empty_turn", on_reply=2)],
+    result, core, emulator = asyncio.run(call_with([Fault("empty_turn", on_reply=2)], turns=1,
                                                    stall=StallConfig(enabled=False)))
     assert core.counters["nudges"] == 1 and not stalls(core)
     assert dead_air_after_turns(result)[1] >= 8.0  # what the field reports: eight seconds of nothing
-    assert_call_went_on(result, core, emulator)
+    assert_call_went_on(result, core, emulator, turns=1)

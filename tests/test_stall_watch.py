@@ -105,10 +105,17 @@ def test_a_turn_with_audio_transcription_or_a_tool_call_is_not_a_stall():
     w.model_content(0.8)  # audio (or an output transcription, or a tool call)
     w.turn_complete(2.0)
     assert run(w, 2.0, 6.0) == [] and w.stalls == 0
-    # A turn already under way when the reply becomes due is the reply.
+    # A turn already under way when the reply becomes due is the reply ...
     w.model_content(7.0)
     w.expect_reply(since=6.5, now=7.1, vad_s=0.5)
     assert w.state is StallState.IDLE
+    w.turn_complete(8.0)
+    # ... but content from before the caller's turn (a late transcription) does not answer it.
+    w.model_content(8.1)
+    w.expect_reply(since=9.0, now=9.5, vad_s=0.5)
+    w.turn_complete(9.8)
+    w.poll(9.8, True)
+    assert [s.kind for s in w.steps] == ["detected", "nudge"]
 
 
 def test_an_empty_turn_nobody_was_waiting_for_is_ignored():
