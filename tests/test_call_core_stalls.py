@@ -9,7 +9,7 @@ from telephony_bridge.gemini.messages import SetupConfig
 from telephony_bridge.metrics import Metrics
 from telephony_bridge.stall_watch import StallConfig
 
-from test_call_core import START, audio_frame, drain, media, pcm24_tone, ulaw_tone
+from test_call_core import START, audio_frame, drain, pcm24_tone, ulaw_tone
 from test_call_core_interviewer import first_media_time, return_marks, run_clock
 
 PHRASES = {"filler": b"\x10" * 160 * 25, "thinking": b"\x18" * 160 * 60, "reconnect": b"\x20" * 160 * 40,

@@ -3,8 +3,6 @@ the agent within 1.5 s of finishing instead of 8 s of dead air, and the call goe
 
 import asyncio
 
-import pytest
-
 from telephony_bridge.testing import CallerScript, Fault, Scenario
 from telephony_bridge.testing.local_call import dead_air_after_turns, founder_turns, greetings, place_local_call
 
