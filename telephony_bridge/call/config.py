@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from .stall_watch import StallConfig
 
 #: One Twilio media frame: 20 ms of μ-law at 8 kHz.
 FRAME_S = 0.02
@@ -27,8 +29,11 @@ class CallConfig:
     filler_repeat_s: float = 4.0
     filler_max: int = 3
     #: No agent audio this long after the greeting request or the caller's end of turn:
-    #: nudge the model once, then apologise.
+    #: nudge the model once, then apologise. The last resort: silent stalls are found at once
+    #: by the stall watch (``stall``, see stall_watch.py).
     reply_watchdog_s: float = 8.0
+    #: Silent stalls (an empty model turn, or no turn at all): detection and audible recovery.
+    stall: StallConfig = field(default_factory=StallConfig)
     #: Names of the tools the adapter can run (None: none; calls get an error response).
     tool_names: frozenset[str] | None = None
     #: After end_call: wait this long for a goodbye to start, and at most this long in all.

@@ -23,6 +23,7 @@ from .ending import Ending
 from ..gemini.refusal import Refusal
 from .link import Link
 from .playout import Playout
+from .stall_watch import StallState
 from .timeline import Timeline
 from .tool_dispatch import ToolDispatch
 from .turns import AgentTurn, Turns
@@ -49,6 +50,7 @@ class CallCore:
             "marks_flushed": 0, "unknown_events": 0, "input_dropped_frames": 0,
             "fillers": 0, "nudges": 0, "apologies": 0, "reconnects": 0, "handovers": 0,
             "repeated_tool_calls": 0, "input_replayed_frames": 0, "phrases": 0,
+            "stalls": 0, "stall_nudges": 0, "stall_phrases": 0, "stall_recovered": 0, "stall_apologies": 0,
         }
         self.protocol_errors: dict[str, int] = {}
         self.stream = TwilioStream()
@@ -60,7 +62,9 @@ class CallCore:
         self.tools = ToolDispatch(cfg, self.records, self.counters)
         self.ending = Ending(cfg, self.records, self.counters, now=now, playout=self.playout,
                              turns=self.turns_part, link=self.link, tools=self.tools,
-                             play_phrase=self.play_phrase, end=self._end)
+                             play_phrase=self.play_phrase, end=self._end, metrics=metrics,
+                             vad_s=(1000 if setup.silence_duration_ms is None else setup.silence_duration_ms) / 1000)
+        self.stall = self.ending.stall
         self.session = self.link.session
         #: Frames for the adapter to write, in order.
         self.twilio_out = self.playout.twilio_out
@@ -213,15 +217,20 @@ class CallCore:
         if level >= self.config.speech_rms:
             turns.caller_speech(now)
             ending.awaiting_reply_since = None
+            if ending.stall.state is not StallState.IDLE:
+                ending.stall.caller_spoke(now)
+                ending.stall_step(now)
         elif turns.caller_spoke and ending.awaiting_reply_since is None and not self.playout.sending_turn \
                 and not self.tools.running and now - turns.last_caller_speech > 0.5:  # type: ignore[operator]
             ending.await_reply(turns.last_caller_speech)  # type: ignore[arg-type]
+            ending.expect_reply(turns.last_caller_speech, now)  # type: ignore[arg-type]
         self.link.caller_audio(ulaw)
 
     def _maybe_greet(self, now: float) -> None:
         prompt = self.config.greeting_prompt
         if prompt is not None and self.playout.messages is not None and self.link.greet(prompt, now):
             self.ending.await_reply(now)
+            self.ending.expect_reply(now, now, expected="greeting")
 
     # -- Gemini side ---------------------------------------------------------------------------
 
@@ -235,6 +244,7 @@ class CallCore:
         ``body``: the HTTP answer when the upgrade was refused; ``refusal``: the adapter already
         knows no retry helps (our credentials were refused). Returns True to try again."""
         refusal = self.link.connect_failed(reason, now, status=status, body=body, refusal=refusal)
+        self.ending.stall.link_lost(now)
         if refusal is not None:
             self._refused(refusal, now)
             return False
@@ -253,6 +263,8 @@ class CallCore:
         turns = self.turns_part
         mid_turn = turns.model_turn_open
         refusal = self.link.closed(code, reason, now, mid_turn=mid_turn)
+        self.ending.stall.link_lost(now)
+        self.ending.stall_step(now)
         if mid_turn:
             turns.model_turn_open = False
             self._generation_complete(now)
@@ -299,6 +311,7 @@ class CallCore:
                 self._agent_audio(event, now)  # → playout
             elif kind is gm.OutputTranscription:
                 turns.model_turn_open = True
+                self.stall.model_content(now)
                 turns.agent_text(event.text)
             elif kind is gm.InputTranscription:
                 turns.caller_text(event.text)
@@ -309,7 +322,9 @@ class CallCore:
             elif kind is gm.GenerationComplete:
                 self._generation_complete(now)
             elif kind is gm.SetupComplete:
-                self.link.ready(now, self.transcript)
+                handover, reply_requested = self.link.ready(now, self.transcript)
+                if not handover:
+                    self.stall.link_ready(now, reply_requested=reply_requested)
                 self._maybe_greet(now)
             elif kind is gm.ToolCall:
                 self._tool_call(event, now)
@@ -321,6 +336,8 @@ class CallCore:
                 self.link.resumption_update(event, now)
             elif kind is gm.TextPart:
                 self.records.add(now, "model_text", text=event.text[:200])
+        if self.stall.steps:
+            self.ending.stall_step(now)
         self.playout.pump(now)
 
     def _agent_audio(self, chunk: gm.AudioChunk, now: float) -> None:
@@ -331,6 +348,7 @@ class CallCore:
         turns = self.turns_part
         turns.generation_done = False  # audio again: a generation is under way
         turns.model_turn_open = True
+        self.stall.model_content(now)
         self.playout.agent_pcm(chunk.pcm, now)
 
     def _generation_complete(self, now: float) -> None:
@@ -345,6 +363,14 @@ class CallCore:
             self._generation_complete(now)
         turns.generation_done = False
         turns.record_caller_text(now)
+        ending, stall = self.ending, self.stall
+        if stall.state is StallState.IDLE and turns.caller_spoke and ending.awaiting_reply_since is None \
+                and not self.playout.sending_turn and not self.tools.running \
+                and now - turns.last_caller_speech > 0.2:  # type: ignore[operator]
+            # The model closed its turn before our 0.5 s end-of-turn guess: it answered the caller.
+            ending.expect_reply(turns.last_caller_speech, now)  # type: ignore[arg-type]
+        stall.turn_complete(now)
+        ending.stall_step(now)
 
     def _interrupted(self, now: float) -> None:
         """Barge-in: nothing stale may play after this."""
@@ -352,8 +378,9 @@ class CallCore:
         if self.metrics is not None:
             self.metrics.barge_ins.inc()
         self.interrupted_at = now
-        dropped = self.playout.interrupt(now)
         self.turns_part.agent_interrupted(now)
+        self.stall.interrupted(now)
+        dropped = self.playout.interrupt(now)
         self.records.add(now, "interrupted", frames_dropped=dropped)
         self.records.add(now, "clear")
         self.turns_part.finish_agent(now)
@@ -387,8 +414,10 @@ class CallCore:
 
     def _tool_call(self, event: gm.ToolCall, now: float) -> None:
         """Tool calls run as tasks in the adapter (:attr:`tool_requests`), never on this path."""
-        queued = len(self.tools.requests)
+        queued, seen = len(self.tools.requests), self.tools.seen
         errors = self.tools.called(event, now)
+        if self.tools.seen > seen:
+            self.stall.model_content(now)
         if len(self.tools.requests) > queued:
             self.ending.awaiting_reply_since = None
         if errors:
@@ -431,7 +460,8 @@ class CallCore:
             self.tools.filler_played()
         if self.link.notice_due(now, self.playout.audible):  # Gemini down: "one moment"
             self.link.notice_played(self.play_phrase("reconnect", now))
-        self.ending.watchdog(now)
+        self.ending.stall_step(now)  # silent stalls: found when they happen, recovered out loud
+        self.ending.watchdog(now)  # the last resort
 
     def next_deadline(self) -> float | None:
         """When :meth:`tick` should run next."""
@@ -492,5 +522,9 @@ class CallCore:
             "handovers": c["handovers"],
             "watchdog_nudges": c["nudges"],
             "watchdog_apologies": c["apologies"],
+            "stalls": c["stalls"],
+            "stall_nudges": c["stall_nudges"],
+            "stall_recovered": c["stall_recovered"],
+            "stall_apologies": c["stall_apologies"],
             "protocol_errors": dict(self.protocol_errors),
         }

@@ -7,8 +7,13 @@
   three seconds after its length (:meth:`Ending.end_with_phrase`).
 * Limits: no media for ``no_media_timeout_s`` is a dead stream; a call longer than ``max_call_s``
   is ended with a phrase.
-* The reply watchdog: after the greeting request or the caller's end of turn, no agent audio for
-  ``reply_watchdog_s`` nudges the model once (a text turn), then the caller hears an apology.
+* Silent stalls (:mod:`.stall_watch`): a model turn that ends with nothing, or never starts, is
+  found when it happens; the model is nudged at once (never while it is producing: on 3.x a
+  ``clientContent`` with ``turnComplete`` interrupts), "let me think about that" covers a nudge
+  that brings nothing within a second, up to three nudges, then the apology.
+* The reply watchdog, the last resort: after the greeting request or the caller's end of turn,
+  no agent audio for ``reply_watchdog_s`` nudges the model once (a text turn), then the caller
+  hears an apology.
 
 Ending itself is decided by the core (``end``), which writes the record; this part decides when.
 """
@@ -21,7 +26,9 @@ from typing import TYPE_CHECKING
 
 from ..gemini import messages as gm
 from ..log import log_event
+from ..metrics import Metrics
 from .config import CallConfig
+from .stall_watch import NUDGE_TEXT, StallState, StallStep, StallWatch
 from .timeline import Timeline
 
 if TYPE_CHECKING:
@@ -36,8 +43,14 @@ logger = logging.getLogger("telephony_bridge.call")
 class Ending:
     def __init__(self, config: CallConfig, timeline: Timeline, counters: dict[str, int], *, now: float,
                  playout: Playout, turns: Turns, link: Link, tools: ToolDispatch,
-                 play_phrase: Callable[[str, float], bool], end: Callable[[float, str], None]) -> None:
+                 play_phrase: Callable[[str, float], bool], end: Callable[[float, str], None],
+                 metrics: Metrics | None = None, vad_s: float = 1.0) -> None:
         self.config = config
+        self.metrics = metrics
+        #: Silent stalls: found when they happen, recovered out loud.
+        self.stall = StallWatch(config.stall)
+        #: Gemini commits a caller turn this long after their speech ends (silenceDurationMs).
+        self.vad_s = vad_s
         self.timeline = timeline
         self.counters = counters
         self.call_sid: str | None = None
@@ -139,7 +152,7 @@ class Ending:
         """Nudge once, then apologise."""
         since = self.awaiting_reply_since
         if since is None or now - since < self.config.reply_watchdog_s or not self._link.can_send() \
-                or self._playout.audible or self._tools.running:
+                or self._playout.audible or self._tools.running or self.stall.recovering:
             return
         if not self._nudged:
             self._nudged = True
@@ -154,7 +167,82 @@ class Ending:
             log_event(logger, "call.watchdog", logging.WARNING, call_sid=self.call_sid, action="apology")
             self._play_phrase("apology", now)
             self.awaiting_reply_since = None
+            self._turns.caller_spoke = False  # asked to say it again: no new nudge cycle until they do
             self._nudged = False
+
+    # -- silent stalls ---------------------------------------------------------------------------
+
+    def expect_reply(self, since: float, now: float, *, expected: str = "caller") -> None:
+        """A reply is due (the caller's end of speech, the greeting request): arm the stall watch."""
+        if expected == "greeting":
+            self.stall.expect_reply(since, now, expected="greeting")
+        else:
+            self.stall.expect_reply(since, now, vad_s=self.vad_s)
+
+    def stall_step(self, now: float) -> None:
+        """Let the stall watch take what step is due, and carry out what it asks."""
+        stall = self.stall
+        if stall.state is StallState.IDLE and not stall.steps:
+            return
+        if self.ended is None and self._closing is None and self._end_requested is None:
+            can_nudge = self._link.can_send() and not self._turns.model_turn_open and not self._tools.running \
+                and not self._link.handing_over
+            stall.poll(now, can_nudge)
+        else:
+            stall.stand_down(now)  # hanging up: no nudges, no phrases over the goodbye
+        while stall.steps:
+            self._stall_act(stall.steps.popleft(), now)
+
+    def _stall_act(self, step: StallStep, now: float) -> None:
+        kind, counters, metrics = step.kind, self.counters, self.metrics
+        waited_ms = round(step.waited_s * 1000)
+        if kind == "nudge":
+            counters["stall_nudges"] += 1
+            if metrics is not None:
+                metrics.stall_nudges.inc()
+            self.timeline.add(now, "stall_nudge", attempt=step.nudges, expected=step.expected)
+            self._link.send(self._nudge_message(step.expected))
+        elif kind == "phrase":
+            if self._play_phrase(step.phrase or "thinking", now):
+                counters["stall_phrases"] += 1
+        elif kind == "detected":
+            counters["stalls"] += 1
+            if metrics is not None:
+                metrics.stalls[step.reason].inc()
+            self.timeline.add(now, "stall", reason=step.reason, expected=step.expected, waited_ms=waited_ms)
+            log_event(logger, "call.stall", logging.WARNING, call_sid=self.call_sid, reason=step.reason,
+                      expected=step.expected, waited_ms=waited_ms)
+        elif kind == "recovered":
+            counters["stall_recovered"] += 1
+            if metrics is not None:
+                metrics.stall_outcomes["recovered"].inc()
+            self.timeline.add(now, "stall_recovered", nudges=step.nudges, waited_ms=waited_ms)
+            log_event(logger, "call.stall_recovered", call_sid=self.call_sid, nudges=step.nudges,
+                      waited_ms=waited_ms)
+        elif kind == "apology":
+            counters["stall_apologies"] += 1
+            if metrics is not None:
+                metrics.stall_outcomes["apology"].inc()
+            self.timeline.add(now, "stall_apology", nudges=step.nudges, waited_ms=waited_ms)
+            log_event(logger, "call.stall_apology", logging.WARNING, call_sid=self.call_sid,
+                      nudges=step.nudges, waited_ms=waited_ms)
+            self._play_phrase("apology", now)
+            # The caller was asked to say it again: wait for them, not for this turn's reply.
+            self.awaiting_reply_since = None
+            self._turns.caller_spoke = False
+            self._nudged = False
+        elif kind == "abandoned":
+            if metrics is not None:
+                metrics.stall_outcomes["abandoned"].inc()
+            self.timeline.add(now, "stall_abandoned", nudges=step.nudges, waited_ms=waited_ms)
+
+    def _nudge_message(self, expected: str) -> str:
+        """A user text turn that asks the model to speak. ``clientContent`` with ``turnComplete``
+        is the form every Live model takes mid-session (3.x: it interrupts a generation in
+        progress, which is why the watch never nudges while the model is producing)."""
+        if expected == "greeting" and self.config.greeting_prompt:
+            return gm.client_text(self.config.greeting_prompt)
+        return gm.client_text(NUDGE_TEXT.get(expected, NUDGE_TEXT["caller"]))
 
     def deadline(self) -> float:
         cfg = self.config
@@ -166,4 +254,8 @@ class Ending:
                                          self._playout.playout_end + 0.1))
         if self._closing is not None:
             deadline = min(deadline, self._closing[1])
+        else:
+            stall = self.stall.next_deadline()
+            if stall is not None:
+                deadline = min(deadline, stall)
         return deadline

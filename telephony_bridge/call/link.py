@@ -182,8 +182,14 @@ class Link:
         if self.metrics is not None:
             self.metrics.gemini_refusals[kind].inc()
 
-    def ready(self, now: float, transcript: list[dict[str, Any]]) -> None:
-        """``setupComplete`` on a new connection: replay what the session is missing."""
+    @property
+    def handing_over(self) -> bool:
+        """A goAway handover has opened the next connection and is waiting for it."""
+        return self._handover
+
+    def ready(self, now: float, transcript: list[dict[str, Any]]) -> tuple[bool, bool]:
+        """``setupComplete`` on a new connection: replay what the session is missing. Returns
+        (it was a goAway handover, the model was asked to go on: a cut question, a fresh session)."""
         resumed = self.session.connections > 1
         self.timeline.add(now, "gemini_ready", connection=self.session.connections,
                           handover=self._handover, resumed=resumed)
@@ -197,6 +203,7 @@ class Link:
             down = None if self._down_since is None else round((now - self._down_since) * 1000)
             log_event(logger, "call.gemini_resumed", call_sid=self.call_sid, handover=self._handover,
                       fresh=self._fresh_fallback, down_ms=down)
+        handover, fresh = self._handover, self._fresh_fallback
         self._handover = False
         self._down_since = None
         out = self.gemini_out
@@ -211,11 +218,13 @@ class Link:
         if resumed and self._cut_mid_turn and not self._fresh_fallback:
             out.append(gm.client_text("[The phone line dropped while you were speaking. Briefly repeat your "
                                       "last question.]"))
+        reply_requested = resumed and (fresh or self._cut_mid_turn)
         self._cut_mid_turn = False
         while self._pending_input:
             message = self._pending_input.popleft()
             out.append(message)
             self._since_handle.append(message)
+        return handover, reply_requested
 
     @staticmethod
     def _context_for_fresh_session(transcript: list[dict[str, Any]]) -> str:

@@ -47,6 +47,11 @@ class ToolDispatch:
     def running(self) -> bool:
         return bool(self._running)
 
+    @property
+    def seen(self) -> int:
+        """How many distinct call ids the model has sent (repeats not counted)."""
+        return len(self._seen)
+
     def called(self, event: gm.ToolCall, now: float) -> list[dict[str, Any]]:
         """A ``toolCall``: queue the new calls; returns the error answers to send at once."""
         errors = []

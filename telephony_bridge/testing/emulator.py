@@ -142,7 +142,9 @@ class ToolCallStep:
     cancel_after_s: float | None = None
 
 
-FaultKind = Literal["close", "drop", "go_away", "refuse", "reject_resume", "reject_setup"]
+FaultKind = Literal["close", "drop", "go_away", "refuse", "reject_resume", "reject_setup", "empty_turn", "no_reply"]
+#: Silent stalls (python-genai #2117): the model answers with nothing, the socket stays open.
+STALL_KINDS = frozenset({"empty_turn", "no_reply"})
 
 # Close reasons the service sends for refusals (quoted from reports against the real service;
 # see telephony_bridge/gemini/refusal.py). The model-not-found one is built from the model.
@@ -171,6 +173,15 @@ class Fault:
       :data:`PERMISSION_REASON`) or a setup it cannot take (1007
       :data:`INVALID_ARGUMENT_REASON`); no trigger needed. A quota the service has run out of
       is a ``close`` instead: ``setupComplete``, then 1011 :data:`QUOTA_REASON` ~0.8 s later.
+    * ``empty_turn``: reply attempt ``on_reply`` is a bare ``turnComplete``: no audio, no
+      transcription, no error (the silent stall of python-genai #2117).
+    * ``no_reply``: reply attempt ``on_reply`` never starts: nothing is sent at all.
+
+    The stall kinds count reply *attempts* on the connection (1-based: the greeting, when the
+    client asks the model to speak first, is attempt 1; a stalled attempt counts too, so the
+    attempt a nudge triggers is the next one). The model remembers nothing of a stalled attempt:
+    the next one says what it would have said. ``connection=1`` with ``on_reply=1`` is a stall
+    right after a resumption.
 
     Trigger (ignored by ``reject_resume`` and ``reject_setup``): ``at_s`` seconds after the connection opened, or
     during reply ``on_reply`` (1-based, counted per connection) once ``after_chunks`` audio
@@ -341,6 +352,8 @@ class EmulatorSession:
     tool_cancellations: list[str] = field(default_factory=list)
     handles_issued: list[str] = field(default_factory=list)
     faults_fired: list[str] = field(default_factory=list)
+    reply_attempts: int = 0  # replies begun (stalled ones included), for the stall faults
+    stalled_attempts: list[int] = field(default_factory=list)
     events: list[tuple[float, str, Any]] = field(default_factory=list)
     closed_code: int | None = None
     closed_reason: str | None = None
@@ -1190,6 +1203,8 @@ class _Connection:
         number = len(s.replies)
         try:
             await asyncio.sleep(self.sc.think_seconds(number))
+            if await self._stall():
+                return
             if step is not None:
                 if not await self._call_tool(step, rec):
                     return
@@ -1207,6 +1222,22 @@ class _Connection:
         finally:
             if self.reply is rec:
                 self.reply = None
+
+    async def _stall(self) -> bool:
+        """A scripted silent stall for this reply attempt: True if it stalled (nothing spoken)."""
+        s = self.session
+        s.reply_attempts += 1
+        for f in self._faults():
+            if f.kind in STALL_KINDS and f.on_reply == s.reply_attempts:
+                s.faults_fired.append(f.kind)
+                s.stalled_attempts.append(s.reply_attempts)
+                s.record(self.loop.time(), "fault", f.kind)
+                logger.info("session %d: reply attempt %d stalls (%s)", s.index, s.reply_attempts, f.kind)
+                if f.kind == "empty_turn":
+                    await self.send({"serverContent": {"turnComplete": True}})
+                    self._handle_update()
+                return True
+        return False
 
     async def _call_tool(self, step: ToolCallStep, rec: ReplyRecord) -> bool:
         s, conv = self.session, self.conv
@@ -1255,7 +1286,7 @@ class _Connection:
         logger.info("session %d: reply %d: %s (%.2f s)", s.index, reply_no, clip.id, clip.seconds)
         s.record(self.loop.time(), "reply", clip.id)
         faults = [f for f in self._faults() if f.on_reply == reply_no and f.at_s is None
-                  and f.kind not in ("reject_resume", "reject_setup")]
+                  and f.kind not in ("reject_resume", "reject_setup") and f.kind not in STALL_KINDS]
         t0 = self.loop.time()
         next_piece = 0
         for k in range(n_chunks):
