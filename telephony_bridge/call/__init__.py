@@ -32,7 +32,11 @@ The parts, each a class in its own module with its state private:
                   kept while down and replayed after resume, reconnect / stale-handle / goAway
                   handover decisions, recovery prompts, the greeting, "one moment" while down.
 ``ending``        end_call once the goodbye is heard, a last phrase before hanging up, limits
-                  (no media, maximum length), the reply watchdog (nudge, then apology).
+                  (no media, maximum length), silent stalls (with ``stall_watch``: an empty or
+                  missing model turn found when it happens, nudged, covered, apologised for),
+                  the reply watchdog as the last resort.
+``stall_watch``   the silent-stall state machine ending drives.
+``summary``       the call's counters and figures (latency p50/p95, levels, barge-ins, errors).
 ``core``          :class:`CallCore`: composes the parts and routes inputs to them.
 
 Events between the parts (all routed by the core, never by a part calling another's internals):
