@@ -11,10 +11,21 @@ and SIGKILLs the one carrying the call. Printed per kind:
               speech during a stream outage (the caller talks on while Twilio reconnects), max
   reconnects  / handovers, summed
 
-Targets: 100% continued; 0 greetings repeated; longest silence <= 1.5 s; no caller audio lost
-across a goAway handover (<= 20 ms, one frame). Exits 1 when a target is missed.
+"stall" runs --stall-calls calls (default 20) through the emulator's silent stalls (python-genai
+#2117: turnComplete with no audio, or no reply at all), cycling through the modes in STALLS; then
+"stall-off" runs the same calls with the stall watch off: today's 8 s watchdog alone. For those:
 
-    python benchmarks/faults.py [--calls 3] [--kinds none,1011,drop,goaway,stale,unreachable,kill]
+  dead air    from the caller's end of speech (or the start of the call, for the greeting) to the
+              next agent audio the caller heard (the phrase counts), worst per call: p50 / p95
+  nudges      nudges per stall found
+  stalls      stalls the bridge found / stalls the emulator made
+
+Targets: 100% continued; 0 greetings repeated; longest silence <= 1.5 s; no caller audio lost
+across a goAway handover (<= 20 ms, one frame); stall dead air p95 <= 1.5 s. Exits 1 when a
+target is missed ("stall-off" is the baseline: no targets).
+
+    python benchmarks/faults.py [--calls 3] [--stall-calls 20]
+        [--kinds none,1011,drop,goaway,stale,unreachable,kill,stall,stall-off]
 """
 
 from __future__ import annotations
@@ -32,8 +43,9 @@ from typing import Any
 
 from telephony_bridge.log import setup_logging
 from telephony_bridge.testing import CallerScript, CallerSimulator, Fault, GeminiEmulator, Scenario
+from telephony_bridge.call.stall_watch import StallConfig
 from telephony_bridge.testing.local_call import (
-    DEMO_KEY, founder_turns, greetings, longest_line_silence, place_local_call,
+    DEMO_KEY, dead_air_after_turns, founder_turns, greetings, longest_line_silence, place_local_call,
 )
 from telephony_bridge.testing.processes import free_port, start_redis, start_replica, stop
 from telephony_bridge.testing.simulator import loopback_rewrite
@@ -51,6 +63,17 @@ FAULTS: dict[str, list[Fault]] = {
     "unreachable": [Fault("close", on_reply=2, after_chunks=15, refuse_s=3.0)],
 }
 
+#: Silent stalls, by mode. Reply attempts count on each connection: 1 is the greeting.
+STALLS: dict[str, list[Fault]] = {
+    "greeting": [Fault("empty_turn", on_reply=1)],
+    "empty": [Fault("empty_turn", on_reply=2)],
+    "empty x2": [Fault("empty_turn", on_reply=3), Fault("empty_turn", on_reply=4)],
+    "no reply": [Fault("no_reply", on_reply=3)],
+    # 1011 in the middle of the caller's first answer (greeting 0.3 + 6.3 s, their answer from ~7.6 s
+    # to ~12.9 s): the resumed connection's first reply, to that answer, is empty.
+    "resumed": [Fault("close", at_s=10.0), Fault("empty_turn", on_reply=1, connection=1)],
+}
+
 
 @dataclass
 class Outcome:
@@ -61,6 +84,12 @@ class Outcome:
     reconnects: int = 0
     handovers: int = 0
     notes: list[str] = field(default_factory=list)
+    dead_air_s: float = 0.0
+    stalls_made: int = 0
+    stalls_found: int = 0
+    stall_nudges: int = 0
+    mode: str = ""
+    latencies_ms: list[float] = field(default_factory=list)
 
 
 def script() -> CallerScript:
@@ -90,17 +119,40 @@ def fault_time(emulator: GeminiEmulator) -> float | None:
     return None
 
 
-async def one_call(kind: str) -> Outcome:
-    call = await place_local_call(script(), Scenario(faults=FAULTS[kind]), timeout=120,
-                                  silence_duration_ms=SILENCE_MS)
+async def one_call(kind: str, faults: list[Fault] | None = None, overrides: dict[str, Any] | None = None,
+                   mode: str = "") -> Outcome:
+    call = await place_local_call(script(), Scenario(faults=FAULTS[kind] if faults is None else faults),
+                                  timeout=120, silence_duration_ms=SILENCE_MS, call_overrides=overrides)
     result, core, emulator = call.result, call.core, call.emulator
     at = fault_time(emulator)
     outcome = measure(result, emulator, None if at is None else at - result.origin)
     outcome.reconnects = core.counters["reconnects"]
     outcome.handovers = core.counters["handovers"]
+    outcome.dead_air_s = max(dead_air_after_turns(result))
+    # A stalled attempt right after another is the same stall (the nudge's answer was empty too).
+    outcome.stalls_made = sum(1 for s in emulator.sessions for a in s.stalled_attempts
+                              if a - 1 not in s.stalled_attempts)
+    outcome.stalls_found = core.counters["stalls"]
+    outcome.stall_nudges = core.counters["stall_nudges"]
+    outcome.latencies_ms = core.latencies_ms()
+    outcome.mode = mode
     if core.ended != "caller-hangup":
         outcome.notes.append(f"ended {core.ended}")
     return outcome
+
+
+def stall_calls(n: int, watch: bool) -> list[Any]:
+    """``n`` calls cycling through the stall modes, with the stall watch on or off."""
+    modes = list(STALLS)
+    overrides = None if watch else {"stall": StallConfig(enabled=False)}
+    return [one_call("stall", STALLS[modes[i % len(modes)]], overrides, modes[i % len(modes)]) for i in range(n)]
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    return ordered[min(len(ordered) - 1, max(0, int(round(p / 100 * (len(ordered) - 1)))))]
 
 
 async def kill_call(redis_url: str, workdir: Path) -> Outcome:
@@ -152,7 +204,8 @@ async def kill_call(redis_url: str, workdir: Path) -> Outcome:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=3, help="calls per fault kind")
-    parser.add_argument("--kinds", default=",".join([*FAULTS, "kill"]))
+    parser.add_argument("--stall-calls", type=int, default=20, help="calls for the stall rows")
+    parser.add_argument("--kinds", default=",".join([*FAULTS, "kill", "stall", "stall-off"]))
     args = parser.parse_args(argv)
     setup_logging("ERROR")  # the bridges' structured logs would drown the table
     kinds = [k for k in args.kinds.split(",") if k]
@@ -166,6 +219,10 @@ def main(argv: list[str] | None = None) -> int:
                 if redis is None:
                     redis = start_redis(workdir)
                 outcomes = [asyncio.run(kill_call(redis[1], workdir)) for _ in range(args.calls)]
+            elif kind in ("stall", "stall-off"):
+                async def stall_batch(watch: bool = kind == "stall") -> list[Outcome]:
+                    return list(await asyncio.gather(*stall_calls(args.stall_calls, watch)))
+                outcomes = asyncio.run(stall_batch())
             else:
                 async def batch(kind: str = kind) -> list[Outcome]:
                     return list(await asyncio.gather(*(one_call(kind) for _ in range(args.calls))))
@@ -188,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         notes = "; ".join(n for o in outcomes for n in o.notes)
         print(f"{kind:<12} {cont:>4}/{len(outcomes):<5} {greet:>7} {silence:>10.2f} {lost:>8.1f} "
               f"{sum(o.reconnects for o in outcomes):>7} {sum(o.handovers for o in outcomes):>9}  {notes}")
+        if kind == "stall-off":
+            continue  # the baseline: today's behaviour, no targets
         if cont < len(outcomes):
             missed.append(f"{kind}: {len(outcomes) - cont} call(s) did not continue")
         if greet:
@@ -196,7 +255,44 @@ def main(argv: list[str] | None = None) -> int:
             missed.append(f"{kind}: longest silence {silence:.2f} s > 1.5 s")
         if kind == "goaway" and lost > 20:
             missed.append(f"goaway: {lost:.0f} ms of caller audio lost")
-    print("targets: 100% continued, 0 greetings repeated, silence <= 1.5 s, goAway loses no caller audio")
+    stall_rows = [(k, o) for k, o in rows if k in ("stall", "stall-off")]
+    if stall_rows:
+        print()
+        print("silent stalls (dead air: caller's end of speech, or call start, to the next agent audio heard;"
+              " worst per call)")
+        print(f"{'':<10} {'mode':<10} {'calls':>5} {'continued':>10} {'dead air p50':>12} {'p95':>6} {'max':>6} "
+              f"{'nudges/stall':>12} {'found/made':>10} {'silence max':>11}")
+        for kind, outcomes in stall_rows:
+            label = "after" if kind == "stall" else "before"
+            for mode in ["all", *STALLS]:
+                sel = [o for o in outcomes if mode == "all" or o.mode == mode]
+                if not sel:
+                    continue
+                air = [o.dead_air_s for o in sel]
+                found = sum(o.stalls_found for o in sel)
+                nudges = sum(o.stall_nudges for o in sel)
+                per = f"{nudges / found:.2f}" if found else "-"
+                print(f"{label:<10} {mode:<10} {len(sel):>5} {sum(o.continued for o in sel):>4}/{len(sel):<5} "
+                      f"{pct(air, 50):>12.2f} {pct(air, 95):>6.2f} {max(air):>6.2f} {per:>12} "
+                      f"{found:>4}/{sum(o.stalls_made for o in sel):<5} {max(o.silence_s for o in sel):>11.2f}")
+                label = ""
+            if kind == "stall":
+                p95 = pct([o.dead_air_s for o in outcomes], 95)
+                if p95 > 1.5:
+                    missed.append(f"stall: dead air p95 {p95:.2f} s > 1.5 s")
+                made = sum(o.stalls_made for o in outcomes)
+                found = sum(o.stalls_found for o in outcomes)
+                if found < made:
+                    missed.append(f"stall: {made - found} stall(s) not found")
+    healthy = [lat for k, o in rows if k == "none" for c in o for lat in c.latencies_ms]
+    if healthy:
+        after = [lat - SILENCE_MS for lat in healthy]
+        print(f"healthy replies ({len(healthy)} turns, 'none'): caller's end of speech to the first agent frame "
+              f"p50 {pct(healthy, 50):.0f} / p95 {pct(healthy, 95):.0f} / max {max(healthy):.0f} ms; "
+              f"after the VAD's {SILENCE_MS} ms: p95 {pct(after, 95):.0f} / max {max(after):.0f} ms "
+              f"(stall deadline: {StallConfig().no_reply_s * 1000:.0f} ms)")
+    print("targets: 100% continued, 0 greetings repeated, silence <= 1.5 s, goAway loses no caller audio, "
+          "stall dead air p95 <= 1.5 s")
     if missed:
         print("MISSED: " + "; ".join(missed))
         return 1

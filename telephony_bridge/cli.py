@@ -31,7 +31,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     from .demo import run_demo
 
-    return asyncio.run(run_demo(out_dir=args.out, quiet=args.quiet, filler=not args.no_filler))
+    return asyncio.run(run_demo(out_dir=args.out, quiet=args.quiet, filler=not args.no_filler, stall=args.stall))
 
 
 def _emulator(args: argparse.Namespace) -> int:
@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="demo-output", help="folder for call.wav, transcript.json, timeline.json")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
     p.add_argument("--no-filler", action="store_true", help="no filler phrases while tools run (to compare)")
+    p.add_argument("--stall", action="store_true",
+                   help="the model answers the greeting request with an empty turn (a silent stall) first")
     p.set_defaults(func=_demo)
     p = sub.add_parser("emulator", help="run the Gemini Live emulator (see --help)", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)

@@ -24,9 +24,10 @@ from .testing.local_call import DEMO_KEY, LocalBridge, founder_turns, longest_li
 DEMO_MARKET_DELAY_S = 1.5
 
 
-def demo_scenario() -> Any:
-    """The emulated interviewer: saves a note, looks up the market (slowly), ends the call."""
-    from .testing import Scenario, ToolCallStep
+def demo_scenario(stall: bool = False) -> Any:
+    """The emulated interviewer: saves a note, looks up the market (slowly), ends the call.
+    ``stall``: it answers the greeting request with an empty turn first (python-genai #2117)."""
+    from .testing import Fault, Scenario, ToolCallStep
 
     folder = resources.files("telephony_bridge") / "assets" / "founder"
     index = json.loads((folder / "turns.json").read_text())
@@ -40,6 +41,7 @@ def demo_scenario() -> Any:
                          then_clip=None),
             ToolCallStep(after_turn=5, name="end_call", args={"reason": "interview complete"}, then_clip="goodbye"),
         ],
+        faults=[Fault("empty_turn", on_reply=1)] if stall else [],
     )
 
 
@@ -49,9 +51,16 @@ _PROGRESS = {
     "clear": "clear: what was playing stopped at once (a barge-in, or filler giving way to the answer)",
     "hangup": "caller hangs up",
 }
+_STALL_STEPS = {
+    "stall": "the model answered with nothing (a silent stall)",
+    "stall_nudge": "nudged it",
+    "stall_recovered": "it speaks again",
+    "stall_apology": "it stayed silent: the caller heard an apology",
+}
 
 
-async def run_demo(out_dir: str = "demo-output", quiet: bool = False, filler: bool = True) -> int:
+async def run_demo(out_dir: str = "demo-output", quiet: bool = False, filler: bool = True,
+                   stall: bool = False) -> int:
     from .testing import CallerScript, CallerSimulator, GeminiEmulator
 
     out = Path(out_dir)
@@ -60,7 +69,7 @@ async def run_demo(out_dir: str = "demo-output", quiet: bool = False, filler: bo
     setup_logging("INFO", stream=log_file)
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
 
-    emulator = GeminiEmulator(demo_scenario(), api_key=DEMO_KEY)
+    emulator = GeminiEmulator(demo_scenario(stall), api_key=DEMO_KEY)
     await emulator.start()
     bridge = LocalBridge(Settings(
         gemini_api_key=DEMO_KEY,
@@ -113,6 +122,11 @@ async def run_demo(out_dir: str = "demo-output", quiet: bool = False, filler: bo
     print(f"  filler          {summary['fillers']} phrase(s) while tools ran"
           f"{'' if filler else ' (filler disabled)'}")
     print(f"  notes saved     {len(core.notes)}")
+    print(f"  stalls          {summary['stalls']} (the model answering with nothing): {summary['stall_recovered']} "
+          f"recovered, {summary['stall_nudges']} nudge(s), {summary['stall_apologies']} apolog(ies)")
+    for e in core.timeline:
+        if e["kind"] in _STALL_STEPS:
+            print(f"                  {e['t']:6.2f}s  {_STALL_STEPS[e['kind']]}")
     print(f"  longest silence {longest_line_silence(result):.2f} s on the line (neither side audible)")
     print(f"  ending          {core.ended}; the caller's line: {'hung up' if any('<Hangup' in t for t in result.twiml) else result.ended_by}")
     print(f"  audio           {len(result.sent_ulaw) / 8000:.1f} s sent, agent heard in "

@@ -13,6 +13,9 @@ from .gemini.refusal import RefusalKind
 
 #: Gate decisions the echo gate can take for one caller frame.
 GATE_DECISIONS = ("forward", "suppress", "double_talk", "cooldown_forward", "cooldown_suppress")
+#: How a silent stall was found (call/stall_watch.py) and how it ended.
+STALL_REASONS = ("empty_turn", "no_reply")
+STALL_OUTCOMES = ("recovered", "apology", "abandoned")
 
 
 class Metrics:
@@ -47,6 +50,13 @@ class Metrics:
                                      ["kind"], registry=r)
         self.breaker_probes = Counter("bridge_gemini_breaker_probes", "Probe connections while open, by result",
                                       ["result"], registry=r)
+        stalls = Counter("bridge_stalls", "Silent model stalls found (an empty turn, or no turn by the deadline)",
+                         ["reason"], registry=r)
+        self.stalls = {k: stalls.labels(reason=k) for k in STALL_REASONS}
+        outcomes = Counter("bridge_stall_outcomes", "How silent stalls ended: the model spoke again, the "
+                           "caller heard the apology, or the caller spoke first", ["outcome"], registry=r)
+        self.stall_outcomes = {k: outcomes.labels(outcome=k) for k in STALL_OUTCOMES}
+        self.stall_nudges = Counter("bridge_stall_nudges", "Nudges sent to a stalled model", registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

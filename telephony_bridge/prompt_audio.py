@@ -14,6 +14,8 @@ trimmed of leading and trailing silence and padded with μ-law silence (0xFF) to
 * ``filler``        several very short phrases ("One moment…"), each at most 1.5 s, played
                     while a slow tool call runs; rotated so the caller does not hear the same
                     one twice in a row.
+* ``thinking``      "let me think about that…", at most 1.5 s: the model stalled after the
+                    caller's turn and has been nudged (see :mod:`telephony_bridge.call.stall_watch`).
 * ``apology``       the model went quiet or misheard: "could you say that again?".
 * ``reconnect``     the Gemini connection is being re-established.
 * ``goodbye_error`` the call cannot go on; played before hanging up.
@@ -49,7 +51,9 @@ FRAME_BYTES = 160  # 20 ms of μ-law at 8 kHz
 ULAW_SILENCE = 0xFF
 MAX_FILLER_S = 1.5
 
-KINDS = ("filler", "apology", "reconnect", "goodbye_error", "busy")
+KINDS = ("filler", "thinking", "apology", "reconnect", "goodbye_error", "busy")
+#: Kinds that fill a gap in the conversation: they must stay short (spoken faster until they fit).
+SHORT_KINDS = frozenset({"filler", "thinking"})
 LANGUAGES = ("en", "es", "de", "fr")
 FALLBACK_LANGUAGE = "en"
 
@@ -58,7 +62,7 @@ FALLBACK_LANGUAGE = "en"
 #: espeak-ng voice per language.
 VOICES = {"en": "en-us", "es": "es", "de": "de", "fr": "fr-fr"}
 #: Words per minute: fillers a little quicker (they must stay short), the rest at a calm pace.
-SPEED = {"filler": 175}
+SPEED = {"filler": 175, "thinking": 175}
 DEFAULT_SPEED = 160
 
 # Spanish, German and French use the polite form (usted / Sie / vous): the bridge speaks for a
@@ -66,6 +70,7 @@ DEFAULT_SPEED = 160
 PHRASES: dict[str, dict[str, list[str]]] = {
     "en": {
         "filler": ["One moment…", "Let me look that up…", "Just a second…", "Bear with me…"],
+        "thinking": ["Let me think about that…"],
         "apology": ["Sorry, I'm having trouble on my end. Could you say that again?"],
         "reconnect": ["One moment please, the line is reconnecting."],
         "goodbye_error": [
@@ -75,6 +80,7 @@ PHRASES: dict[str, dict[str, list[str]]] = {
     },
     "es": {
         "filler": ["Un momento…", "Déjeme consultarlo…", "Un segundo…", "Un instante, por favor…"],
+        "thinking": ["Déjeme pensarlo…"],
         "apology": ["Disculpe, tengo problemas técnicos por aquí. ¿Podría repetirlo, por favor?"],
         "reconnect": ["Un momento, por favor, la línea se está reconectando."],
         "goodbye_error": [
@@ -87,6 +93,7 @@ PHRASES: dict[str, dict[str, list[str]]] = {
     },
     "de": {
         "filler": ["Einen Moment…", "Ich sehe kurz nach…", "Eine Sekunde…", "Einen Augenblick, bitte…"],
+        "thinking": ["Lassen Sie mich kurz nachdenken…"],
         "apology": [
             "Entschuldigung, ich habe gerade technische Probleme. Könnten Sie das bitte wiederholen?"
         ],
@@ -102,6 +109,7 @@ PHRASES: dict[str, dict[str, list[str]]] = {
     },
     "fr": {
         "filler": ["Un instant…", "Je vérifie…", "Une seconde…", "Un petit moment…"],
+        "thinking": ["Laissez-moi réfléchir…"],
         "apology": [
             "Désolé, j'ai un problème technique de mon côté. Pourriez-vous répéter, s'il vous plaît ?"
         ],
@@ -251,7 +259,7 @@ def render(out_dir: Path = PHRASES_DIR, languages: tuple[str, ...] = LANGUAGES) 
                     speed = SPEED.get(kind, DEFAULT_SPEED)
                     audio = render_clip(text, VOICES[lang], speed, tmp)
                     # A filler must stay short: speak faster until it fits.
-                    while kind == "filler" and len(audio) / SAMPLE_RATE > MAX_FILLER_S and speed < 260:
+                    while kind in SHORT_KINDS and len(audio) / SAMPLE_RATE > MAX_FILLER_S and speed < 260:
                         speed += 15
                         audio = render_clip(text, VOICES[lang], speed, tmp)
                     name = f"{kind}_{n}.ulaw"

@@ -92,7 +92,7 @@ def test_agent_audio_is_paced_within_the_lead_and_marked():
         sent += sum(m["event"] == "media" for m in out)
         marks += [m["mark"]["name"] for m in out if m["event"] == "mark"]
         # the lead bound holds at every step
-        assert core._playout_end - now <= 0.1 + 0.02 + 1e-9
+        assert core.playout.playout_end - now <= 0.1 + 0.02 + 1e-9
     assert sent == 50  # one second of audio, 20 ms frames
     assert 1.7 < now < 2.0  # it took about real time to forward
     assert core.agent_audible

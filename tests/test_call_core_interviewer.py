@@ -9,6 +9,7 @@ from telephony_bridge.call import CallConfig, CallCore
 from telephony_bridge.gemini.messages import SetupConfig
 from telephony_bridge.gemini.session import SessionState
 from telephony_bridge.metrics import Metrics
+from telephony_bridge.call.stall_watch import StallConfig
 
 from test_call_core import STREAM_SID, START, audio_frame, drain, media, pcm24_tone, ulaw_tone
 
@@ -87,7 +88,7 @@ def test_filler_stops_within_one_frame_when_agent_audio_arrives():
     # the very next thing Twilio gets is a clear (its buffered filler goes), then agent audio
     assert out[0] == {"event": "clear", "streamSid": STREAM_SID}
     assert any(m["event"] == "media" for m in out[1:])
-    assert not core._phrase_queue
+    assert not core.playout.phrase_queue
 
 
 def test_cancellation_cancels_the_handler_and_sends_no_response():
@@ -134,7 +135,8 @@ def test_end_call_without_a_goodbye_still_ends_after_the_grace():
 
 
 def test_watchdog_nudges_once_then_apologises():
-    core = make_core(reply_watchdog_s=3.0)
+    # The last resort, without the stall watch (test_call_core_stalls.py) in front of it.
+    core = make_core(reply_watchdog_s=3.0, stall=StallConfig(enabled=False))
     # the greeting was requested at t=0 and nothing came
     run_clock(core, 0.0, 3.1)
     texts = [m["clientContent"]["turns"][0]["parts"][0]["text"] for m in drain(core.gemini_out)

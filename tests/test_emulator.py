@@ -781,3 +781,57 @@ def test_scenario_plans_due_tool_steps_before_the_next_reply():
     assert sc.plan_after_caller_turn(2, []) == ("tool", "tool_ack", steps[0])
     assert sc.plan_after_caller_turn(3, [0]) == ("tool", None, steps[1])  # a later turn still owes it
     assert sc.plan_after_caller_turn(3, [0, 1]) == ("reply", None, None)
+
+
+def test_fault_empty_turn_and_no_reply_are_silent_stalls_the_next_attempt_answers():
+    clips = load_clips()
+    text_turn = json.dumps({"clientContent": {"turns": [{"role": "user", "parts": [{"text": "Go on."}]}],
+                                              "turnComplete": True}})
+
+    async def go():
+        faults = [Fault("empty_turn", on_reply=1), Fault("no_reply", on_reply=3)]
+        async with GeminiEmulator(Scenario(faults=faults, **FAST)) as emu, connect(emu.url) as ws:
+            await ws.send(setup_msg(outputAudioTranscription={}))
+            await recv_json(ws)
+            await ws.send(GREET)
+            # Attempt 1: a bare turnComplete, nothing else (python-genai #2117).
+            assert await recv_json(ws) == {"serverContent": {"turnComplete": True}}
+            s = emu.sessions[0]
+            assert s.stalled_attempts == [1] and s.faults_fired == ["empty_turn"] and not s.replies
+            # Attempt 2 (the client asks again): the greeting, as if nothing had happened.
+            await ws.send(GREET)
+            msgs = await collect(ws, turn_complete)
+            assert audio_of(msgs) == clips["greeting"].pcm
+            # Attempt 3 never starts: nothing at all arrives.
+            await ws.send(text_turn)
+            with pytest.raises(TimeoutError):
+                await recv_json(ws, timeout=0.5)
+            assert s.stalled_attempts == [1, 3]
+            # Attempt 4: the first question, the one attempt 3 would have asked.
+            await ws.send(text_turn)
+            msgs = await collect(ws, turn_complete)
+            assert transcript_of(msgs) == clips[Scenario().replies[0]].text
+            assert [r.kind for r in s.replies] == ["greeting", "reply"]
+
+    run(go())
+
+
+def test_fault_empty_turn_right_after_a_resumption():
+    async def go():
+        faults = [Fault("empty_turn", on_reply=1, connection=1)]
+        async with GeminiEmulator(Scenario(faults=faults, **FAST)) as emu:
+            async with connect(emu.url) as ws:
+                await ws.send(setup_msg(sessionResumption={}))
+                await recv_json(ws)
+                await ws.send(GREET)
+                await collect(ws, turn_complete)  # connection 0 greets normally
+                update = await recv_json(ws)
+                handle = update["sessionResumptionUpdate"]["newHandle"]
+            async with connect(emu.url) as ws:
+                await ws.send(setup_msg(sessionResumption={"handle": handle}))
+                await recv_json(ws)
+                await ws.send(GREET)
+                assert await recv_json(ws) == {"serverContent": {"turnComplete": True}}
+            assert emu.sessions[1].stalled_attempts == [1] and emu.sessions[0].stalled_attempts == []
+
+    run(go())

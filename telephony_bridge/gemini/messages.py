@@ -23,6 +23,9 @@ not a silent default; fields we do not read are ignored (the API grows)::
     unsupported-mime inline data that is not ``audio/pcm``
     bad-duration     ``goAway.timeLeft`` that is not a finite, non-negative number of seconds
     missing-field    a function call without a name
+
+(Client messages and the server parser stay in one module, a little over the ~450-line
+guideline: each server event type sits next to the parser branch that builds it.)
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from ..server import create_app, uvicorn_options
 from ..settings import Settings
 from .gemini import GeminiEmulator, Scenario
 from .twilio import CallerScript, CallerSimulator, CallResult
+from .wav import ulaw_to_pcm16
 
 DEMO_KEY = "demo-" + "k" * 8  # the emulator checks it; it is not a real key
 
@@ -114,6 +115,36 @@ def longest_line_silence(result: Any) -> float:
         run = run + 1 if q else 0
         longest = max(longest, run)
     return round(longest * 0.02, 2)
+
+
+def dead_air_after_turns(result: Any, speech_rms: float = 0.05) -> list[float]:
+    """For each caller turn: seconds from the caller's end of speech to the next agent audio the
+    caller heard (0 if it was already playing; to the end of the call if nothing came). The
+    first entry is the greeting's wait, from the start of the call to the first agent audio."""
+    import numpy as np
+
+    pcm = ulaw_to_pcm16(result.voice_ulaw) if result.voice_ulaw else b""
+    x = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768
+    n = len(x) // 160
+    levels = np.sqrt(np.mean(x[: n * 160].reshape(n, 160) ** 2, axis=1)) if n else np.zeros(0)
+    spans = sorted(result.playback)
+    call_end = result.duration
+
+    def wait_from(t: float) -> float:
+        for a, b in spans:
+            if b > t + 1e-9:
+                return round(max(0.0, a - t), 3)
+        return round(max(0.0, call_end - t), 3)
+
+    waits = [wait_from(0.0)]
+    starts = [e["t"] for e in result.events if e["kind"] == "say_start"]
+    ends = [e["t"] for e in result.events if e["kind"] == "say_end"]
+    for start, end in zip(starts, ends):
+        lo, hi = int(round(start / 0.02)), min(n, int(round(end / 0.02)))
+        loud = np.flatnonzero(levels[lo:hi] >= speech_rms)
+        if len(loud):
+            waits.append(wait_from((lo + loud[-1] + 1) * 0.02))
+    return waits
 
 
 @dataclass

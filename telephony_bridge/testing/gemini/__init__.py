@@ -68,6 +68,7 @@ from .faults import (
     INVALID_ARGUMENT_REASON,
     PERMISSION_REASON,
     QUOTA_REASON,
+    STALL_KINDS,
     Fault,
     FaultKind,
 )
@@ -97,6 +98,7 @@ __all__ = [
     "PATHS",
     "PERMISSION_REASON",
     "QUOTA_REASON",
+    "STALL_KINDS",
     "V1BETA_PATH",
     "V1_PATH",
     "BadRequest",

@@ -5,8 +5,9 @@ of its audio chunks have gone out (``on_reply`` / ``after_chunks``, checked by t
 sender in :mod:`.replies`); ``reject_resume`` instead refuses any setup that carries a
 resumption handle, and ``reject_setup`` any setup (both checked at setup in
 :mod:`.connection`). :class:`_FaultRunner` is the part of a connection that carries them out;
-its state lives on :class:`~.connection._Connection`. The close reasons the service gives for
-its refusals are here too.
+its state lives on :class:`~.connection._Connection`. The silent stalls (``empty_turn``,
+``no_reply``) are checked by the reply task once it has thought, before it speaks
+(:meth:`_FaultRunner._stall`). The close reasons the service gives for its refusals are here too.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from .wire import _duration
 
 logger = logging.getLogger("telephony_bridge.emulator")
 
-FaultKind = Literal["close", "drop", "go_away", "refuse", "reject_resume", "reject_setup"]
+FaultKind = Literal["close", "drop", "go_away", "refuse", "reject_resume", "reject_setup", "empty_turn", "no_reply"]
+#: Silent stalls (python-genai #2117): the model answers with nothing, the socket stays open.
+STALL_KINDS = frozenset({"empty_turn", "no_reply"})
 
 # Close reasons the service sends for refusals (quoted from reports against the real service;
 # see telephony_bridge/gemini/refusal.py). The model-not-found one is built from the model.
@@ -51,6 +54,15 @@ class Fault:
       :data:`PERMISSION_REASON`) or a setup it cannot take (1007
       :data:`INVALID_ARGUMENT_REASON`); no trigger needed. A quota the service has run out of
       is a ``close`` instead: ``setupComplete``, then 1011 :data:`QUOTA_REASON` ~0.8 s later.
+    * ``empty_turn``: reply attempt ``on_reply`` is a bare ``turnComplete``: no audio, no
+      transcription, no error (the silent stall of python-genai #2117).
+    * ``no_reply``: reply attempt ``on_reply`` never starts: nothing is sent at all.
+
+    The stall kinds count reply *attempts* on the connection (1-based: the greeting, when the
+    client asks the model to speak first, is attempt 1; a stalled attempt counts too, so the
+    attempt a nudge triggers is the next one). The model remembers nothing of a stalled attempt:
+    the next one says what it would have said. ``connection=1`` with ``on_reply=1`` is a stall
+    right after a resumption.
 
     Trigger (ignored by ``reject_resume`` and ``reject_setup``): ``at_s`` seconds after the connection opened, or
     during reply ``on_reply`` (1-based, counted per connection) once ``after_chunks`` audio
@@ -110,3 +122,19 @@ class _FaultRunner:
     async def _cut_after(self, fault: Fault) -> None:
         await asyncio.sleep(fault.time_left_s)
         await self._close_quietly(fault.code, fault.reason)
+
+    async def _stall(self) -> bool:
+        """A scripted silent stall for this reply attempt: True if it stalled (nothing spoken)."""
+        s = self.session
+        s.reply_attempts += 1
+        for f in self._faults():
+            if f.kind in STALL_KINDS and f.on_reply == s.reply_attempts:
+                s.faults_fired.append(f.kind)
+                s.stalled_attempts.append(s.reply_attempts)
+                s.record(self.loop.time(), "fault", f.kind)
+                logger.info("session %d: reply attempt %d stalls (%s)", s.index, s.reply_attempts, f.kind)
+                if f.kind == "empty_turn":
+                    await self.send({"serverContent": {"turnComplete": True}})
+                    self._handle_update()
+                return True
+        return False

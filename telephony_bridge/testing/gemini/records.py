@@ -96,6 +96,8 @@ class EmulatorSession:
     tool_cancellations: list[str] = field(default_factory=list)
     handles_issued: list[str] = field(default_factory=list)
     faults_fired: list[str] = field(default_factory=list)
+    reply_attempts: int = 0  # replies begun (stalled ones included), for the stall faults
+    stalled_attempts: list[int] = field(default_factory=list)
     events: list[tuple[float, str, Any]] = field(default_factory=list)
     closed_code: int | None = None
     closed_reason: str | None = None

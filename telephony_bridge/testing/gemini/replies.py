@@ -8,7 +8,8 @@ chunks, paced against ``loop.time()`` (``Scenario.pace``, with ``burst_ms`` sent
 scripted tool step sends ``toolCall`` first and waits for the matching ``toolResponse``.
 Barge-in: like the service, the emulator only knows what it has *sent*; interrupting a reply
 sends ``serverContent.interrupted`` only if some of it went out, and cancels a pending tool call
-with ``toolCallCancellation``. Faults tied to a reply fire from the chunk loop here.
+with ``toolCallCancellation``. Faults tied to a reply fire from the chunk loop here; a
+scripted silent stall is asked for once the think time is over.
 :class:`_Replies` is a mixin of :class:`~.connection._Connection`, whose state it uses.
 """
 
@@ -25,6 +26,7 @@ from typing import Any
 from websockets.exceptions import ConnectionClosed
 
 from .clips import Clip
+from .faults import STALL_KINDS
 from .records import ReplyRecord
 from .scenario import Plan, ToolCallStep
 from .wire import AUDIO_TOKENS_PER_SECOND, OUTPUT_MIME, OUTPUT_RATE, BadRequest
@@ -119,6 +121,8 @@ class _Replies:
         number = len(s.replies)
         try:
             await asyncio.sleep(self.sc.think_seconds(number))
+            if await self._stall():
+                return
             if step is not None:
                 if not await self._call_tool(step, rec):
                     return
@@ -184,7 +188,7 @@ class _Replies:
         logger.info("session %d: reply %d: %s (%.2f s)", s.index, reply_no, clip.id, clip.seconds)
         s.record(self.loop.time(), "reply", clip.id)
         faults = [f for f in self._faults() if f.on_reply == reply_no and f.at_s is None
-                  and f.kind not in ("reject_resume", "reject_setup")]
+                  and f.kind not in ("reject_resume", "reject_setup") and f.kind not in STALL_KINDS]
         t0 = self.loop.time()
         next_piece = 0
         for k in range(n_chunks):

@@ -1,0 +1,51 @@
+"""The call core's settings (:class:`CallConfig`) and the Twilio frame size every part shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .stall_watch import StallConfig
+
+#: One Twilio media frame: 20 ms of μ-law at 8 kHz.
+FRAME_S = 0.02
+FRAME_BYTES = 160
+
+
+@dataclass(slots=True)
+class CallConfig:
+    #: Forward agent audio at most this far ahead of the caller's playback.
+    playback_lead_s: float = 0.16
+    #: Place a Twilio mark after every this many agent frames (and at the end of a turn).
+    mark_every_frames: int = 5
+    #: Caller frames above this RMS (full scale 1.0) count as speech, for latency figures.
+    speech_rms: float = 0.05
+    #: Caller audio kept while Gemini is not ready (connecting, reconnecting), sent once it is.
+    max_pending_input_s: float = 5.0
+    #: Caller audio already sent since the newest resumption handle, replayed to a resumed
+    #: connection so nothing the caller said after that handle is lost.
+    replay_input_s: float = 10.0
+    #: Filler phrase when a tool call is still running after this long and nothing plays.
+    filler_after_s: float = 0.8
+    filler_repeat_s: float = 4.0
+    filler_max: int = 3
+    #: No agent audio this long after the greeting request or the caller's end of turn:
+    #: nudge the model once, then apologise. The last resort: silent stalls are found at once
+    #: by the stall watch (``stall``, see stall_watch.py).
+    reply_watchdog_s: float = 8.0
+    #: Silent stalls (an empty model turn, or no turn at all): detection and audible recovery.
+    stall: StallConfig = field(default_factory=StallConfig)
+    #: Names of the tools the adapter can run (None: none; calls get an error response).
+    tool_names: frozenset[str] | None = None
+    #: After end_call: wait this long for a goodbye to start, and at most this long in all.
+    end_call_grace_s: float = 1.5
+    end_call_timeout_s: float = 15.0
+    #: goAway: hand over at a quiet moment, or this long before the cut at the latest.
+    handover_margin_s: float = 2.0
+    #: While Gemini is down, say "one moment" if nothing else plays after this long.
+    reconnect_notice_after_s: float = 0.6
+    #: A call longer than this is ended (a runaway call costs money and holds a line).
+    max_call_s: float = 3600.0
+    #: A stream that sends no media for this long is dead (Twilio sends 50 frames a second).
+    no_media_timeout_s: float = 10.0
+    #: Text turn that makes the agent speak first; None to wait for the caller.
+    greeting_prompt: str | None = "The caller has just connected. Greet them and begin the interview."
