@@ -46,7 +46,7 @@ from .gemini.backend import LiveBackend, backend_from_settings
 from .gemini.breaker import RefusalBreaker
 from .gemini.messages import SetupConfig, build_setup
 from .gemini.probe import probe
-from .gemini.profiles import startup_warning
+from .gemini.profiles import BLOCKING, profile_for, startup_warning
 from .gemini.refusal import Refusal
 from .log import log_event, register_secret
 from .metrics import Metrics
@@ -106,8 +106,9 @@ class CallRegistry:
         return None
 
 
-def call_config(settings: Settings, persona: Persona | None = None) -> CallConfig:
-    """The call core's configuration from the settings (limits included) and the persona."""
+def call_config(settings: Settings, persona: Persona | None = None, tools: ToolRegistry | None = None) -> CallConfig:
+    """The call core's configuration from the settings (limits included), the persona and, for
+    which tool calls block the model, the tools' declared behaviour on the configured model."""
     config = CallConfig(
         playback_lead_s=settings.playback_lead_ms / 1000,
         max_call_s=float(settings.max_call_s),
@@ -116,6 +117,12 @@ def call_config(settings: Settings, persona: Persona | None = None) -> CallConfi
     if persona is not None:
         config.greeting_prompt = persona.greeting
         config.tool_names = frozenset(persona.tools)
+        if tools is not None:
+            profile = profile_for(settings.gemini_model)
+            config.blocking_tools = frozenset(
+                name for name in persona.tools
+                if (tool := tools.get(name)) is not None
+                and profile.effective_behavior(tool.behavior.value) == BLOCKING)
     return config
 
 
@@ -210,7 +217,7 @@ def create_app(settings: Settings, *, call_overrides: dict[str, Any] | None = No
         return hangup_twiml(say=goodbye_text, language=goodbye_language)
 
     def configure_call() -> CallConfig:
-        config = call_config(settings, persona)
+        config = call_config(settings, persona, tools)
         for name, value in (call_overrides or {}).items():
             setattr(config, name, value)
         return config

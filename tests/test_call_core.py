@@ -216,3 +216,30 @@ def test_a_call_longer_than_the_limit_is_ended():
         core.tick(t)
         t += 1.0
     assert core.ended == "max-duration" and t == pytest.approx(161.0)
+
+
+def _client_contents(core: CallCore) -> list[dict]:
+    return [m["clientContent"] for m in drain(core.gemini_out) if "clientContent" in m]
+
+
+def test_a_key_press_while_the_model_talks_is_context_on_3x_and_waits_on_2_5():
+    core = ready_core()  # model "m": unknown, so the newest profile (3.8)
+    assert core.profile.family == "gemini-3.8-live"
+    core.gemini_out.clear()
+    core.receive_gemini(audio_frame(pcm24_tone(0.2)), 0.1)  # the model is mid-reply
+    core.receive_twilio(json.dumps({"event": "dtmf", "streamSid": STREAM_SID,
+                                    "dtmf": {"track": "inbound_track", "digit": "5"}}), 0.2)
+    (sent,) = _client_contents(core)
+    assert sent["turnComplete"] is False  # with turnComplete it would cut the agent off
+    core25 = CallCore(SetupConfig(model="gemini-2.5-flash-native-audio-preview-12-2025"), CallConfig(), now=0.0)
+    core25.gemini_connected(0.0)
+    core25.receive_gemini(b'{"setupComplete":{}}', 0.0)
+    core25.receive_twilio(START, 0.0)
+    core25.gemini_out.clear()
+    core25.receive_gemini(audio_frame(pcm24_tone(0.2)), 0.1)
+    core25.receive_twilio(json.dumps({"event": "dtmf", "streamSid": STREAM_SID,
+                                      "dtmf": {"track": "inbound_track", "digit": "5"}}), 0.2)
+    assert _client_contents(core25) == []  # any clientContent interrupts 2.5: held
+    core25.receive_gemini(b'{"serverContent":{"turnComplete":true}}', 1.0)
+    (held,) = _client_contents(core25)
+    assert held["turnComplete"] is True and "key 5" in held["turns"][0]["parts"][0]["text"]

@@ -141,7 +141,9 @@ def test_tool_dispatch_queues_known_calls_answers_unknown_ones_and_drops_cancell
     d = ToolDispatch(CallConfig(tool_names=frozenset({"lookup"})), tl, counters())
     errors = d.called(gm.ToolCall(calls=(call("1"), call("2", "nope"))), 0.0)
     assert [c.id for c in d.requests] == ["1"] and d.running
-    assert errors[0]["id"] == "2" and "no tool named 'nope'" in errors[0]["response"]["error"]
+    answer = errors[0]["response"]  # the informative shape: a status, whether to retry, a sentence
+    assert errors[0]["id"] == "2" and answer["status"] == "invalid_argument" and answer["retryable"] is False
+    assert "'nope'" in answer["message"] and answer["error"] == "unknown_tool"
     assert d.called(gm.ToolCall(calls=(call("1"),)), 0.1) == [] and d.counters["repeated_tool_calls"] == 1
     reply = d.finished("1", {"answer": 42}, 1.5, scheduling="WHEN_IDLE")
     assert reply == {"id": "1", "name": "lookup", "response": {"answer": 42}, "scheduling": "WHEN_IDLE"}
@@ -297,3 +299,49 @@ def test_limits_end_a_dead_stream_and_a_runaway_call():
     h2 = EndingHarness(no_media_timeout_s=10.0, max_call_s=60.0)
     h2.e.last_media = 59.0
     assert h2.e.limits(60.0) and h2.played == ["goodbye_error"] and h2.e.closing
+
+
+# -- prompts and tools under the model profiles ------------------------------------------------------
+
+from telephony_bridge.call.prompts import Prompts  # noqa: E402
+from telephony_bridge.gemini import profiles  # noqa: E402
+
+
+def test_prompts_never_cut_a_reply_off_on_3x_and_wait_for_quiet_on_2_5():
+    sent: list[str] = []
+    p = Prompts(profiles.GEMINI_3_8_LIVE, Timeline(0.0), sent.append)
+    assert p.model_busy(model_turn_open=False, blocking_call_running=True)  # 3.8 cancels it on input
+    assert p.say("[key 5]", 1.0, quiet=False, reply=False)  # context: goes now, no turnComplete
+    assert json.loads(sent[-1])["clientContent"]["turnComplete"] is False
+    assert not p.say("[please respond]", 1.1, quiet=False)  # wants an answer: held
+    assert p.held == 1 and len(sent) == 1
+    p.flush(2.0)
+    assert json.loads(sent[-1])["clientContent"]["turnComplete"] is True and p.held == 0
+    sent.clear()
+    p25 = Prompts(profiles.GEMINI_2_5_NATIVE_AUDIO, Timeline(0.0), sent.append)
+    assert not p25.model_busy(model_turn_open=False, blocking_call_running=True)  # 2.5 does not cancel
+    assert not p25.say("[key 5]", 1.0, quiet=False, reply=False)  # any clientContent interrupts 2.5
+    assert not p25.say("[please respond]", 1.1, quiet=True)  # behind the held one, in order
+    p25.flush(2.0)
+    assert [json.loads(m)["clientContent"]["turnComplete"] for m in sent] == [False, True]
+
+
+def test_filler_covers_a_blocking_call_but_not_an_async_one_while_the_model_talks():
+    cfg = CallConfig(tool_names=frozenset({"slow", "lookup"}), blocking_tools=frozenset({"slow"}),
+                     filler_after_s=0.8)
+    d = ToolDispatch(cfg, Timeline(0.0), counters(), profiles.GEMINI_3_8_LIVE)
+    d.called(gm.ToolCall(calls=(call("a", "lookup"),)), 0.0)  # asynchronous on 3.8
+    assert not d.blocking_running
+    assert not d.filler_due(0.8, audible=False, model_speaking=True)  # the model keeps talking
+    assert d.filler_due(0.9, audible=False, model_speaking=False)  # ... until it says nothing
+    reply = d.finished("a", {"status": "ok"}, 1.0, scheduling="WHEN_IDLE")
+    assert reply["scheduling"] == "WHEN_IDLE"
+    d.called(gm.ToolCall(calls=(call("b", "slow"),)), 2.0)
+    assert d.blocking_running and d.filler_due(2.8, audible=False, model_speaking=True)
+    assert "scheduling" not in d.finished("b", {"status": "ok"}, 3.0, scheduling="WHEN_IDLE")  # blocking
+    think = ToolDispatch(cfg, Timeline(0.0), counters(), profiles.GEMINI_3_8_LIVE_EXTENDED_THINKING)
+    think.called(gm.ToolCall(calls=(call("c", "lookup"),)), 0.0)
+    assert not think.filler_due(5.0, audible=False, model_speaking=False)  # it speaks its own fillers
+    legacy = ToolDispatch(cfg, Timeline(0.0), counters(), profiles.GEMINI_3_1_FLASH_LIVE)
+    legacy.called(gm.ToolCall(calls=(call("d", "lookup"),)), 0.0)
+    assert "scheduling" not in legacy.finished("d", {"status": "ok"}, 1.0, scheduling="WHEN_IDLE")  # 3.1: none

@@ -31,6 +31,8 @@ The parts, each a class in its own module with its state private:
 ``link``          the Gemini session across connections: setup, resumption handle, caller audio
                   kept while down and replayed after resume, reconnect / stale-handle / goAway
                   handover decisions, recovery prompts, the greeting, "one moment" while down.
+``prompts``       text turns for the model (a key press, nudges), held until they would cut no
+                  reply off (per the model's profile: what ``clientContent`` interrupts).
 ``ending``        end_call once the goodbye is heard, a last phrase before hanging up, limits
                   (no media, maximum length), silent stalls (with ``stall_watch``: an empty or
                   missing model turn found when it happens, nudged, covered, apologised for),

@@ -36,6 +36,10 @@ class CallConfig:
     stall: StallConfig = field(default_factory=StallConfig)
     #: Names of the tools the adapter can run (None: none; calls get an error response).
     tool_names: frozenset[str] | None = None
+    #: Of those, the ones whose calls block the model on this model profile (it says nothing
+    #: until the answer comes: filler covers the silence). The others are asynchronous: the model
+    #: keeps talking, and filler plays only if it says nothing. None: all of them block.
+    blocking_tools: frozenset[str] | None = None
     #: After end_call: wait this long for a goodbye to start, and at most this long in all.
     end_call_grace_s: float = 1.5
     end_call_timeout_s: float = 15.0

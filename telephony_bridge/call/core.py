@@ -23,9 +23,11 @@ from ..twilio import events as te
 from ..twilio.stream import TwilioStream
 from .config import FRAME_BYTES, CallConfig
 from .ending import Ending
+from ..gemini.profiles import profile_for
 from ..gemini.refusal import Refusal
 from .link import Link
 from .playout import Playout
+from .prompts import Prompts
 from .stall_watch import StallState
 from .summary import call_summary, new_counters
 from .timeline import Timeline
@@ -55,12 +57,16 @@ class CallCore:
         self.turns_part = Turns(self.records, speech_rms=cfg.speech_rms, metrics=metrics)
         self.playout = Playout(cfg, self.records, self.counters, now=now, gate=gate,
                                on_turn_start=self._agent_turn_started, on_turn_done=self.turns_part.finish_agent)
+        #: What the configured model accepts and how it behaves (gemini/profiles.py).
+        self.profile = profile_for(setup.model)
         self.link = Link(setup, cfg, self.records, self.counters, metrics)
-        self.tools = ToolDispatch(cfg, self.records, self.counters)
+        self.tools = ToolDispatch(cfg, self.records, self.counters, self.profile)
+        self.prompts = Prompts(self.profile, self.records, self.link.send)
         self.ending = Ending(cfg, self.records, self.counters, now=now, playout=self.playout,
                              turns=self.turns_part, link=self.link, tools=self.tools,
                              play_phrase=self.play_phrase, end=self._end, metrics=metrics,
-                             vad_s=(1000 if setup.silence_duration_ms is None else setup.silence_duration_ms) / 1000)
+                             vad_s=(1000 if setup.silence_duration_ms is None else setup.silence_duration_ms) / 1000,
+                             say=self.say)
         self.stall = self.ending.stall
         self.session = self.link.session
         #: Frames for the adapter to write, in order.
@@ -165,7 +171,7 @@ class CallCore:
             self._started(event, now)
         elif isinstance(event, te.Dtmf):
             self.records.add(now, "dtmf", digit=event.digit)
-            self.link.send(gm.client_text(f"[The caller pressed the phone key {event.digit}]"))
+            self.say(f"[The caller pressed the phone key {event.digit}]", now, reply=False)
         elif isinstance(event, te.Stop):
             self.records.add(now, "twilio_stop")
             self._end(now, "caller-hangup")
@@ -368,6 +374,7 @@ class CallCore:
             ending.expect_reply(turns.last_caller_speech, now)  # type: ignore[arg-type]
         stall.turn_complete(now)
         ending.stall_step(now)
+        self._model_quiet(now)
 
     def _interrupted(self, now: float) -> None:
         """Barge-in: nothing stale may play after this."""
@@ -381,6 +388,7 @@ class CallCore:
         self.records.add(now, "interrupted", frames_dropped=dropped)
         self.records.add(now, "clear")
         self.turns_part.finish_agent(now)
+        self._model_quiet(now)
 
     def _agent_turn_started(self, now: float) -> AgentTurn:
         """Playout forwarded the first frame of a new agent turn."""
@@ -432,6 +440,22 @@ class CallCore:
         self.link.send(gm.tool_response([reply]))
         if not self.tools.running:
             self.ending.await_reply(now)
+        self._model_quiet(now)
+
+    # -- prompts -------------------------------------------------------------------------------
+
+    def say(self, text: str, now: float, *, reply: bool = True) -> bool:
+        """A text turn for the model (DTMF, nudges), never cutting off a reply (call/prompts.py)."""
+        busy = self.prompts.model_busy(model_turn_open=self.turns_part.model_turn_open,
+                                       blocking_call_running=self.tools.blocking_running)
+        return self.prompts.say(text, now, quiet=not busy, reply=reply)
+
+    def _model_quiet(self, now: float) -> None:
+        """The model's turn closed, or a call it waited for was answered: send held prompts."""
+        prompts = self.prompts
+        if prompts.held and not prompts.model_busy(model_turn_open=self.turns_part.model_turn_open,
+                                                   blocking_call_running=self.tools.blocking_running):
+            prompts.flush(now)
 
     # -- phrases -------------------------------------------------------------------------------
 
@@ -453,7 +477,8 @@ class CallCore:
         self.playout.pump(now)
         if self.ending.limits(now):  # no media, too long, an ending due
             return
-        if self.tools.filler_due(now, self.playout.audible) and self.play_phrase("filler", now):
+        if self.tools.filler_due(now, self.playout.audible, self.turns_part.model_turn_open) \
+                and self.play_phrase("filler", now):
             self.tools.filler_played()
         if self.link.notice_due(now, self.playout.audible):  # Gemini down: "one moment"
             self.link.notice_played(self.play_phrase("reconnect", now))

@@ -44,8 +44,11 @@ class Ending:
     def __init__(self, config: CallConfig, timeline: Timeline, counters: dict[str, int], *, now: float,
                  playout: Playout, turns: Turns, link: Link, tools: ToolDispatch,
                  play_phrase: Callable[[str, float], bool], end: Callable[[float, str], None],
-                 metrics: Metrics | None = None, vad_s: float = 1.0) -> None:
+                 metrics: Metrics | None = None, vad_s: float = 1.0,
+                 say: Callable[[str, float], object] | None = None) -> None:
         self.config = config
+        #: How a nudge reaches the model (the core's prompts: never cutting a reply off).
+        self._say = say
         self.metrics = metrics
         #: Silent stalls: found when they happen, recovered out loud.
         self.stall = StallWatch(config.stall)
@@ -159,7 +162,7 @@ class Ending:
             self.counters["nudges"] += 1
             self.timeline.add(now, "watchdog_nudge")
             log_event(logger, "call.watchdog", logging.WARNING, call_sid=self.call_sid, action="nudge")
-            self._link.gemini_out.append(gm.client_text("[The caller is waiting for your reply. Please respond.]"))
+            self._prompt("[The caller is waiting for your reply. Please respond.]", now)
             self.awaiting_reply_since = now
         else:
             self.counters["apologies"] += 1
@@ -201,7 +204,7 @@ class Ending:
             if metrics is not None:
                 metrics.stall_nudges.inc()
             self.timeline.add(now, "stall_nudge", attempt=step.nudges, expected=step.expected)
-            self._link.send(self._nudge_message(step.expected))
+            self._prompt(self._nudge_text(step.expected), now)
         elif kind == "phrase":
             if self._play_phrase(step.phrase or "thinking", now):
                 counters["stall_phrases"] += 1
@@ -236,13 +239,19 @@ class Ending:
                 metrics.stall_outcomes["abandoned"].inc()
             self.timeline.add(now, "stall_abandoned", nudges=step.nudges, waited_ms=waited_ms)
 
-    def _nudge_message(self, expected: str) -> str:
-        """A user text turn that asks the model to speak. ``clientContent`` with ``turnComplete``
-        is the form every Live model takes mid-session (3.x: it interrupts a generation in
-        progress, which is why the watch never nudges while the model is producing)."""
+    def _nudge_text(self, expected: str) -> str:
+        """What a nudge says: a user text turn asking the model to speak (sent with
+        ``turnComplete``, which on 3.x interrupts a generation in progress: that is why the
+        watch never nudges while the model is producing, and why it goes through the prompts)."""
         if expected == "greeting" and self.config.greeting_prompt:
-            return gm.client_text(self.config.greeting_prompt)
-        return gm.client_text(NUDGE_TEXT.get(expected, NUDGE_TEXT["caller"]))
+            return self.config.greeting_prompt
+        return NUDGE_TEXT.get(expected, NUDGE_TEXT["caller"])
+
+    def _prompt(self, text: str, now: float) -> None:
+        if self._say is not None:
+            self._say(text, now)
+        else:
+            self._link.send(gm.client_text(text))
 
     def deadline(self) -> float:
         cfg = self.config

@@ -9,7 +9,13 @@ error the model can talk about (it must never wait).
 
 Filler: while calls run, :meth:`filler_due` says when a short phrase should cover the silence:
 ``filler_after_s`` after the first call, then every ``filler_repeat_s``, at most ``filler_max``
-times per wait, and only when nothing else is audible.
+times per wait, and only when the line is really silent. A blocking call (``blocking_tools``:
+effective behaviour on this model) leaves the model mute until its answer, so filler plays when
+nothing is audible; during an asynchronous call the model keeps talking, so filler plays only
+when it says nothing either (and never on a model that speaks its own fillers).
+
+Answers: ``scheduling`` (INTERRUPT / WHEN_IDLE / SILENT) is sent only for an asynchronous call on
+a model that honours it; an unknown tool gets the informative error answer at once.
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ from collections import deque
 from typing import Any
 
 from ..gemini import messages as gm
+from ..gemini.profiles import ModelProfile
 from ..log import log_event
+from ..tools import unknown_tool
 from .config import FRAME_S, CallConfig
 from .timeline import Timeline
 
@@ -27,8 +35,10 @@ logger = logging.getLogger("telephony_bridge.call")
 
 
 class ToolDispatch:
-    def __init__(self, config: CallConfig, timeline: Timeline, counters: dict[str, int]) -> None:
+    def __init__(self, config: CallConfig, timeline: Timeline, counters: dict[str, int],
+                 profile: ModelProfile | None = None) -> None:
         self.config = config
+        self.profile = profile
         self.timeline = timeline
         self.counters = counters
         self.call_sid: str | None = None
@@ -39,6 +49,7 @@ class ToolDispatch:
         self.notes: list[dict[str, Any]] = []
         self.log: list[dict[str, Any]] = []
         self._running: dict[str, tuple[gm.FunctionCall, float]] = {}
+        self._blocking: set[str] = set()  # ids of the running calls that block the model
         self._seen: set[str] = set()
         self._filler_next: float | None = None
         self._fillers_this_wait = 0
@@ -46,6 +57,16 @@ class ToolDispatch:
     @property
     def running(self) -> bool:
         return bool(self._running)
+
+    @property
+    def blocking_running(self) -> bool:
+        """A call the model waits for (it says nothing until the answer) is running."""
+        return bool(self._blocking)
+
+    def blocks(self, name: str) -> bool:
+        """Calls of this tool block the model on this profile."""
+        names = self.config.blocking_tools
+        return names is None or name in names
 
     @property
     def seen(self) -> int:
@@ -64,13 +85,14 @@ class ToolDispatch:
             self._seen.add(call.id)
             self.timeline.add(now, "tool_call", id=call.id, name=call.name)
             if call.name not in known:
-                errors.append({"id": call.id, "name": call.name,
-                               "response": {"error": f"no tool named {call.name!r} is available"}})
+                errors.append({"id": call.id, "name": call.name, "response": unknown_tool(call.name)})
                 continue
             if not self._running:
                 self._filler_next = now + self.config.filler_after_s
                 self._fillers_this_wait = 0
             self._running[call.id] = (call, now)
+            if self.blocks(call.name):
+                self._blocking.add(call.id)
             self.requests.append(call)
         return errors
 
@@ -82,6 +104,8 @@ class ToolDispatch:
         if entry is None:
             return None
         call, started = entry
+        blocking = call_id in self._blocking
+        self._blocking.discard(call_id)
         ok = "error" not in response
         duration_ms = round((now - started) * 1000, 1)
         self.log.append({"id": call_id, "name": call.name, "args": call.args, "t": self.timeline.t(started),
@@ -89,7 +113,9 @@ class ToolDispatch:
         self.timeline.add(now, "tool_result", id=call_id, name=call.name, duration_ms=duration_ms, ok=ok)
         log_event(logger, "call.tool", call_sid=self.call_sid, tool=call.name, duration_ms=duration_ms, ok=ok)
         reply: dict[str, Any] = {"id": call_id, "name": call.name, "response": response}
-        if scheduling:
+        # Scheduling applies to asynchronous calls only, on models that honour it (not 3.1).
+        if scheduling and not (blocking and self.config.blocking_tools is not None) \
+                and (self.profile is None or self.profile.scheduling):
             reply["scheduling"] = scheduling
         if not self._running:
             self._filler_next = None
@@ -99,6 +125,7 @@ class ToolDispatch:
         """A ``toolCallCancellation``: the adapter cancels the tasks; their results are dropped."""
         for call_id in ids:
             entry = self._running.pop(call_id, None)
+            self._blocking.discard(call_id)
             if entry is not None:
                 self.cancellations.append(call_id)
                 self.log.append({"id": call_id, "name": entry[0].name, "args": entry[0].args,
@@ -110,14 +137,21 @@ class ToolDispatch:
 
     # -- filler --------------------------------------------------------------------------------
 
-    def filler_due(self, now: float, audible: bool) -> bool:
+    def filler_due(self, now: float, audible: bool, model_speaking: bool = False) -> bool:
         """Called on every tick: True when a filler phrase should start now (the caller plays it
-        and reports back with :meth:`filler_played`)."""
+        and reports back with :meth:`filler_played`). ``model_speaking``: a model turn is open
+        (an asynchronous call's model goes on talking: no filler over it)."""
         due = self._filler_next
         if due is None or now < due:
             return False
         cfg = self.config
-        if self._running and not audible and self._fillers_this_wait < cfg.filler_max:
+        if self._blocking:
+            silent = not audible
+        elif self.profile is not None and self.profile.speaks_fillers:
+            silent = False
+        else:
+            silent = not audible and not model_speaking
+        if self._running and silent and self._fillers_this_wait < cfg.filler_max:
             self._filler_next = now + cfg.filler_repeat_s
             return True
         if self._running:
