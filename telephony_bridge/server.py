@@ -19,6 +19,10 @@ Every request is checked at the door before it costs anything (see
 signature and then the stream token in ``start``, which this module reads itself before it
 hands the socket (and the frames already read) to :class:`~telephony_bridge.bridge.CallBridge`.
 No Gemini connection exists until both checks pass.
+
+(A little over the ~450-line guideline: the routes share the app's state — settings, store,
+tokens, the refusal breaker and its probe — as closures of :func:`create_app`; the breaker's
+wiring is the candidate to move out next.)
 """
 
 from __future__ import annotations
