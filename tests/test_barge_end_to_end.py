@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
+
 from telephony_bridge.testing import CallerScript, Hangup, Say, Wait, WaitForAgent
 from telephony_bridge.testing.local_call import founder_turns, place_local_call, sound
 
 LEAD_MS = 160
+OPERATOR = "operator-token-for-tests-0123456789"
 FRAME = 160
 
 
@@ -54,9 +57,20 @@ def test_a_cough_over_the_agent_pauses_it_and_it_resumes_with_no_lost_frames() -
     script = CallerScript([Say(turns[0], label="answer"),
                            Say(sound("cough"), barge_in_after_ms=1500, label="cough"),
                            WaitForAgent(quiet_ms=800), Hangup()])
-    call = asyncio.run(place_local_call(script, silence_duration_ms=800, playback_lead_ms=LEAD_MS))
+    metrics: dict[str, str] = {}
+
+    async def read_metrics(bridge, _result) -> None:
+        r = await asyncio.to_thread(httpx.get, bridge.settings.public("/metrics"), trust_env=False, timeout=5,
+                                    headers={"Authorization": f"Bearer {OPERATOR}"})
+        metrics["text"] = r.text
+
+    call = asyncio.run(place_local_call(script, silence_duration_ms=800, playback_lead_ms=LEAD_MS,
+                                        operator_token=OPERATOR, while_up=read_metrics))
     result, core, emulator = call.result, call.core, call.emulator
     (session,) = emulator.sessions
+    assert "bridge_barge_false_alarms_total 1.0" in metrics["text"]
+    assert "bridge_barge_pauses_total 1.0" in metrics["text"]
+    assert "bridge_barge_pause_to_confirm_seconds_count 0.0" in metrics["text"]
     # Gemini (the emulator) ignored the cough: no interruption, no caller turn made of it.
     assert session.interruptions == 0 and len(session.turns) == 1
     assert any(name == "sound_ignored" for _, name, _ in session.events)
