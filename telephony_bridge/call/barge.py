@@ -26,6 +26,22 @@ long "mm-hm, right, yes" (or a television) would silence the agent for as long a
 Should Gemini interrupt after all, later than the window, that barge-in proceeds as today and
 is counted (``late_confirms``): the window is too short for that line.
 
+Settings, from measurement (``benchmarks/bargein.py``, 100 concurrent calls per batch, and
+``benchmarks/echo.py``):
+
+* ``onset_frames`` = 2 (40 ms; ``BARGE_ONSET_MS``): the gate's own ``confirm_frames``. The
+  caller's onset to the last agent audio they hear is then 40 ms p50, 60 ms p95 whatever
+  Gemini's detection delay (200/300/500 ms), against 220-520 ms p50 and 440-560 ms p95 waiting
+  for ``interrupted``. A longer rule would not spare the false alarms (a cough, a bark and a
+  "hmm" all stay above the gate for 100 ms or more) and would add 20 ms a frame; typing never
+  passes the gate; an echoing line gives no pause at ERL >= 10 dB (about 1 a minute at 6 dB).
+* ``confirm_s`` = 0.7 s (``BARGE_CONFIRM_MS``): pause→``interrupted`` measured at most
+  514 ms (p95 501 ms) with a 500 ms detection delay under 100 calls on loopback; 700 ms leaves
+  room for the real round trip to Gemini. A false alarm costs exactly this much of pause (no
+  words lost); a confirmation later than this is counted as a late confirm.
+* ``rearm_s`` = 0.4 s: longer than the gaps between the syllables of a backchannel, so one
+  "mm-hm, right" gives one pause, not a stutter.
+
 Sans I/O: every input carries ``now``; the core owns the playout and the timer (``deadline``).
 """
 
