@@ -85,8 +85,12 @@ sys.path.insert(0, str(ROOT))
 
 from telephony_bridge.dsp import OutboundConverter  # noqa: E402
 from telephony_bridge.dsp.mulaw import DECODE_FLOAT, ENCODE_UINT16  # noqa: E402
-from telephony_bridge.echo_gate import EchoGate, GateConfig  # noqa: E402
-from telephony_bridge.testing.gemini.vad import EnergyVAD, SpeechStart  # noqa: E402
+from telephony_bridge.call.barge import BargePause  # noqa: E402
+from telephony_bridge.call.config import CallConfig  # noqa: E402
+from telephony_bridge.call.summary import new_counters  # noqa: E402
+from telephony_bridge.call.timeline import Timeline  # noqa: E402
+from telephony_bridge.echo_gate import EchoGate, GateConfig, GateDecision  # noqa: E402
+from telephony_bridge.testing.gemini.vad import EnergyVAD, SpeechEnd, SpeechStart  # noqa: E402
 
 FIXTURES = ROOT.parent / "shared" / "fixtures"
 CLIPS = ROOT / "telephony_bridge" / "testing" / "clips"
@@ -654,6 +658,8 @@ def run(args: argparse.Namespace) -> bool:
         print("Noise-only cases skipped: ../shared/fixtures not present.")
         print()
 
+    failures += echo_line_pauses(clips, filters, fnames, delays, erls)
+
     c = np.array(costs) * 1e6
     print(f"EchoGate.decide cost: median {np.median(c):.1f} us, p99 {np.percentile(c, 99):.1f} us per frame "
           f"({len(c)} frames; 300 calls x 50 frames/s = {300 * 50 * np.mean(c) / 1e6 * 100:.1f}% of one core)")
@@ -666,6 +672,65 @@ def run(args: argparse.Namespace) -> bool:
     else:
         print("all targets met")
     return ok
+
+
+def echo_line_pauses(clips, filters, fnames, delays, erls) -> list[str]:
+    """Instant barge-in on an echoing line with no caller speech: the agent talks for a minute
+    (its clips back to back, 0.4 s apart); the caller's line carries only its echo and line
+    noise. The bridge's onset rule (call/barge.py, as configured by default) runs on the echo
+    gate's decisions: every pause it starts is a false one. A pause lasts the confirm window and
+    resumes (the simulated agent keeps its schedule: the echo the gate is told about is what
+    would play). Self-interruptions: what the gate forwards, through the emulator's VAD (0.03
+    RMS, 40 ms prefix) and its barge-in rule (300 ms of speech over the reply): each is Gemini
+    interrupting its own echo. Targets: 0 of either at ERL >= 10 dB; 6 dB reported."""
+    cfg = CallConfig()
+    print(f"Echoing line, no caller speech: instant barge-in (onset {cfg.pause_onset_frames} double-talk frames, "
+          f"window {1000 * cfg.pause_confirm_s:.0f} ms) over 60 s of agent speech per condition")
+    print(f"{'delay':>6s} " + " ".join(f"{f'{e} dB':>15s}" for e in erls) + "   (pauses/min / self-interruptions)")
+    failures = []
+    tot: dict[int, list[int]] = {e: [0, 0] for e in erls}
+    for delay in delays:
+        row = []
+        for erl in erls:
+            rng = np.random.default_rng(7 * delay + erl)
+            b = CallBuilder(64.0, rng)
+            t, i = 0.5, 0
+            while t < 61.0:
+                t = b.agent(clips[i % len(clips)][1], t) + 0.4
+                i += 1
+            call = mix(b.call, filters[fnames[(delay + erl) % len(fnames)]], delay, erl, rng)
+            gate = EchoGate()
+            barge = BargePause(onset_frames=cfg.pause_onset_frames, confirm_s=cfg.pause_confirm_s,
+                               rearm_s=cfg.pause_rearm_s, timeline=Timeline(0.0), counters=new_counters())
+            frames = call.n // FRAME
+            fwd = np.zeros(frames, dtype=bool)
+            agent, ai, up = call.agent_frames, 0, call.uplink
+            for k in range(frames):
+                now = (k + 1) * FRAME_S
+                while ai < len(agent) and agent[ai][0] <= now + LEAD_S:
+                    gate.agent_frame(agent[ai][1], agent[ai][0])
+                    ai += 1
+                d = gate.decide(up[k * FRAME : (k + 1) * FRAME], now)
+                fwd[k] = d.forwarded
+                if barge.due(now):
+                    barge.resumed(now, 0)
+                if barge.caller_frame(d is GateDecision.DOUBLE_TALK, now):
+                    barge.paused(now, 0)
+            pauses = barge.counters["barge_pauses"]
+            x = ulaw_to_float(up)[: frames * FRAME].reshape(-1, FRAME) * fwd[:, None]
+            vad = EnergyVAD(prefix_padding_ms=40, silence_duration_ms=500)
+            selfint = sum(isinstance(e, SpeechEnd) and e.end - e.start >= 0.3 for e in vad.feed(x.ravel(), SR)
+                          + vad.flush())
+            minutes = (t - 0.5) / 60
+            tot[erl][0] += pauses
+            tot[erl][1] += selfint
+            row.append(f"{pauses / minutes:5.1f} / {selfint:3d}".rjust(15))
+            if erl >= 10 and (pauses or selfint):
+                failures.append(f"echo line {delay} ms / {erl} dB: {pauses} pause(s), {selfint} self-interruption(s)")
+        print(f"{delay:4d}ms " + " ".join(row))
+    print(f"{'all':>6s} " + " ".join(f"{f'{p:d} / {q:d}':>15s}" for p, q in tot.values()) + "   (totals)")
+    print()
+    return failures
 
 
 if __name__ == "__main__":

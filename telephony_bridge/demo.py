@@ -117,6 +117,8 @@ async def run_demo(out_dir: str = "demo-output", quiet: bool = False, filler: bo
     print(f"  latency         p50 {summary['latency_p50_ms']} ms, p95 {summary['latency_p95_ms']} ms"
           "  (caller's end of speech -> first agent frame to Twilio)")
     print(f"  barge-ins       {summary['barge_ins']}")
+    print(f"  pauses          {summary['pauses']} on the caller's onset: {summary['pauses_confirmed']} confirmed by "
+          f"Gemini, {summary['false_alarms']} false alarm(s) resumed where the caller stopped hearing")
     tools = ", ".join(f"{t['name']} {t['duration_ms']:.0f} ms" for t in core.tool_log) or "none"
     print(f"  tool calls      {tools}")
     print(f"  filler          {summary['fillers']} phrase(s) while tools ran"

@@ -34,6 +34,12 @@ class Metrics:
         self.clear_reaction = Histogram(
             "bridge_interrupted_to_clear_seconds", "Gemini 'interrupted' received to Twilio 'clear' written",
             buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1), registry=r)
+        self.barge_pauses = Counter("bridge_barge_pauses", "Agent paused on the caller's speech onset", registry=r)
+        self.barge_false_alarms = Counter(
+            "bridge_barge_false_alarms", "Pauses resumed: no Gemini 'interrupted' within the window", registry=r)
+        self.barge_pause_to_confirm = Histogram(
+            "bridge_barge_pause_to_confirm_seconds", "Agent paused on onset to Gemini's 'interrupted'",
+            buckets=(0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0), registry=r)
         gate = Counter("bridge_gate_decisions", "Echo-gate decisions per caller frame", ["decision"], registry=r)
         self.gate = {d: gate.labels(decision=d) for d in GATE_DECISIONS}
         self.protocol_errors = Counter("bridge_protocol_errors", "Malformed peer messages", ["peer", "kind"],

@@ -115,6 +115,9 @@ def call_config(settings: Settings, persona: Persona | None = None, tools: ToolR
     which tool calls block the model, the tools' declared behaviour on the configured model."""
     config = CallConfig(
         playback_lead_s=settings.playback_lead_ms / 1000,
+        pause_on_onset=settings.barge_pause,
+        pause_onset_frames=max(1, round(settings.barge_onset_ms / 20)),
+        pause_confirm_s=settings.barge_confirm_ms / 1000,
         max_call_s=float(settings.max_call_s),
         no_media_timeout_s=float(settings.no_media_timeout_s),
     )

@@ -94,6 +94,11 @@ class Settings:
     log_level: str = "INFO"
     #: How far ahead of the caller's playback agent audio is forwarded (bounds stale audio on barge-in).
     playback_lead_ms: int = 160
+    #: Instant barge-in: pause the agent on the caller's speech onset (this much double-talk),
+    #: resume if Gemini has not interrupted within the window (call/barge.py).
+    barge_pause: bool = True
+    barge_onset_ms: int = 40
+    barge_confirm_ms: int = 700
     #: Gemini's end-of-turn silence; None: the persona's (2500 ms: founders think).
     silence_duration_ms: int | None = None
     voice: str | None = None
@@ -254,6 +259,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         port=_int(env, "PORT", 8080, 0, 65535),
         log_level=env.get("LOG_LEVEL", "").strip() or "INFO",
         playback_lead_ms=_int(env, "PLAYBACK_LEAD_MS", 160, 40, 200),
+        barge_pause=_switch(env, "BARGE_PAUSE", True),
+        barge_onset_ms=_int(env, "BARGE_ONSET_MS", 40, 20, 500),
+        barge_confirm_ms=_int(env, "BARGE_CONFIRM_MS", 700, 100, 3000),
         silence_duration_ms=(_int(env, "SILENCE_DURATION_MS", 2500, 100, 10000)
                              if env.get("SILENCE_DURATION_MS") else None),
         voice=env.get("GEMINI_VOICE") or None,

@@ -57,6 +57,8 @@ def test_echo_alone_never_interrupts_the_agent() -> None:
     assert session.replies_completed == 2 and not any(r.interrupted for r in session.replies)
     assert len(session.turns) == 1  # the caller's answer, and no turn made of echo
     assert result.clears == 0 and core.counters["barge_ins"] == 0
+    # ...and the bridge never paused the agent for its own echo either (instant barge-in).
+    assert core.counters["barge_pauses"] == 0 and not any(e["kind"] == "pause" for e in core.timeline)
     # The caller really was on speakerphone: their line carried the agent's echo.
     assert result.sent_ulaw != result.voice_ulaw
     # The gate held the echo back while the agent played, and let the answer through.
@@ -94,5 +96,9 @@ def test_caller_over_the_agent_interrupts_it_and_hears_no_more_than_the_lead() -
     until = (later[0] - result.origin) if later else None
     stale = result.heard_after(t_sent - result.origin, until)
     assert stale <= LEAD_MS / 1000, f"{stale * 1000:.0f} ms of stale agent audio after the interruption"
-    # ...while the reply was playing right up to the interruption.
-    assert result.heard_after(t_sent - result.origin - 1.0, t_sent - result.origin) > 0.9
+    # ...while the reply was playing right up to the caller's barge-in, where the bridge paused
+    # it before Gemini's `interrupted` (which then confirmed the pause).
+    (began,) = [e["t"] for e in result.events if e["kind"] == "say_start" and e["details"]["label"] == "barge-in"]
+    assert result.heard_after(began - 1.0, began) > 0.9
+    kinds = [e["kind"] for e in core.timeline if e["kind"] in ("pause", "confirmed", "resume")]
+    assert kinds == ["pause", "confirmed"], kinds

@@ -24,6 +24,8 @@ The parts, each a class in its own module with its state private:
 ``playout``       agent audio to the caller: queue, pacing by ``playback_lead_s``, marks placed
                   and returned (played vs flushed), ``clear``, phrases under the same pacing,
                   what the caller actually heard, barge-in's drop.
+``barge``         instant barge-in: pause on the caller's onset (the gate's double-talk), confirm
+                  on ``interrupted`` within a window or resume (playout's pause/resume).
 ``turns``         turn boundaries on both sides: caller speech, agent turns with their latency
                   and heard frames, the model's turn being open, the transcript.
 ``tool_dispatch`` function calls: queued for the adapter, repeated ids, cancellations, results,
@@ -50,6 +52,8 @@ Events between the parts (all routed by the core, never by a part calling anothe
 * link → ending: a refusal no retry can fix (``Link.closed`` / ``connect_failed`` return it, classified
   by gemini/refusal.py): said once, then the apology is heard and the call ends.
 * Gemini ``interrupted`` → playout drops everything and clears; turns marks the turn cut.
+* gate → barge: each caller frame's double-talk; barge → playout (through the core): pause at the
+  onset, resume when the window runs out (``tick``), or ``interrupted`` confirms it.
 * tool_dispatch → ending: calls running (no watchdog), all answered (wait for the reply).
 * ending reads playout (audible?), turns (model mid-reply? a new turn since end_call?), link
   (can send?) and tool_dispatch (running?) to decide; it never changes them except through the

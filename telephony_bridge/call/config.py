@@ -17,6 +17,15 @@ class CallConfig:
     playback_lead_s: float = 0.16
     #: Place a Twilio mark after every this many agent frames (and at the end of a turn).
     mark_every_frames: int = 5
+    #: Instant barge-in (barge.py): pause the agent when the caller starts talking over it, on
+    #: ``pause_onset_frames`` consecutive frames the echo gate passes as double-talk; confirm on
+    #: Gemini's ``interrupted`` within ``pause_confirm_s``, or resume where the caller stopped
+    #: hearing. After a resume, no new pause until the caller has been quiet ``pause_rearm_s``.
+    #: (Chosen from benchmarks/bargein.py and echo.py: see the README.)
+    pause_on_onset: bool = True
+    pause_onset_frames: int = 2
+    pause_confirm_s: float = 0.7
+    pause_rearm_s: float = 0.4
     #: Caller frames above this RMS (full scale 1.0) count as speech, for latency figures.
     speech_rms: float = 0.05
     #: Caller audio kept while Gemini is not ready (connecting, reconnecting), sent once it is.

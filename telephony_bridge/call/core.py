@@ -21,6 +21,8 @@ from ..log import log_event
 from ..metrics import Metrics
 from ..twilio import events as te
 from ..twilio.stream import TwilioStream
+from ..echo_gate import GateDecision
+from .barge import BargePause
 from .config import FRAME_BYTES, CallConfig
 from .ending import Ending
 from ..gemini.profiles import profile_for
@@ -59,6 +61,10 @@ class CallCore:
                                on_turn_start=self._agent_turn_started, on_turn_done=self.turns_part.finish_agent)
         #: What the configured model accepts and how it behaves (gemini/profiles.py).
         self.profile = profile_for(setup.model)
+        #: Instant barge-in: pause on the caller's onset, confirm or resume (barge.py).
+        self.barge = BargePause(onset_frames=cfg.pause_onset_frames, confirm_s=cfg.pause_confirm_s,
+                                rearm_s=cfg.pause_rearm_s, timeline=self.records, counters=self.counters,
+                                metrics=metrics) if cfg.pause_on_onset else None
         self.link = Link(setup, cfg, self.records, self.counters, metrics)
         self.tools = ToolDispatch(cfg, self.records, self.counters, self.profile)
         self.prompts = Prompts(self.profile, self.records, self.link.send)
@@ -205,8 +211,11 @@ class CallCore:
         level = sqrt(energy)
         turns.caller_rms.append(level)  # what the line carried, before the gate
         gate = self.gate
+        barge = self.barge
         if gate is not None:
             decision = gate.decide(ulaw, now, energy)
+            if barge is not None and barge.caller_frame(decision is GateDecision.DOUBLE_TALK, now):
+                self._pause(now)
             if decision is not self._gate_last:
                 # The timeline gets every change of decision: a run-length record of all frames.
                 self._gate_last = decision
@@ -228,6 +237,13 @@ class CallCore:
             ending.await_reply(turns.last_caller_speech)  # type: ignore[arg-type]
             ending.expect_reply(turns.last_caller_speech, now)  # type: ignore[arg-type]
         self.link.caller_audio(ulaw)
+
+    def _pause(self, now: float) -> None:
+        """The caller started talking over the agent: it goes quiet now (barge.py)."""
+        playout = self.playout
+        if playout.pausable:
+            assert self.barge is not None
+            self.barge.paused(now, playout.pause(now))
 
     def _maybe_greet(self, now: float) -> None:
         prompt = self.config.greeting_prompt
@@ -382,6 +398,8 @@ class CallCore:
         if self.metrics is not None:
             self.metrics.barge_ins.inc()
         self.interrupted_at = now
+        if self.barge is not None:
+            self.barge.interrupted(now)
         self.turns_part.agent_interrupted(now)
         self.stall.interrupted(now)
         dropped = self.playout.interrupt(now)
@@ -474,6 +492,12 @@ class CallCore:
     def tick(self, now: float) -> None:
         if self.ended is not None:
             return
+        barge = self.barge
+        if barge is not None and barge.due(now):  # no interrupted in the window: a false alarm
+            if self.playout.paused:
+                barge.resumed(now, self.playout.resume(now))
+            else:
+                barge.reset()
         self.playout.pump(now)
         if self.ending.limits(now):  # no media, too long, an ending due
             return
@@ -488,7 +512,8 @@ class CallCore:
     def next_deadline(self) -> float | None:
         """When :meth:`tick` should run next."""
         deadline = self.ending.deadline()
-        for d in (self.playout.deadline(), self.tools.deadline(), self.link.deadline(self.ending.last_media)):
+        barge = self.barge.deadline() if self.barge is not None else None
+        for d in (self.playout.deadline(), self.tools.deadline(), self.link.deadline(self.ending.last_media), barge):
             if d is not None and d < deadline:
                 deadline = d
         return deadline

@@ -18,6 +18,17 @@ already buffered (``clear``).
 
 Barge-in (:meth:`interrupt`): the queue and phrase dropped, the converter and framer reset, media
 not yet written to the socket removed, ``clear`` sent, marks flushed: nothing stale plays.
+
+Pause and resume (:meth:`pause`, :meth:`resume`; decided by ``barge.py``): the caller started
+talking over the agent, Gemini has not said ``interrupted`` yet. ``clear`` is sent and every
+frame of the current turn not yet credited by a returned mark (``_unconfirmed``: forwarded,
+maybe buffered by Twilio, maybe in flight) goes back to the head of the queue, the turn's end
+with it if it had been forwarded; nothing is forwarded until :meth:`resume` (a false alarm: play
+on from the first frame not known to be heard) or :meth:`interrupt` (confirmed: drop it all).
+Marks are the only word on what was heard, so a resume may repeat what played after the last
+returned mark (at most ``mark_every_frames`` frames plus the mark's trip back) and never skips a
+frame. ``frames_sent`` counts each frame once; ``frames_heard`` credits each frame once, from the
+marks of the copy that played.
 """
 
 from __future__ import annotations
@@ -71,6 +82,10 @@ class Playout:
         self._pending_marks: deque[tuple[str, AgentTurn | None, int]] = deque()
         self._phrase_marks = 0  # how many of those are a phrase's
         self._flushed_marks: set[str] = set()
+        #: Frames of the current turn forwarded and not yet credited by a returned mark.
+        self._unconfirmed: deque[bytes] = deque()
+        #: Paused on the caller's speech onset (barge.py): nothing is forwarded.
+        self.paused = False
 
     def start(self, stream_sid: str, now: float) -> None:
         """Twilio's ``start``: frames can be built for this stream now."""
@@ -93,8 +108,16 @@ class Playout:
     def clear_message(self) -> str | None:
         return self.messages.clear() if self.messages is not None else None
 
+    @property
+    def pausable(self) -> bool:
+        """Agent turn audio (not a phrase) is on its way to the caller or waiting for the line."""
+        return (not self.paused and self._turn is not None and not self.phrase_queue
+                and not self._phrase_marks and (bool(self._unconfirmed) or (bool(self.queue) and not self._turn_sent)))
+
     def deadline(self) -> float | None:
         """When to top up Twilio's buffer: when it holds half the lead (every lead/2, not every frame)."""
+        if self.paused:
+            return None
         if (self.queue or self.phrase_queue) and self.messages is not None:
             return self.playout_end - self.config.playback_lead_s / 2
         return None
@@ -122,6 +145,7 @@ class Playout:
     def drop_agent_audio(self) -> None:
         """Forget agent audio not yet forwarded (the call is closing with a last phrase)."""
         self.queue.clear()
+        self.paused = False
 
     # -- forwarding ----------------------------------------------------------------------------
 
@@ -129,7 +153,7 @@ class Playout:
         """Forward queued agent frames while Twilio holds less than the lead."""
         msgs = self.messages
         queue = self.queue
-        if msgs is None:
+        if msgs is None or self.paused:
             return
         if not queue:
             if self.phrase_queue:
@@ -143,6 +167,7 @@ class Playout:
         gate = self.gate
         counters = self.counters
         turn = self._turn
+        unconfirmed = self._unconfirmed
         while queue and self.playout_end + FRAME_S - now <= lead + 1e-9:
             frame = queue.popleft()
             if frame is None:
@@ -152,7 +177,9 @@ class Playout:
                 continue
             if turn is None or self._turn_sent:
                 turn = self._start_turn(now)
+                unconfirmed = self._unconfirmed
             out.append(msgs.media(frame))
+            unconfirmed.append(frame)
             self.agent_rms.append(rms_ulaw(frame))
             if gate is not None:
                 gate.agent_frame(frame, self.playout_end)
@@ -173,6 +200,7 @@ class Playout:
         turn = self.on_turn_start(now)
         self._turn = turn
         self._turn_sent = False
+        self._unconfirmed = deque()  # an earlier turn's unconfirmed tail is not replayed
         return turn
 
     def _turn_done(self, now: float) -> None:
@@ -244,6 +272,7 @@ class Playout:
         for name, _turn, _frames in self._pending_marks:
             self._flushed_marks.add(name)
         self._pending_marks.clear()
+        self._unconfirmed.clear()
         self._phrase_marks = 0
         self._frames_since_mark = 0
         self.playout_end = now
@@ -263,6 +292,10 @@ class Playout:
             self.counters["marks_played"] += 1
             if turn is not None:
                 turn.frames_heard += frames
+                if turn is self._turn:
+                    unconfirmed = self._unconfirmed
+                    for _ in range(min(frames, len(unconfirmed))):
+                        unconfirmed.popleft()
             elif pname[0] == "p":
                 self._phrase_marks -= 1
             if pname == name:
@@ -295,4 +328,39 @@ class Playout:
             out.append(self.messages.clear())
         self._flush_marks(now)
         self._turn_sent = True
+        self.paused = False
         return dropped
+
+    # -- pause and resume (barge.py decides) -----------------------------------------------------
+
+    def pause(self, now: float) -> int:
+        """Stop what the caller hears now; keep every frame not known to be heard, in order.
+        Returns how many frames went back to the head of the queue."""
+        back = self._unconfirmed
+        n = len(back)
+        if n:
+            if self._turn_sent:  # the turn's end had been forwarded: it goes back too
+                self.queue.appendleft(None)
+                self._turn_sent = False
+            self.queue.extendleft(reversed(back))
+            if self._turn is not None:
+                self._turn.frames_sent -= n
+        self._unconfirmed = deque()
+        out = self.twilio_out
+        if out:  # their media is in ``back`` already
+            kept = [m for m in out if not m.startswith('{"event":"media"')]
+            out.clear()
+            out.extend(kept)
+        if self.messages is not None:
+            out.append(self.messages.clear())
+        self._flush_marks(now)
+        self.paused = True
+        return n
+
+    def resume(self, now: float) -> int:
+        """Play on (the next :meth:`pump`) from the first frame not known to be heard. Returns
+        how many agent frames are waiting."""
+        self.paused = False
+        if self.playout_end < now:
+            self.playout_end = now
+        return len(self.queue)

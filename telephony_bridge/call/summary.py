@@ -19,6 +19,7 @@ COUNTERS = (
     "fillers", "nudges", "apologies", "reconnects", "handovers", "repeated_tool_calls",
     "input_replayed_frames", "phrases",
     "stalls", "stall_nudges", "stall_phrases", "stall_recovered", "stall_apologies",
+    "barge_pauses", "barge_false_alarms", "barge_confirmed", "barge_late_confirms",
 )
 
 
@@ -42,6 +43,10 @@ def call_summary(turns: Turns, playout: Playout, counters: dict[str, int],
         "latency_p50_ms": pct(50),
         "latency_p95_ms": pct(95),
         "barge_ins": c["barge_ins"],
+        "pauses": c["barge_pauses"],
+        "false_alarms": c["barge_false_alarms"],
+        "pauses_confirmed": c["barge_confirmed"],
+        "late_confirms": c["barge_late_confirms"],
         "caller_rms_mean": round(sum(caller) / len(caller), 4) if caller else 0.0,
         "caller_rms_max": round(max(caller), 4) if caller else 0.0,
         "agent_rms_mean": round(sum(agent) / len(agent), 4) if agent else 0.0,

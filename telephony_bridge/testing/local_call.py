@@ -38,6 +38,11 @@ def founder_turns() -> list[bytes]:
     return [(folder / item["file"]).read_bytes() for item in items]
 
 
+def sound(name: str) -> bytes:
+    """A short non-turn sound (``cough``, ``mhm``: μ-law 8 kHz) from testing/sounds/."""
+    return (resources.files("telephony_bridge") / "testing" / "sounds" / f"{name}.ulaw").read_bytes()
+
+
 def _bind_loopback() -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

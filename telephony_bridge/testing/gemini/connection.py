@@ -59,6 +59,7 @@ class _Connection(_CallerTurns, _Replies, _FaultRunner):
         self.tasks: set[asyncio.Task[Any]] = set()
         self.turn_open: tuple[float, float, bool] | None = None  # (audio start, wall start, barged)
         self.manual_turn: tuple[float, float, bool] | None = None
+        self.barge_from: float | None = None  # audio time of speech over a reply, not yet a barge-in
         self.carry = b""
         self.carry_rate: int | None = None
         self.arrival_audio: list[float] = []  # audio time at the end of each chunk received

@@ -66,6 +66,12 @@ class Scenario:
     silence_duration_ms: int | None = None
     prefix_padding_ms: int | None = None
     vad_threshold: float = DEFAULT_THRESHOLD
+    #: Barge-in needs this much caller speech (audio time from the VAD's start of speech to the
+    #: end of its latest speech block) before ``interrupted`` is sent, as the service's VAD needs
+    #: a few hundred ms (field reports: 200-500 ms). A sound over a reply that never gets this
+    #: long (a cough, a bark, "mhm") is ignored: no interruption and no caller turn. 0: interrupt
+    #: at the start of speech (the VAD's ``prefix_padding_ms``).
+    barge_in_speech_ms: float = 300.0
     #: inputTranscription texts for caller turns 1, 2, …; otherwise "[caller speech 2.4 s]".
     caller_texts: Sequence[str] = ()
     #: "auto": send transcriptions only when the setup asked for them (as the service does).

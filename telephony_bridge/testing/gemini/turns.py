@@ -4,7 +4,9 @@ Audio in (``realtimeInput.audio``, deprecated ``realtimeInput.mediaChunks``) at 
 the mimeType names goes through the energy VAD (:mod:`.vad`); ``audioStreamEnd`` ends a turn
 in progress; with automatic activity detection disabled, ``activityStart`` / ``activityEnd``
 mark turns instead. Caller speech starting while a reply is being sent interrupts it (unless
-``activityHandling`` is ``NO_INTERRUPTION``). A finished turn is recorded as a
+``activityHandling`` is ``NO_INTERRUPTION``) once it has lasted the scenario's
+``barge_in_speech_ms`` (default 300 ms, as the service's VAD takes a few hundred); a sound over
+the reply that stays shorter is ignored altogether, as the service ignores a cough. A finished turn is recorded as a
 :class:`~.records.CallerTurn` and answered (:mod:`.replies`). ``clientContent`` with
 ``turnComplete`` asks for the greeting or counts as a user text turn; so does
 ``realtimeInput.text``. :class:`_CallerTurns` is a mixin of :class:`~.connection._Connection`,
@@ -81,6 +83,27 @@ class _CallerTurns:
         self.arrival_audio.append(self.vad.time + self.vad.buffered_seconds)
         self.arrival_wall.append(now)
         await self._vad_events(events, now)
+        if self.barge_from is not None and self.vad.in_speech:
+            await self._barge_check(self.vad.last_speech_end)
+
+    def _replying(self) -> bool:
+        return (not self.no_interruption and self.reply_task is not None and not self.reply_task.done()
+                and self.sc.barge_in_speech_ms > 0)
+
+    async def _barge_check(self, speech_end: float) -> bool | None:
+        """A barge-in is waiting for enough speech: interrupt once the caller has said
+        ``barge_in_speech_ms`` of it. Returns None when none is waiting, True when it interrupted
+        now, False when the speech (ending at ``speech_end``) is still too short."""
+        start = self.barge_from
+        if start is None:
+            return None
+        if speech_end - start + 1e-9 < self.sc.barge_in_speech_ms / 1000:
+            return False
+        self.barge_from = None
+        barged = await self._caller_speech_started()
+        if self.turn_open is not None:
+            self.turn_open = (*self.turn_open[:2], barged)
+        return True
 
     async def _vad_events(self, events: list[Any], wall_now: float) -> None:
         assert self.vad is not None
@@ -92,10 +115,18 @@ class _CallerTurns:
 
         for ev in events:
             if isinstance(ev, SpeechStart):
-                barged = await self._caller_speech_started()
+                # Over a reply, barge-in waits for barge_in_speech_ms of speech (_barge_check).
+                self.barge_from = ev.start if self._replying() else None
+                barged = False if self.barge_from is not None else await self._caller_speech_started()
                 self.turn_open = (ev.start, wall(ev.start), barged)
                 self.session.record(self.loop.time(), "speech_start", round(ev.start, 3))
+                await self._barge_check(ev.start)
             elif isinstance(ev, SpeechEnd):
+                if await self._barge_check(ev.end) is False:
+                    # Too short to be a turn over the reply (a cough): the service ignores it.
+                    self.turn_open = self.barge_from = None
+                    self.session.record(self.loop.time(), "sound_ignored", round(ev.end - ev.start, 3))
+                    continue
                 barged = self.turn_open[2] if self.turn_open else False
                 turn = CallerTurn(
                     number=len(self.session.turns) + 1,

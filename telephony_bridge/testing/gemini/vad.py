@@ -106,6 +106,11 @@ class EnergyVAD:
         """Audio received but not yet analysed (less than one block)."""
         return len(self._pending) / self._rate if self._rate else 0.0
 
+    @property
+    def last_speech_end(self) -> float:
+        """Audio time at the end of the latest speech block of the speech in progress."""
+        return self._last_speech_end
+
     def feed(self, samples: np.ndarray, rate: int) -> list[VadEvent]:
         """Analyse ``samples`` (float, full scale 1.0) at ``rate`` Hz; return events, in order."""
         if rate <= 0:
