@@ -78,6 +78,9 @@ class ModelProfile:
     client_content_interrupts: Literal["always", "turn-complete"]
     #: One ``serverContent`` may carry several parts (audio and its transcription together).
     multi_part_server_content: bool
+    #: The model speaks its own fillers while its (asynchronous) tools run ("Checking flight
+    #: options now"): the bridge plays none over it.
+    speaks_fillers: bool = False
     #: The replacement to suggest when this family is retired or a preview.
     successor: str | None = None
 
@@ -125,7 +128,7 @@ GEMINI_3_8_LIVE_EXTENDED_THINKING = ModelProfile(
     status="stable", backend="both", names=("gemini-3.8-live-extended-thinking",),
     setup_fields=frozenset({THINKING_LEVEL}),
     **{**_3X_SHARED, "declarable_behaviors": frozenset({NON_BLOCKING}),  # "Async only"
-       "blocking_cancelled_on_input": False},  # type: ignore[arg-type]
+       "blocking_cancelled_on_input": False, "speaks_fillers": True},  # type: ignore[arg-type]
 )
 
 GEMINI_3_1_FLASH_LIVE = ModelProfile(
