@@ -35,10 +35,13 @@ def demo_scenario(stall: bool = False) -> Any:
     return Scenario(
         caller_texts=texts,
         tool_calls=[
-            ToolCallStep(after_turn=1, name="save_note", then_clip=None,
+            # On gemini-3.8-live both are non-blocking: the note is filed while the model goes on
+            # with its next question; the slow lookup runs while it says nothing (so the bridge's
+            # filler covers the silence) and the next question comes with the figures.
+            ToolCallStep(after_turn=1, name="save_note", then_clip=None, while_running=None,
                          args={"topic": "problem", "fact": "Dental clinics lose revenue to last-minute cancellations"}),
             ToolCallStep(after_turn=3, name="lookup_market", args={"market": "dental practice software"},
-                         then_clip=None),
+                         then_clip=None, while_running=""),
             ToolCallStep(after_turn=5, name="end_call", args={"reason": "interview complete"}, then_clip="goodbye"),
         ],
         faults=[Fault("empty_turn", on_reply=1)] if stall else [],

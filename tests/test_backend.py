@@ -11,7 +11,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from oauth_server import TokenEndpoint, other_private_key_pem, write_json
+from telephony_bridge.testing.oauth import TokenEndpoint, other_private_key_pem, write_json
 from websockets.asyncio.server import serve
 
 from telephony_bridge.gemini.backend import (

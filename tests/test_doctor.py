@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from oauth_server import TokenEndpoint
+from telephony_bridge.testing.oauth import TokenEndpoint
 
 from telephony_bridge.doctor import run_doctor
 from telephony_bridge.testing import GeminiEmulator, Scenario

@@ -517,6 +517,12 @@ def test_resumption_continues_the_conversation_without_a_second_greeting():
     run(go())
 
 
+def blocking(*names: str) -> list[dict]:
+    """``setup.tools`` declaring each tool BLOCKING (the test model is taken as 3.8, where an
+    undeclared tool is non-blocking: tests/test_emulator_profiles.py covers that)."""
+    return [{"functionDeclarations": [{"name": n, "behavior": "BLOCKING"} for n in names]}]
+
+
 def test_scripted_tool_call():
     clips = load_clips()
 
@@ -524,7 +530,7 @@ def test_scripted_tool_call():
         step = ToolCallStep(after_turn=1, name="save_note", args={"note": "dental scheduling"},
                             call_id="call-1")
         async with GeminiEmulator(Scenario(tool_calls=[step], **FAST)) as emu, connect(emu.url) as ws:
-            await ws.send(setup_msg(outputAudioTranscription={}))
+            await ws.send(setup_msg(outputAudioTranscription={}, tools=blocking("save_note")))
             await recv_json(ws)
             await ws.send(GREET)
             await collect(ws, turn_complete)
@@ -555,7 +561,7 @@ def test_caller_speech_cancels_a_pending_tool_call():
         step = ToolCallStep(after_turn=1, name="lookup", call_id="c1")
         async with GeminiEmulator(Scenario(tool_calls=[step], silence_duration_ms=500, **FAST)) as emu, \
                 connect(emu.url) as ws:
-            await ws.send(setup_msg())
+            await ws.send(setup_msg(tools=blocking("lookup")))
             await recv_json(ws)
             await send_audio(ws, founder_pcm(1, trailing_silence_s=0.6))
             await collect(ws, lambda m: "toolCall" in m)

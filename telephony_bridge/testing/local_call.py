@@ -9,13 +9,16 @@ is the bridge alone (uvicorn in the current event loop, limits as ``serve`` sets
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 import socket
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -162,6 +165,11 @@ class LocalCall:
     bridge: LocalBridge
 
 
+#: The Google Cloud project and location of a local Vertex AI call (names only: nothing leaves).
+VERTEX_PROJECT = "local-proj-1"
+VERTEX_LOCATION = "us-central1"
+
+
 async def place_local_call(
     script: CallerScript,
     scenario: Scenario | None = None,
@@ -170,6 +178,7 @@ async def place_local_call(
     call_overrides: dict[str, Any] | None = None,
     simulator: dict[str, Any] | None = None,
     while_up: Callable[[LocalBridge, CallResult], Awaitable[Any]] | None = None,
+    vertex: bool = False,
     **settings: Any,
 ) -> LocalCall:
     """Start the emulator and a bridge, place one call with ``script``, stop both.
@@ -177,25 +186,42 @@ async def place_local_call(
     ``settings``: :class:`Settings` fields for the bridge (the key, URLs and a fresh Twilio
     token are filled in); ``simulator``: extra :class:`CallerSimulator` arguments (``echo``,
     ``on_event``); ``while_up``: awaited after the call while the bridge still serves (to read
-    ``/calls``, ``/metrics``).
+    ``/calls``, ``/metrics``). ``vertex``: the bridge uses Vertex AI (``GEMINI_BACKEND=vertex``
+    with a service-account key file) and the emulator serves only the Vertex AI path, accepting
+    only Bearer tokens from a loopback OAuth endpoint (:mod:`.oauth`) that google-auth gets them
+    from through the key's ``token_uri``.
     """
-    emulator = GeminiEmulator(scenario or Scenario(), api_key=DEMO_KEY)
-    await emulator.start()
-    bridge = LocalBridge(Settings(gemini_api_key=DEMO_KEY, public_url="http://127.0.0.1",
-                                  gemini_live_url=emulator.url, twilio_auth_token=secrets.token_hex(16),
-                                  **settings), call_overrides=call_overrides)
-    await bridge.start()
-    try:
-        sim = CallerSimulator(bridge.twiml_url, script, auth_token=bridge.settings.twilio_auth_token,
-                              timeout=timeout, **(simulator or {}))
-        result = await sim.run()
-        core = await bridge.finished_call(result.call_sid)
-        if while_up is not None:
-            await while_up(bridge, result)
-    finally:
-        await bridge.stop()
-        await emulator.stop()
-    return LocalCall(result, core, emulator, bridge)
+    with contextlib.ExitStack() as stack:
+        if vertex:
+            from .oauth import TokenEndpoint  # needs cryptography (the test extra)
+
+            oauth = stack.enter_context(TokenEndpoint())
+            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="tb-vertex-"))
+            key_file = oauth.write(Path(folder) / "service-account.json", oauth.service_account_info(VERTEX_PROJECT))
+            emulator = GeminiEmulator(scenario or Scenario(), oauth=oauth, backends=("vertex",))
+            backend: dict[str, Any] = dict(gemini_backend="vertex", google_cloud_project=VERTEX_PROJECT,
+                                           google_cloud_location=VERTEX_LOCATION,
+                                           google_application_credentials=key_file)
+        else:
+            emulator = GeminiEmulator(scenario or Scenario(), api_key=DEMO_KEY)
+            backend = dict(gemini_api_key=DEMO_KEY)
+        await emulator.start()
+        live_url = emulator.url_vertex if vertex else emulator.url
+        bridge = LocalBridge(Settings(public_url="http://127.0.0.1", gemini_live_url=live_url,
+                                      twilio_auth_token=secrets.token_hex(16), **{**backend, **settings}),
+                             call_overrides=call_overrides)
+        await bridge.start()
+        try:
+            sim = CallerSimulator(bridge.twiml_url, script, auth_token=bridge.settings.twilio_auth_token,
+                                  timeout=timeout, **(simulator or {}))
+            result = await sim.run()
+            core = await bridge.finished_call(result.call_sid)
+            if while_up is not None:
+                await while_up(bridge, result)
+        finally:
+            await bridge.stop()
+            await emulator.stop()
+        return LocalCall(result, core, emulator, bridge)
 
 
 def greetings(emulator: GeminiEmulator) -> int:

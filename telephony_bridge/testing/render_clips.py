@@ -59,6 +59,10 @@ AGENT_LINES: dict[str, str] = {
     "q_traction": "Do you have any early customers, or proof that people want this?",
     "q_risk": "What is the biggest risk that could kill the idea?",
     "tool_ack": "Thanks, I've saved your notes. Let's keep going.",
+    # A non-blocking call: the model keeps going while the tool runs (Gemini 3.8), and a model
+    # that speaks its own fillers (3.8 extended thinking) while a slow one is still out.
+    "tool_wait": "Let me look that up while we talk.",
+    "tool_filler": "Still checking, one moment.",
     "goodbye": "Thank you, that was really helpful. Good luck with your startup. Goodbye!",
 }
 

@@ -2,13 +2,16 @@
 
 The first message must be ``setup`` (with a ``model``); then ``setupComplete``, unless the
 setup is refused (API key with ``Scenario.key_check="setup"``, a ``reject_setup`` or
-``reject_resume`` fault, a stale handle, an unknown model). Every server
+``reject_resume`` fault, a retired or unknown model, a field the model does not take: see
+:mod:`.models`, a stale handle). From then on the connection behaves like the model the setup
+named (``self.profile``, from :mod:`telephony_bridge.gemini.profiles`). Every server
 message is a BINARY frame holding UTF-8 JSON. A :class:`~.wire.BadRequest` anywhere closes the
 connection with its code and reason; a bug closes it with 1011. The rest of a connection's
-behaviour is in three parts that share the state set up in ``_Connection.__init__``:
+behaviour is in four parts that share the state set up in ``_Connection.__init__``:
 :class:`~.turns._CallerTurns` (caller audio, VAD, activity and text turns),
-:class:`~.replies._Replies` (model replies, tool calls, interruptions, resumption handles) and
-:class:`~.faults._FaultRunner` (scripted faults).
+:class:`~.replies._Replies` (model replies, blocking tool calls, interruptions, resumption
+handles), :class:`~.async_calls._AsyncCalls` (non-blocking calls and their answers' scheduling)
+and :class:`~.faults._FaultRunner` (scripted faults).
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ from urllib.parse import parse_qs, urlsplit
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from ...gemini import profiles
+from . import models
+from .async_calls import _AsyncCalls, _HeldResult, _PendingAsync
 from .faults import API_KEY_INVALID_REASON, _FaultRunner
 from .records import Conversation, EmulatorSession, ReplyRecord
 from .replies import _Replies
@@ -36,7 +42,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("telephony_bridge.emulator")
 
 
-class _Connection(_CallerTurns, _Replies, _FaultRunner):
+class _Connection(_CallerTurns, _Replies, _AsyncCalls, _FaultRunner):
     """Runs one websocket connection: receive loop, VAD, reply task, faults."""
 
     def __init__(self, emu: GeminiEmulator, session: EmulatorSession, ws: ServerConnection):
@@ -55,7 +61,11 @@ class _Connection(_CallerTurns, _Replies, _FaultRunner):
         self.reply_task: asyncio.Task[None] | None = None
         self.reply: ReplyRecord | None = None
         self.reply_sent_anything = False
-        self.pending_tool: tuple[str, asyncio.Future[dict[str, Any]]] | None = None
+        self.profile: profiles.ModelProfile = profiles.NEWEST  # the model setup named
+        self.behaviors: dict[str, str | None] = {}  # declared functions -> their ``behavior``
+        self.pending_tool: tuple[str, asyncio.Future[dict[str, Any]]] | None = None  # blocking
+        self.async_calls: dict[str, _PendingAsync] = {}  # non-blocking calls still running
+        self.held: list[_HeldResult] = []  # their answers, waiting to be spoken
         self.tasks: set[asyncio.Task[Any]] = set()
         self.turn_open: tuple[float, float, bool] | None = None  # (audio start, wall start, barged)
         self.manual_turn: tuple[float, float, bool] | None = None
@@ -190,19 +200,15 @@ class _Connection(_CallerTurns, _Replies, _FaultRunner):
                 key = (parse_qs(urlsplit(request.path).query).get("key") or [None])[0]
             if key is None or not secrets.compare_digest(key, self.emu.api_key):
                 raise BadRequest(API_KEY_INVALID_REASON, 1007)
+            s.auth = "api_key"
         for fault in self._faults():
             if fault.kind == "reject_setup":
                 s.faults_fired.append("reject_setup")
                 raise BadRequest(fault.reason, fault.code)
-        if sc.known_models is not None:
-            bare = s.model.removeprefix("models/")
-            known = {m.removeprefix("models/") for m in sc.known_models}
-            if bare not in known:
-                raise BadRequest(
-                    f"models/{bare} is not found for API version {s.api_version}, or is not "
-                    "supported for bidiGenerateContent.",
-                    1008,
-                )
+        self.profile = models.resolve(s.model, s.backend, s.api_version, sc.known_models)
+        s.profile = self.profile.family
+        models.check_setup(setup, self.profile, s.model)
+        self.behaviors = models.declared_behaviors(setup)
         resumption = setup.get("sessionResumption")
         self.want_resumption = resumption is not None
         handle = (resumption or {}).get("handle")
@@ -239,8 +245,8 @@ class _Connection(_CallerTurns, _Replies, _FaultRunner):
         else:
             self.want_input_tx = self.want_output_tx = sc.transcriptions == "always"
         logger.info(
-            "session %d: setup model=%s silence=%dms prefix=%dms resumed=%s",
-            s.index, s.model, s.silence_duration_ms, s.prefix_padding_ms, bool(handle),
+            "session %d: setup model=%s (%s) silence=%dms prefix=%dms resumed=%s",
+            s.index, s.model, s.profile, s.silence_duration_ms, s.prefix_padding_ms, bool(handle),
         )
         await self.send({"setupComplete": {}})
         s.record(self.loop.time(), "setupComplete")

@@ -41,7 +41,7 @@ class CallerTurn:
 class ReplyRecord:
     """One model turn: what was said, when, and whether it was cut short."""
 
-    kind: Literal["greeting", "reply", "tool"]
+    kind: Literal["greeting", "reply", "tool", "result", "filler"]
     clip: str | None = None
     triggered_at: float = 0.0
     first_audio_at: float | None = None
@@ -73,7 +73,14 @@ class EmulatorSession:
     setup: dict[str, Any] = field(default_factory=dict)  # normalised to lowerCamelCase
     raw_setup: dict[str, Any] = field(default_factory=dict)  # as received
     model: str | None = None
+    #: The profile family the model was taken as (``profiles.lookup``), once setup has named it.
+    profile: str | None = None
     api_version: str = "v1beta"
+    backend: Literal["gemini-api", "vertex"] = "gemini-api"
+    #: What the client proved itself with at the upgrade: "api_key", "bearer", or None.
+    auth: Literal["api_key", "bearer"] | None = None
+    #: The ``x-goog-user-project`` header, when the client sent one.
+    quota_project: str | None = None
     resumed_from: str | None = None
     conversation: Conversation | None = None
     silence_duration_ms: int = DEFAULT_SILENCE_DURATION_MS
@@ -94,6 +101,11 @@ class EmulatorSession:
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     tool_responses: list[dict[str, Any]] = field(default_factory=list)
     tool_cancellations: list[str] = field(default_factory=list)
+    #: Non-blocking calls answered: ``{"id", "name", "scheduling", "at"}`` (scheduling None where
+    #: the model ignores it), in the order the answers arrived.
+    async_results: list[dict[str, Any]] = field(default_factory=list)
+    #: Ids of ``toolResponse`` entries that answered no running call (a cancelled one, say).
+    ignored_tool_responses: list[str] = field(default_factory=list)
     handles_issued: list[str] = field(default_factory=list)
     faults_fired: list[str] = field(default_factory=list)
     reply_attempts: int = 0  # replies begun (stalled ones included), for the stall faults

@@ -1,15 +1,18 @@
-"""The model's side of a connection: replies, tool calls, interruptions, resumption handles.
+"""The model's side of a connection: replies, blocking tool calls, interruptions, handles.
 
 When a caller turn ends the "model" answers with real recorded speech (:mod:`.clips`): after
 the scenario's think time, 24 kHz PCM16 in ``serverContent.modelTurn.parts[].inlineData``
 chunks, paced against ``loop.time()`` (``Scenario.pace``, with ``burst_ms`` sent ahead), with
 ``outputTranscription`` pieces, then ``generationComplete`` and ``turnComplete`` (carrying
-``usageMetadata``), then ``sessionResumptionUpdate`` when the setup asked for resumption. A
-scripted tool step sends ``toolCall`` first and waits for the matching ``toolResponse``.
+``usageMetadata``), then ``sessionResumptionUpdate`` when the setup asked for resumption. The
+transcription rides in the same ``serverContent`` as the audio chunk it belongs to on the models
+that send several parts per message (3.x, ``multi_part_server_content``), in messages of its own
+on 2.5. A scripted tool step sends ``toolCall`` first; a blocking call then waits for the
+matching ``toolResponse`` (a non-blocking one goes on at once: :mod:`.async_calls`).
 Barge-in: like the service, the emulator only knows what it has *sent*; interrupting a reply
 sends ``serverContent.interrupted`` only if some of it went out, and cancels a pending tool call
-with ``toolCallCancellation``. Faults tied to a reply fire from the chunk loop here; a
-scripted silent stall is asked for once the think time is over.
+with ``toolCallCancellation`` (a later answer to it is ignored). Faults tied to a reply fire from
+the chunk loop here; a scripted silent stall is asked for once the think time is over.
 :class:`_Replies` is a mixin of :class:`~.connection._Connection`, whose state it uses.
 """
 
@@ -25,6 +28,8 @@ from typing import Any
 
 from websockets.exceptions import ConnectionClosed
 
+from ...gemini.profiles import NON_BLOCKING
+from . import models
 from .clips import Clip
 from .faults import STALL_KINDS
 from .records import ReplyRecord
@@ -62,14 +67,20 @@ class _Replies:
         for resp in responses:
             if not isinstance(resp, dict):
                 raise BadRequest("Invalid value at 'function_responses': expected an object.")
+            scheduling = models.scheduling_of(self.profile, resp)  # checks the value too
+            rid = resp.get("id")
             self.session.tool_responses.append(resp)
-            self.session.record(self.loop.time(), "toolResponse", resp.get("id"))
-            logger.info("session %d: toolResponse %s %s",
-                        self.session.index, resp.get("id"), resp.get("name"))
-            if self.pending_tool and resp.get("id") == self.pending_tool[0]:
+            self.session.record(self.loop.time(), "toolResponse", rid)
+            logger.info("session %d: toolResponse %s %s", self.session.index, rid, resp.get("name"))
+            if self.pending_tool and rid == self.pending_tool[0]:
                 fut = self.pending_tool[1]
                 if not fut.done():
                     fut.set_result(resp)
+            elif rid in self.async_calls:
+                await self._async_result(self.async_calls.pop(rid), resp, scheduling)
+            else:  # a cancelled call's late answer, or an id never issued: the model ignores it
+                self.session.ignored_tool_responses.append(str(rid))
+                self.session.record(self.loop.time(), "toolResponseIgnored", rid)
 
     # -- replies
 
@@ -112,19 +123,26 @@ class _Replies:
         previous: asyncio.Task[None] | None,
     ) -> None:
         kind, clip_id, step = plan
-        if previous is not None:  # only with activityHandling NO_INTERRUPTION
+        if previous is not None:  # NO_INTERRUPTION, or a tool's answer queued behind a reply
             await asyncio.gather(previous, return_exceptions=True)
         s, conv = self.session, self.conv
         assert conv is not None
         rec = ReplyRecord(kind=kind, triggered_at=self.now())  # type: ignore[arg-type]
         self.reply, self.reply_sent_anything = rec, False
         number = len(s.replies)
+        cancelled = False
         try:
             await asyncio.sleep(self.sc.think_seconds(number))
-            if await self._stall():
+            if kind not in ("result", "filler") and await self._stall():
                 return
             if step is not None:
-                if not await self._call_tool(step, rec):
+                if models.behavior_of(self.profile, self.behaviors, step.name) == NON_BLOCKING:
+                    await self._call_async(step, rec)
+                    if step.while_running == "":
+                        await self._end_turn_quietly(rec)
+                        return
+                    clip_id = step.while_running  # the model keeps going while the tool runs
+                elif not await self._call_tool(step, rec):
                     return
             if clip_id is None:
                 clip_id = self.sc.reply_clip(conv.replies_given)
@@ -135,13 +153,19 @@ class _Replies:
                 conv.greeted = True
             rec.clip = clip_id
             await self._speak(self.emu.clips[clip_id], rec)
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
         except ConnectionClosed:
             return
         finally:
             if self.reply is rec:
                 self.reply = None
+            if not cancelled and not self.closing:
+                self.loop.call_soon(self._idle_check)  # a held tool answer may go now
 
-    async def _call_tool(self, step: ToolCallStep, rec: ReplyRecord) -> bool:
+    def _new_call(self, step: ToolCallStep, rec: ReplyRecord) -> dict[str, Any]:
+        """The ``functionCalls`` entry for ``step`` (its id, recorded)."""
         s, conv = self.session, self.conv
         assert conv is not None
         index = list(self.sc.tool_calls).index(step)
@@ -149,11 +173,19 @@ class _Replies:
         call_id = step.call_id or f"call-{conv.id}-{index}-{secrets.token_hex(3)}"
         rec.tool_call_id = call_id
         call = {"id": call_id, "name": step.name, "args": step.args}
-        fut: asyncio.Future[dict[str, Any]] = self.loop.create_future()
-        self.pending_tool = (call_id, fut)
         s.tool_calls.append(call)
         s.record(self.loop.time(), "toolCall", call_id)
         logger.info("session %d: toolCall %s %s", s.index, step.name, call_id)
+        return call
+
+    async def _call_tool(self, step: ToolCallStep, rec: ReplyRecord) -> bool:
+        """A blocking call: send it, wait for its answer. False: it was cancelled."""
+        s, conv = self.session, self.conv
+        assert conv is not None
+        call = self._new_call(step, rec)
+        call_id = call["id"]
+        fut: asyncio.Future[dict[str, Any]] = self.loop.create_future()
+        self.pending_tool = (call_id, fut)
         try:
             await self.send({"toolCall": {"functionCalls": [call]}})
             if step.cancel_after_s is None:
@@ -181,6 +213,7 @@ class _Replies:
         pieces = _split_words(clip.text, 4) if self.want_output_tx else []
         piece_at = [i * n_chunks // max(1, len(pieces)) for i in range(len(pieces))]
         burst = sc.burst_ms / 1000.0
+        multi_part = self.profile.multi_part_server_content
         reply_no = len(s.replies) + 1
         s.replies.append(rec)
         s.replies_started += 1
@@ -196,22 +229,22 @@ class _Replies:
             delay = due - self.loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
+            due_text = ""
             while next_piece < len(pieces) and piece_at[next_piece] <= k:
-                await self._transcript(pieces[next_piece])
+                if multi_part:
+                    due_text += pieces[next_piece]
+                else:
+                    await self._transcript(pieces[next_piece])
                 next_piece += 1
             chunk = pcm[k * bytes_per_chunk : (k + 1) * bytes_per_chunk]
-            await self.send(
-                {
-                    "serverContent": {
-                        "modelTurn": {
-                            "parts": [
-                                {"inlineData": {"mimeType": OUTPUT_MIME,
-                                                "data": base64.b64encode(chunk).decode()}}
-                            ]
-                        }
-                    }
+            content: dict[str, Any] = {
+                "modelTurn": {
+                    "parts": [{"inlineData": {"mimeType": OUTPUT_MIME, "data": base64.b64encode(chunk).decode()}}]
                 }
-            )
+            }
+            if due_text:  # 3.x: the transcription in the same message as its audio
+                content["outputTranscription"] = {"text": due_text}
+            await self.send({"serverContent": content})
             self.reply_sent_anything = True
             if rec.first_audio_at is None:
                 rec.first_audio_at = self.now()
@@ -243,6 +276,14 @@ class _Replies:
         s.replies_completed += 1
         s.record(self.loop.time(), "turnComplete", clip.id)
         self.reply_sent_anything = False  # fully sent: caller speech now starts a new turn
+        self._handle_update()
+
+    async def _end_turn_quietly(self, rec: ReplyRecord) -> None:
+        """A non-blocking call and nothing said: the turn ends with the call alone."""
+        self.session.replies.append(rec)
+        await self.send({"serverContent": {"turnComplete": True}})
+        rec.done_at = self.now()
+        self.session.record(self.loop.time(), "turnComplete", None)
         self._handle_update()
 
     async def _transcript(self, text: str) -> None:

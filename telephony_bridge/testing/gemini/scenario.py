@@ -25,10 +25,20 @@ class ToolCallStep:
 
     (Or after the first turn past it, if that reply was cut off before the call went out.)
 
-    The emulator sends ``toolCall {functionCalls: [{id, name, args}]}``, waits for the matching
-    ``toolResponse``, then speaks ``then_clip`` (``None``: the next reply in order). Caller speech
-    while it waits cancels the call with ``toolCallCancellation {ids}``; so does
-    ``cancel_after_s`` seconds without a response (a scripted cancellation).
+    The emulator sends ``toolCall {functionCalls: [{id, name, args}]}``. What follows depends on
+    what the call is on the model named in setup (:mod:`.models`: the tool's declared
+    ``behavior`` and the family's default):
+
+    * **Blocking**: the model says nothing until the matching ``toolResponse``, then speaks
+      ``then_clip`` (``None``: the next reply in order). Where new input cancels a blocking call
+      (3.8; and 2.5, where a barge-in interrupts the turn the call belongs to), caller speech or a
+      ``clientContent`` while it waits cancels it with ``toolCallCancellation {ids}``; 3.1 waits
+      for the answer whatever the caller does.
+    * **Non-blocking**: the model keeps going at once with ``while_running`` (a clip; ``None``:
+      the next reply in order; ``""``: nothing, the turn ends silent) and speaks ``then_clip`` when
+      the answer arrives, as its ``scheduling`` says (``SILENT``: never).
+
+    ``cancel_after_s`` seconds without a response cancels the call (a scripted cancellation).
     """
 
     after_turn: int
@@ -37,9 +47,11 @@ class ToolCallStep:
     then_clip: str | None = "tool_ack"
     call_id: str | None = None
     cancel_after_s: float | None = None
+    while_running: str | None = "tool_wait"
 
 
-#: What answers a turn: ``(kind, clip, tool step)``; kind is "greeting", "reply" or "tool"; clip
+#: What the model says next: ``(kind, clip, tool step)``; kind is "greeting", "reply", "tool",
+#: "result" (a non-blocking call's answer) or "filler" (the model's own, while a tool runs); clip
 #: ``None`` means the next reply in order.
 Plan = tuple[str, str | None, ToolCallStep | None]
 
@@ -79,8 +91,13 @@ class Scenario:
     usage_metadata: bool = True
     tool_calls: Sequence[ToolCallStep] = ()
     faults: Sequence[Fault] = ()
-    #: When set, a setup naming another model is closed with 1008 (model not found).
+    #: When set, a setup naming another model is closed with 1008 (model not found). Retired
+    #: models (``profiles.RETIRED``) are refused either way.
     known_models: Sequence[str] | None = None
+    #: Models that speak their own fillers (3.8 extended thinking): the clip said once per
+    #: non-blocking call still running after the line has been quiet this long (None: never).
+    model_filler: str | None = "tool_filler"
+    model_filler_after_ms: float = 1200.0
     #: Where a wrong or missing API key is refused: HTTP 401/403 at the upgrade, or (as the
     #: service does) a close 1007 in answer to ``setup``.
     key_check: Literal["handshake", "setup"] = "handshake"

@@ -1,13 +1,16 @@
-"""The emulator's websocket server: paths, the API key, TLS, scripted refusals, handles.
+"""The emulator's websocket server: paths, credentials, TLS, scripted refusals, handles.
 
 :class:`GeminiEmulator` listens on loopback (``ws://`` or, given an SSL context, ``wss://``)
-at the ``v1beta`` and ``v1`` ``BidiGenerateContent`` paths; anything else is HTTP 404. When
-given a key it wants it in ``x-goog-api-key`` or ``?key=``: missing is HTTP 401, wrong is 403,
-at the handshake (``process_request``; with ``Scenario.key_check="setup"`` the connection
-checks it at setup instead), as is a scripted refusal window
-(:meth:`GeminiEmulator.refuse_connections`, HTTP 503 by default). Each accepted connection is
-run by a :class:`~.connection._Connection`; the server keeps the recorded sessions, the
-conversations and the resumption handles issued (each a snapshot of its conversation).
+at the Gemini API paths (``v1beta`` and ``v1`` ``…GenerativeService.BidiGenerateContent``) and
+the Vertex AI ones (``v1beta1`` and ``v1`` ``…LlmBidiService/BidiGenerateContent``); anything
+else, or a backend left out of ``backends``, is HTTP 404. Credentials are checked at the upgrade
+(:mod:`.auth`): given an ``api_key`` it wants it in ``x-goog-api-key`` or ``?key=`` (missing: 401,
+wrong: 403; with ``Scenario.key_check="setup"`` the connection checks a Gemini API key at setup
+instead); given an ``oauth`` token endpoint, the Vertex AI path wants ``Authorization: Bearer`` with
+a token that endpoint issued and has not seen expire (else 401). A scripted refusal window
+(:meth:`GeminiEmulator.refuse_connections`, HTTP 503 by default) comes first. Each accepted
+connection is run by a :class:`~.connection._Connection`; the server keeps the recorded sessions,
+the conversations and the resumption handles issued (each a snapshot of its conversation).
 """
 
 from __future__ import annotations
@@ -17,11 +20,15 @@ import copy
 import logging
 import secrets
 import ssl as ssl_module
-from urllib.parse import parse_qs, urlsplit
+import weakref
+from collections.abc import Iterable
+from urllib.parse import urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
+from . import auth
+from .auth import V1_PATH, V1BETA_PATH, VERTEX_PATH, VERTEX_V1_PATH, Admitted, Refused, TokenChecker
 from .clips import load_clips
 from .connection import _Connection
 from .records import Conversation, EmulatorSession
@@ -30,9 +37,9 @@ from .wire import BadRequest
 
 logger = logging.getLogger("telephony_bridge.emulator")
 
-V1BETA_PATH = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
-V1_PATH = "/ws/google.ai.generativelanguage.v1.GenerativeService.BidiGenerateContent"
 PATHS = (V1BETA_PATH, V1_PATH)
+VERTEX_PATHS = (VERTEX_PATH, VERTEX_V1_PATH)
+BACKENDS = ("gemini-api", "vertex")
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
@@ -48,12 +55,19 @@ class GeminiEmulator:
         api_key: str | None = None,
         *,
         ssl: ssl_module.SSLContext | None = None,
+        oauth: TokenChecker | None = None,
+        backends: Iterable[str] = BACKENDS,
     ) -> None:
         self.scenario = scenario or Scenario()
         self.host = host
         self.port = port
         self.api_key = api_key
         self.ssl = ssl
+        #: Checks Vertex AI Bearer tokens (a :class:`~telephony_bridge.testing.oauth.TokenEndpoint`).
+        self.oauth = oauth
+        self.backends = frozenset(backends)
+        if not self.backends or not self.backends <= set(BACKENDS):
+            raise ValueError(f"backends must be some of {BACKENDS}")
         self.sessions: list[EmulatorSession] = []
         self.conversations: list[Conversation] = []
         self.refused: int = 0
@@ -62,6 +76,8 @@ class GeminiEmulator:
         self._check_scenario()
         self._server: Server | None = None
         self._handles: dict[str, tuple[Conversation, float]] = {}
+        # connection -> what its upgrade proved (weak: an upgrade that never runs leaves nothing)
+        self._admitted: weakref.WeakKeyDictionary[ServerConnection, Admitted] = weakref.WeakKeyDictionary()
         self._refuse_until = 0.0
         self._stopping = False
         self._refuse_status = 503
@@ -69,7 +85,9 @@ class GeminiEmulator:
 
     def _check_scenario(self) -> None:
         sc = self.scenario
-        names = [sc.greeting, *sc.replies, *(s.then_clip for s in sc.tool_calls if s.then_clip)]
+        names = [sc.greeting, *sc.replies, *(s.then_clip for s in sc.tool_calls if s.then_clip),
+                 *(s.while_running for s in sc.tool_calls if s.while_running),
+                 *([sc.model_filler] if sc.model_filler else [])]
         missing = sorted({n for n in names if n not in self.clips})
         if missing:
             raise ValueError(f"scenario names unknown clips: {missing}; have {sorted(self.clips)}")
@@ -115,14 +133,31 @@ class GeminiEmulator:
         await self.stop()
 
     @property
-    def url(self) -> str:
+    def origin(self) -> str:
+        """``ws://host:port`` (``wss://`` with TLS)."""
         scheme = "wss" if self.ssl else "ws"
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{scheme}://{host}:{self.port}{V1BETA_PATH}"
+        return f"{scheme}://{host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The Gemini API (``v1beta``) endpoint."""
+        return self.origin + V1BETA_PATH
 
     @property
     def url_v1(self) -> str:
-        return self.url.replace(V1BETA_PATH, V1_PATH)
+        return self.origin + V1_PATH
+
+    @property
+    def url_vertex(self) -> str:
+        """The Vertex AI (``v1beta1``) endpoint."""
+        return self.origin + VERTEX_PATH
+
+    @property
+    def base_url(self) -> str:
+        """What google-genai takes as ``http_options.base_url`` (it builds the path itself and
+        always connects with ``wss://``, so the emulator needs TLS for it)."""
+        return self.origin.replace("wss://", "https://", 1).replace("ws://", "http://", 1)
 
     async def wait_for_session(self, index: int = 0, timeout: float = 10.0) -> EmulatorSession:
         """Wait until connection ``index`` (0-based) has opened."""
@@ -142,7 +177,8 @@ class GeminiEmulator:
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         parts = urlsplit(request.path)
-        if parts.path not in PATHS:
+        info = auth.PATH_INFO.get(parts.path)
+        if info is None or info[0] not in self.backends:
             self.rejected.append((404, parts.path))
             return connection.respond(404, "Not Found\n")
         if asyncio.get_running_loop().time() < self._refuse_until:
@@ -150,25 +186,26 @@ class GeminiEmulator:
             self.rejected.append((self._refuse_status, parts.path))
             logger.info("refusing connection (scripted)")
             return connection.respond(self._refuse_status, "Service Unavailable\n")
-        if self.api_key is not None and self.scenario.key_check == "handshake":
-            key = request.headers.get("x-goog-api-key")
-            if key is None:
-                key = (parse_qs(parts.query).get("key") or [None])[0]
-            if key is None:
-                self.rejected.append((401, parts.path))
-                return connection.respond(401, "API key required\n")
-            if not secrets.compare_digest(key, self.api_key):
-                self.rejected.append((403, parts.path))
-                return connection.respond(403, "API key not valid. Please pass a valid API key.\n")
+        verdict = auth.check(parts.path, parts.query, request.headers, api_key=self.api_key, oauth=self.oauth,
+                             key_at_setup=self.scenario.key_check == "setup")
+        if isinstance(verdict, Refused):
+            self.rejected.append((verdict.status, parts.path))
+            return connection.respond(verdict.status, verdict.body + "\n")
+        assert isinstance(verdict, Admitted)
+        self._admitted[connection] = verdict
         return None
 
     async def _handler(self, ws: ServerConnection) -> None:
         loop = asyncio.get_running_loop()
         path = urlsplit(ws.request.path).path if ws.request else ""
+        admitted = self._admitted.pop(ws, None) or Admitted(*auth.PATH_INFO[path], None)
         session = EmulatorSession(
             index=len(self.sessions),
             path=path,
-            api_version="v1" if path == V1_PATH else "v1beta",
+            api_version=admitted.api_version,
+            backend=admitted.backend,
+            auth=admitted.auth,
+            quota_project=ws.request.headers.get("x-goog-user-project") if ws.request else None,
             started_at=loop.time(),
         )
         self.sessions.append(session)

@@ -8,9 +8,17 @@ mark turns instead. Caller speech starting while a reply is being sent interrupt
 ``barge_in_speech_ms`` (default 300 ms, as the service's VAD takes a few hundred); a sound over
 the reply that stays shorter is ignored altogether, as the service ignores a cough. A finished turn is recorded as a
 :class:`~.records.CallerTurn` and answered (:mod:`.replies`). ``clientContent`` with
-``turnComplete`` asks for the greeting or counts as a user text turn; so does
-``realtimeInput.text``. :class:`_CallerTurns` is a mixin of :class:`~.connection._Connection`,
-whose state it uses.
+``turnComplete`` asks for the greeting or counts as a user text turn (interrupting a reply in
+progress); so does ``realtimeInput.text``. Without ``turnComplete`` it is context: no answer, and
+no interruption on 3.x, while on 2.5 any ``clientContent`` interrupts
+(``client_content_interrupts``).
+
+New input and a running blocking call, per model: on 3.8 caller speech or any ``clientContent``
+cancels it (``toolCallCancellation``), even with ``NO_INTERRUPTION``; on 2.5 a barge-in or an
+interrupting ``clientContent`` does (the turn it belongs to is interrupted); on 3.1 the model
+waits for the answer whatever comes, and a turn that ends meanwhile is answered by the reply the
+answer releases. :class:`_CallerTurns` is a mixin of :class:`~.connection._Connection`, whose
+state it uses.
 """
 
 from __future__ import annotations
@@ -169,6 +177,10 @@ class _CallerTurns:
 
     async def _caller_speech_started(self) -> bool:
         """Speech began: barge in on a reply in progress. Returns True if it interrupted one."""
+        if self._sync_wait():
+            return False
+        if self._input_cancels_call():
+            return await self._interrupt("caller speech cancels the blocking call")
         if self.no_interruption:
             return False
         return await self._interrupt("caller speech")
@@ -191,6 +203,10 @@ class _CallerTurns:
         )
         if self.want_input_tx:
             await self.send({"serverContent": {"inputTranscription": {"text": transcript}}})
+        if self._sync_wait():
+            logger.info("session %d: turn %d waits with the model for its tool's answer", s.index, n)
+            return
+        self._deliver_urgent()
         self._start_reply(self._plan_after_caller_turn(n))
 
     async def _on_client_content(self, cc: Any) -> None:
@@ -202,9 +218,13 @@ class _CallerTurns:
         self.session.client_content.append(cc)
         text = _text_of(turns or [])
         assert self.conv is not None
+        if self._input_cancels_call():
+            await self._interrupt("client content cancels the blocking call")
         if cc.get("turnComplete") is not True:
             if text:
                 self.conv.history.append(("context", text))
+            if self.profile.client_content_interrupts == "always" and not self._sync_wait():
+                await self._interrupt("client content")
             return
         model_turns = sum(1 for t in (turns if isinstance(turns, list) else [turns])
                           if isinstance(t, dict) and t.get("role") == "model")
@@ -222,9 +242,14 @@ class _CallerTurns:
 
     async def _on_text_turn(self, text: str) -> None:
         assert self.conv is not None
-        await self._interrupt("client content")
+        waiting = self._sync_wait()
+        if not waiting:
+            await self._interrupt("client content")
         self.conv.caller_turns += 1
         self.conv.history.append(("user", text))
         self.prompt_tokens += max(1, len(text) // 4)
         logger.info("session %d: text turn %r", self.session.index, text[:60])
+        if waiting:
+            return  # 3.1: answered once the blocking call's answer comes
+        self._deliver_urgent()
         self._start_reply(self._plan_after_caller_turn(self.conv.caller_turns))

@@ -6,6 +6,11 @@ authorized-user credentials POST their refresh token (grant ``refresh_token``). 
 what Google's endpoint checks that matters here (the signature against the public half of a key
 generated at test time, issuer, audience, scope, expiry; the refresh token and client) and answers
 ``{"access_token", "expires_in", "token_type"}``, or an OAuth error when told to refuse.
+
+The Gemini emulator can be given one (``GeminiEmulator(oauth=endpoint)``): on the Vertex AI path it
+then accepts exactly the Bearer tokens this endpoint issued and has not seen expire
+(:meth:`TokenEndpoint.accepts`), as Vertex AI accepts only live tokens from Google's endpoint. The
+endpoint serves from a thread (google-auth's refresh is synchronous), so the token table is locked.
 """
 
 from __future__ import annotations
@@ -57,6 +62,8 @@ class TokenEndpoint:
         #: When set, every request is refused with this OAuth error code (HTTP 400).
         self.refuse: str | None = None
         self.issued: list[str] = []
+        self._expiry: dict[str, float] = {}  # token -> time.time() when it stops being accepted
+        self._lock = threading.Lock()
         self.grants: list[str] = []
         self.rejections: list[str] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -74,6 +81,21 @@ class TokenEndpoint:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)
+
+    # -- tokens ------------------------------------------------------------------------------
+
+    def accepts(self, token: str, now: float | None = None) -> bool:
+        """``token`` was issued here and has not expired (what a resource server checks)."""
+        with self._lock:
+            expiry = self._expiry.get(token)
+        return expiry is not None and (time.time() if now is None else now) < expiry
+
+    def expire(self, token: str | None = None) -> None:
+        """Make ``token`` (None: every token issued so far) expire now, as an hour passing would."""
+        with self._lock:
+            for t in [token] if token is not None else list(self._expiry):
+                if t in self._expiry:
+                    self._expiry[t] = 0.0
 
     # -- credential files --------------------------------------------------------------------
 
@@ -136,7 +158,9 @@ class TokenEndpoint:
             self.rejections.append(problem)
             return 400, {"error": "invalid_grant", "error_description": problem}
         token = "ya29.local-" + secrets.token_urlsafe(24)
-        self.issued.append(token)
+        with self._lock:
+            self.issued.append(token)
+            self._expiry[token] = time.time() + self.expires_in
         return 200, {"access_token": token, "expires_in": self.expires_in, "token_type": "Bearer"}
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
