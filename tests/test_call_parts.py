@@ -311,17 +311,21 @@ def test_prompts_never_cut_a_reply_off_on_3x_and_wait_for_quiet_on_2_5():
     sent: list[str] = []
     p = Prompts(profiles.GEMINI_3_8_LIVE, Timeline(0.0), sent.append)
     assert p.model_busy(model_turn_open=False, blocking_call_running=True)  # 3.8 cancels it on input
-    assert p.say("[key 5]", 1.0, quiet=False, reply=False)  # context: goes now, no turnComplete
+    talking = dict(model_turn_open=True, blocking_call_running=False)
+    assert p.say("[key 5]", 1.0, reply=False, **talking)  # context: goes now, no turnComplete
     assert json.loads(sent[-1])["clientContent"]["turnComplete"] is False
-    assert not p.say("[please respond]", 1.1, quiet=False)  # wants an answer: held
+    assert not p.say("[please respond]", 1.1, **talking)  # wants an answer: held
     assert p.held == 1 and len(sent) == 1
     p.flush(2.0)
     assert json.loads(sent[-1])["clientContent"]["turnComplete"] is True and p.held == 0
+    # While a blocking call runs on 3.8 any input cancels it: even a note waits.
+    assert not p.say("[key 6]", 2.5, reply=False, model_turn_open=False, blocking_call_running=True)
+    p.flush(3.0)
     sent.clear()
     p25 = Prompts(profiles.GEMINI_2_5_NATIVE_AUDIO, Timeline(0.0), sent.append)
     assert not p25.model_busy(model_turn_open=False, blocking_call_running=True)  # 2.5 does not cancel
-    assert not p25.say("[key 5]", 1.0, quiet=False, reply=False)  # any clientContent interrupts 2.5
-    assert not p25.say("[please respond]", 1.1, quiet=True)  # behind the held one, in order
+    assert not p25.say("[key 5]", 1.0, reply=False, **talking)  # any clientContent interrupts 2.5
+    assert not p25.say("[please respond]", 1.1, model_turn_open=False, blocking_call_running=False)  # in order
     p25.flush(2.0)
     assert [json.loads(m)["clientContent"]["turnComplete"] for m in sent] == [False, True]
 

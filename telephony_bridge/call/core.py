@@ -464,9 +464,8 @@ class CallCore:
 
     def say(self, text: str, now: float, *, reply: bool = True) -> bool:
         """A text turn for the model (DTMF, nudges), never cutting off a reply (call/prompts.py)."""
-        busy = self.prompts.model_busy(model_turn_open=self.turns_part.model_turn_open,
-                                       blocking_call_running=self.tools.blocking_running)
-        return self.prompts.say(text, now, quiet=not busy, reply=reply)
+        return self.prompts.say(text, now, model_turn_open=self.turns_part.model_turn_open,
+                                blocking_call_running=self.tools.blocking_running, reply=reply)
 
     def _model_quiet(self, now: float) -> None:
         """The model's turn closed, or a call it waited for was answered: send held prompts."""

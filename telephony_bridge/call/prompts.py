@@ -43,14 +43,19 @@ class Prompts:
     def held(self) -> int:
         return len(self._held)
 
-    def say(self, text: str, now: float, *, quiet: bool, reply: bool = True) -> bool:
-        """Tell the model ``text``. ``quiet``: nothing would be cut off now. ``reply``: the model
-        should answer it. Returns True when it was sent now, False when it waits for quiet."""
-        if quiet and not self._held:
+    def say(self, text: str, now: float, *, model_turn_open: bool, blocking_call_running: bool,
+            reply: bool = True) -> bool:
+        """Tell the model ``text``. ``reply``: the model should answer it. Returns True when it
+        was sent now, False when it waits for quiet."""
+        if not self.model_busy(model_turn_open=model_turn_open, blocking_call_running=blocking_call_running) \
+                and not self._held:
             self._send(gm.client_text(text))
             return True
-        if not reply and self.profile.client_content_interrupts == "turn-complete":
-            self._send(gm.client_text(text, turn_complete=False))  # context: interrupts nothing on 3.x
+        cancels_call = blocking_call_running and self.profile.blocking_cancelled_on_input
+        if not reply and not cancels_call and self.profile.client_content_interrupts == "turn-complete":
+            # Context only: interrupts no reply on 3.x. (Any input cancels a 3.8 blocking call,
+            # context too, so while one runs even a note waits.)
+            self._send(gm.client_text(text, turn_complete=False))
             return True
         self._held.append((text, reply))
         self.timeline.add(now, "prompt_held", held=len(self._held))
