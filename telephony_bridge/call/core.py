@@ -3,7 +3,7 @@
 Reading :meth:`CallCore.receive_twilio`, :meth:`CallCore.receive_gemini` and :meth:`CallCore.tick`
 shows the whole data path; each branch is one call into a part (see the package docstring).
 
-(Over the ~450-line guideline, at about 520: it is the one place every input and every event between
+(Over the ~450-line guideline: it is the one place every input and every event between
 the parts passes through, and each method here is a short route, not logic of its own.)
 """
 
