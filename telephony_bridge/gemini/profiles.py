@@ -1,8 +1,8 @@
 """What each Live model family accepts and how it behaves: one table, looked up by model name.
 
 The Live models differ in ways the bridge must respect, or the service refuses the setup (1007)
-or the call misbehaves. Facts from Google's docs (checked 2026-11; see ``notes/issue18-facts.md``
-in the project notes for the sources)::
+or the call misbehaves. Facts from Google's docs (checked 2026-11; sources in
+``live-api-facts.md`` beside this module)::
 
     family               status          setup extras          tool behaviour       async  clientContent interrupts
     3.8 Live             stable          none                  NON_BLOCKING default  yes    only with turnComplete
