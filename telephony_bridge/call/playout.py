@@ -318,7 +318,14 @@ class Playout:
         self.phrase_queue.clear()
         self._outbound.reset()
         self._framer.reset()
-        # Media not yet handed to the socket is dropped too; marks stay so the books balance.
+        self._clear_line(now)
+        self._turn_sent = True
+        self.paused = False
+        return dropped
+
+    def _clear_line(self, now: float) -> None:
+        """Media not yet handed to the socket is dropped, Twilio told to ``clear`` what it holds,
+        pending marks flushed (they stay in the outbox so the books balance)."""
         out = self.twilio_out
         if out:
             kept = [m for m in out if not m.startswith('{"event":"media"')]
@@ -327,9 +334,6 @@ class Playout:
         if self.messages is not None:
             out.append(self.messages.clear())
         self._flush_marks(now)
-        self._turn_sent = True
-        self.paused = False
-        return dropped
 
     # -- pause and resume (barge.py decides) -----------------------------------------------------
 
@@ -346,14 +350,7 @@ class Playout:
             if self._turn is not None:
                 self._turn.frames_sent -= n
         self._unconfirmed = deque()
-        out = self.twilio_out
-        if out:  # their media is in ``back`` already
-            kept = [m for m in out if not m.startswith('{"event":"media"')]
-            out.clear()
-            out.extend(kept)
-        if self.messages is not None:
-            out.append(self.messages.clear())
-        self._flush_marks(now)
+        self._clear_line(now)  # the unwritten media's frames are in ``back`` already
         self.paused = True
         return n
 
