@@ -229,8 +229,8 @@ class CallCore:
         if level >= self.config.speech_rms:
             turns.caller_speech(now)
             ending.awaiting_reply_since = None
-            if ending.stall.state is not StallState.IDLE:
-                ending.stall.caller_spoke(now)
+            if self.stall.state is not StallState.IDLE:
+                self.stall.caller_spoke(now)
                 ending.stall_step(now)
         elif turns.caller_spoke and ending.awaiting_reply_since is None and not self.playout.sending_turn \
                 and not self.tools.running and now - turns.last_caller_speech > 0.5:  # type: ignore[operator]
@@ -263,7 +263,7 @@ class CallCore:
         ``body``: the HTTP answer when the upgrade was refused; ``refusal``: the adapter already
         knows no retry helps (our credentials were refused). Returns True to try again."""
         refusal = self.link.connect_failed(reason, now, status=status, body=body, refusal=refusal)
-        self.ending.stall.link_lost(now)
+        self.stall.link_lost(now)
         if refusal is not None:
             self._refused(refusal, now)
             return False
@@ -282,7 +282,7 @@ class CallCore:
         turns = self.turns_part
         mid_turn = turns.model_turn_open
         refusal = self.link.closed(code, reason, now, mid_turn=mid_turn)
-        self.ending.stall.link_lost(now)
+        self.stall.link_lost(now)
         self.ending.stall_step(now)
         if mid_turn:
             turns.model_turn_open = False

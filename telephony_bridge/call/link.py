@@ -153,16 +153,14 @@ class Link:
         self._notice_played = False
         if refusal is not None:
             return refusal
-        if transient:
-            return None
-        if code == 1008 and self.session.handle is not None:
-            # Stale or unknown handle: start afresh, seeded with what was said.
+        if not transient:
+            # Not transient, yet no refusal: classify_close's stale-handle case (1008 while
+            # resuming). Start afresh, seeded with what was said.
             self.session.handle = None
             self.session.state = SessionState.IDLE
             self._fresh_fallback = True
             self.timeline.add(now, "resume_rejected_fresh_session")
-            return None
-        return unreachable(self._last_failure)  # not reached: classify_close decides
+        return None
 
     def unreachable(self) -> Refusal:
         """The reconnect policy ran out: what the call concludes from its last failure."""
