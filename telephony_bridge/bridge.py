@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -103,11 +104,20 @@ class CallBridge:
                  phrases: Callable[[str], bytes | None] | None = None, gate: Any = None,
                  tools: ToolRegistry | None = None, store: CallStore | None = None,
                  reconnect: ReconnectPolicy | None = None, gemini_max_message_bytes: int = 4 * 1024 * 1024,
-                 on_gemini: Callable[[Refusal | None], Any] | None = None) -> None:
+                 on_gemini: Callable[[Refusal | None], Any] | None = None,
+                 recordings: Any = None, recording: Any = None) -> None:
         self.ws = websocket
         self.backend = backend
         self.loop = asyncio.get_running_loop()
         self.core = CallCore(setup, config, now=self.loop.time(), metrics=metrics, phrases=phrases, gate=gate)
+        self.started_at = time.time()
+        #: This call's recording (recording/service.py) and the service that files it; None: not recorded.
+        self.recordings = recordings
+        self.recording = recording
+        self.recording_meta: dict[str, Any] | None = None
+        if recording is not None:
+            recording.t0 = self.core.t0
+            self.core.attach_recorder(recording.recorder)
         self.on_finish = on_finish
         #: Twilio frames the server already read (``connected``, ``start``) to vet the stream.
         self.first_frames = list(first_frames)
@@ -142,6 +152,9 @@ class CallBridge:
             asyncio.create_task(self._gemini_loop(), name="gemini"),
             asyncio.create_task(self._timer_loop(), name="timer"),
         ]
+        if self.recording is not None:
+            from .recording.service import flush_every_second
+            self._spawn(flush_every_second(self.recording))
         try:
             pending: set[asyncio.Task[None]] = set(tasks)
             while pending:
@@ -168,9 +181,13 @@ class CallBridge:
             await asyncio.gather(*tasks, *self._tool_tasks.values(), return_exceptions=True)
             if core.ended is None:
                 core.end("bridge-closed", self.loop.time())
+            if self.recording is not None:
+                self.recording_meta = self.recording.close()
             # The state first: Twilio asks <Connect action> the moment the socket closes.
             await self._save_final()
             await self._shutdown()
+            if self.recording is not None and self.recordings is not None:
+                self.recording_meta = await self.recordings.finish(self.recording)
             if self.on_finish is not None:
                 self.on_finish(core)
 
@@ -196,7 +213,11 @@ class CallBridge:
             return
         try:
             async with asyncio.timeout(3):
-                await store.save_record(core.call_sid, core.record())
+                record = core.record()
+                record["started_at"] = round(self.started_at, 3)
+                if self.recording_meta is not None:
+                    record["recording"] = self.recording_meta
+                await store.save_record(core.call_sid, record)
                 if core.refusal is not None:
                     # Refused (whatever closed the stream after that): no new stream for this call,
                     # on any replica; <Say> the apology there if the caller did not hear it here.

@@ -63,7 +63,8 @@ _LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{2,8})*$")
 _VOICE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 _TOOL = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 
-_TOP_KEYS = {"name", "system_instruction", "voice", "language", "greeting", "tools", "turn_taking"}
+_TOP_KEYS = {"name", "system_instruction", "voice", "language", "greeting", "tools", "turn_taking",
+             "announce_recording"}
 _TURN_KEYS = {"silence_duration_ms", "start_sensitivity", "end_sensitivity", "prefix_padding_ms"}
 
 
@@ -89,6 +90,8 @@ class Persona:
     tools: tuple[str, ...] = ()
     #: Derived from ``language`` (``"en-US"`` → ``"en"``, unbundled → ``"en"``) when left empty.
     filler_language: str = ""
+    #: The agent tells the caller, first thing, that the call is recorded (when it is: see recording/).
+    announce_recording: bool = False
 
     def __post_init__(self) -> None:
         # A list passed by hand still gives an immutable, hashable persona.
@@ -199,6 +202,10 @@ def _parse(data: dict[str, Any], source: str) -> Persona:
     start = r.choice(turn, "start_sensitivity", p, START_SENSITIVITIES)
     end = r.choice(turn, "end_sensitivity", p, END_SENSITIVITIES)
 
+    announce = data.get("announce_recording", False)
+    if not isinstance(announce, bool):
+        raise r.fail("announce_recording", f"must be true or false (got {announce!r:.40})")
+
     assert name is not None and instruction is not None
     return Persona(
         name=name,
@@ -211,6 +218,7 @@ def _parse(data: dict[str, Any], source: str) -> Persona:
         prefix_padding_ms=padding,
         greeting=greeting,
         tools=tuple(tools),
+        announce_recording=announce,
     )
 
 

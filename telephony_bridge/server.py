@@ -65,6 +65,8 @@ from .security import (
     public_request_url, read_form, startup_warnings,
 )
 from .settings import Settings
+from .recording.service import open_recordings, recording_parameters, with_recording_notice
+from .review import install_review
 from .twilio.events import Connected, Event, Start, Unknown, parse_event
 from .twilio.twiml import connect_twiml, hangup_twiml
 
@@ -219,6 +221,7 @@ def create_app(settings: Settings, *, call_overrides: dict[str, Any] | None = No
     goodbye_language = say_language(persona, phrases.language)
     breaker = RefusalBreaker(settings.breaker_calls, probe_delays(settings.breaker_probe_s))
     probing: list[asyncio.Task[None]] = []  # the one probe task, while the breaker is open
+    recordings = open_recordings(settings)  # None: calls are not recorded (recording/)
 
     def apology_twiml() -> str:
         return hangup_twiml(say=goodbye_text, language=goodbye_language)
@@ -314,7 +317,8 @@ def create_app(settings: Settings, *, call_overrides: dict[str, Any] | None = No
         return _xml(connect_twiml(
             settings.stream_url,
             action_url=settings.public("/twiml/continue"),
-            parameters={"from": form.get("From", "")[:64], TOKEN_PARAMETER: tokens.issue(call_sid)},
+            parameters={"from": form.get("From", "")[:64], TOKEN_PARAMETER: tokens.issue(call_sid),
+                        **recording_parameters(request.query_params)},
         ))
 
     async def twiml_continue(request: Request) -> Response:
@@ -343,7 +347,8 @@ def create_app(settings: Settings, *, call_overrides: dict[str, Any] | None = No
             return _xml(connect_twiml(
                 settings.stream_url,
                 action_url=settings.public("/twiml/continue"),
-                parameters={"from": form.get("From", "")[:64], TOKEN_PARAMETER: tokens.issue(call_sid)},
+                parameters={"from": form.get("From", "")[:64], TOKEN_PARAMETER: tokens.issue(call_sid),
+                            **recording_parameters(request.query_params)},
             ))
         log_event(logger, "webhook.continue", call_sid=call_sid, action="hangup", state=state)
         return _xml(hangup_twiml())
@@ -431,10 +436,12 @@ def create_app(settings: Settings, *, call_overrides: dict[str, Any] | None = No
             calls.finished.append(core)
             metrics.active_calls.dec()
 
+        recording = recordings.open(start.call_sid, start.custom_parameters, t0=0.0) if recordings else None
         # Only now does a Gemini connection open (CallBridge.run).
         bridge = CallBridge(websocket, backend=backend,
                             setup=setup_config(settings, persona, backend, declarations),
-                            config=configure_call(), on_finish=finished,
+                            config=with_recording_notice(configure_call(), persona, recording), on_finish=finished,
+                            recordings=recordings, recording=recording,
                             metrics=metrics, first_frames=frames, phrases=phrases.next, gate=EchoGate(),
                             tools=tools, store=store, gemini_max_message_bytes=settings.gemini_max_message_bytes,
                             on_gemini=gemini_outcome)
@@ -445,7 +452,11 @@ def create_app(settings: Settings, *, call_overrides: dict[str, Any] | None = No
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> Any:
+        if recordings is not None:
+            recordings.start()  # orphaned spools uploaded, old recordings deleted
         yield
+        if recordings is not None:
+            await recordings.stop()
         await stop_background()
         await store.close()
 
@@ -466,6 +477,8 @@ def create_app(settings: Settings, *, call_overrides: dict[str, Any] | None = No
     app.state.metrics = metrics
     app.state.stream_tokens = tokens
     app.state.breaker = breaker
+    app.state.recordings = recordings
+    install_review(app, settings, store, recordings, calls)  # /calls, /calls/{sid}/view (review/)
     #: Cancels the breaker's probe task (the lifespan does it; so must an embedder without one).
     app.state.stop_background = stop_background
     return app

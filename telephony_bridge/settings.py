@@ -129,6 +129,11 @@ class Settings:
     #: Context window compression: past this many tokens Gemini slides the window down to the target.
     compression_trigger_tokens: int = 25600
     compression_target_tokens: int = 12800
+    #: Call recordings (recording/): a folder (the spool when a bucket is set), gs:// or s3:// bucket,
+    #: days kept (0: forever). None: calls are not recorded.
+    recordings_dir: str | None = None
+    recordings_bucket: str | None = None
+    recordings_retention_days: float = 30.0
     #: Demo and tests only (never read from the environment): make a tool answer this many
     #: seconds late, {"lookup_market": 1.5}, so filler has something to cover.
     demo_tool_delays_s: Mapping[str, float] = field(default_factory=dict, compare=False)
@@ -284,4 +289,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         redis_url=env.get("REDIS_URL", "").strip() or None,
         compression_trigger_tokens=_int(env, "COMPRESSION_TRIGGER_TOKENS", 25600, 1000, 1_000_000),
         compression_target_tokens=_int(env, "COMPRESSION_TARGET_TOKENS", 12800, 500, 1_000_000),
+        recordings_dir=(env.get("RECORDINGS_DIR", "").strip() or "recordings") if _switch(env, "RECORDINGS", True) else None,
+        recordings_bucket=env.get("RECORDINGS_BUCKET", "").strip() or None,
+        recordings_retention_days=float(_int(env, "RECORDINGS_RETENTION_DAYS", 30, 0, 36500)),
     )

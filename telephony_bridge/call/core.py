@@ -96,6 +96,8 @@ class CallCore:
         #: When the last ``interrupted`` arrived, until its ``clear`` is written (see clear_written).
         self.interrupted_at: float | None = None
         self.clear_reactions_s: list[float] = []
+        #: The call's recording (recording/core.py), attached by the adapter; see attach_recorder.
+        self.recorder: Any = None
 
     # -- state the adapter and tests read -------------------------------------------------------
 
@@ -168,9 +170,13 @@ class CallCore:
             self._protocol_error(now, err)
             return
         if type(event) is te.Media:
+            if self.recorder is not None:
+                self.recorder.caller(event.payload, now)  # as received, before the gate
             self._caller_audio(event.payload, now)  # gate → turns → link (→ Gemini)
             self.playout.pump(now)
         elif isinstance(event, te.Mark):
+            if self.recorder is not None:
+                self.recorder.mark_returned(event.name)
             if self.playout.mark_returned(event.name, now):
                 self.ending.check(now)
         elif isinstance(event, te.Start):
@@ -538,7 +544,13 @@ class CallCore:
             "notes": self.notes,
             "tools": self.tool_log,
             "summary": self.summary(),
+            "timeline": self.timeline,  # the review page's lanes (review/)
+            "caller": self.custom_parameters.get("from", ""),
         }
+
+    def attach_recorder(self, recorder: Any) -> None:
+        """Record this call (recording/core.py): told every caller frame, agent frame, mark, clear."""
+        self.recorder = self.playout.recorder = recorder
 
     def latencies_ms(self) -> list[float]:
         return self.turns_part.latencies_ms()

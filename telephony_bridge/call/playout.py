@@ -86,6 +86,8 @@ class Playout:
         self._unconfirmed: deque[bytes] = deque()
         #: Paused on the caller's speech onset (barge.py): nothing is forwarded.
         self.paused = False
+        #: The call's recording (recording/core.py StereoRecorder), told every frame, mark and clear.
+        self.recorder: Any = None
 
     def start(self, stream_sid: str, now: float) -> None:
         """Twilio's ``start``: frames can be built for this stream now."""
@@ -168,6 +170,7 @@ class Playout:
         counters = self.counters
         turn = self._turn
         unconfirmed = self._unconfirmed
+        rec = self.recorder
         while queue and self.playout_end + FRAME_S - now <= lead + 1e-9:
             frame = queue.popleft()
             if frame is None:
@@ -179,6 +182,8 @@ class Playout:
                 turn = self._start_turn(now)
                 unconfirmed = self._unconfirmed
             out.append(msgs.media(frame))
+            if rec is not None:
+                rec.agent_frame(frame, now)
             unconfirmed.append(frame)
             self.agent_rms.append(rms_ulaw(frame))
             if gate is not None:
@@ -219,6 +224,8 @@ class Playout:
         while queue and self.playout_end + FRAME_S - now <= lead + 1e-9:
             frame = queue.popleft()
             out.append(msgs.media(frame))
+            if self.recorder is not None:
+                self.recorder.agent_frame(frame, now)
             if self.gate is not None:
                 self.gate.agent_frame(frame, self.playout_end)
             self.playout_end += FRAME_S
@@ -247,6 +254,8 @@ class Playout:
         self.phrase_queue.clear()
         if self._phrase_marks and self.messages is not None:
             self.twilio_out.append(self.messages.clear())
+            if self.recorder is not None:
+                self.recorder.clear(0)
             self._flush_marks(now)
             if self.gate is not None:
                 self.gate.agent_flushed(now)
@@ -267,6 +276,8 @@ class Playout:
             self._pending_marks.append((name, turn, self._frames_since_mark))
         self._frames_since_mark = 0
         self.twilio_out.append(self.messages.mark(name))
+        if self.recorder is not None:
+            self.recorder.mark(name)
 
     def _flush_marks(self, now: float) -> None:
         for name, _turn, _frames in self._pending_marks:
@@ -327,12 +338,16 @@ class Playout:
         """Media not yet handed to the socket is dropped, Twilio told to ``clear`` what it holds,
         pending marks flushed (they stay in the outbox so the books balance)."""
         out = self.twilio_out
+        unsent = 0
         if out:
             kept = [m for m in out if not m.startswith('{"event":"media"')]
+            unsent = len(out) - len(kept)
             out.clear()
             out.extend(kept)
         if self.messages is not None:
             out.append(self.messages.clear())
+            if self.recorder is not None:
+                self.recorder.clear(unsent)
         self._flush_marks(now)
 
     # -- pause and resume (barge.py decides) -----------------------------------------------------

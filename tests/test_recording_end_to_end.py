@@ -1,0 +1,67 @@
+"""Recordings end to end: the caller simulator ⇄ the real bridge ⇄ the emulator, over loopback.
+
+The bridge's stereo file must be what the line carried: left, every byte the simulator sent
+(before the echo gate); right, every byte the simulator played, at the sample it played, with a
+filler phrase cut short by the answer and a barge-in (pause, clear, confirm) in the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import wave
+from pathlib import Path
+
+from telephony_bridge.demo import DEMO_MARKET_DELAY_S
+from telephony_bridge.testing import CallerScript, Hangup, Say, Scenario, ToolCallStep, Wait
+from telephony_bridge.testing.local_call import founder_turns, place_local_call
+from telephony_bridge.testing.wav import pcm16_to_ulaw
+
+
+def read_stereo_ulaw(path: Path) -> tuple[bytes, bytes, wave._wave_params]:
+    import numpy as np
+
+    with wave.open(str(path), "rb") as w:
+        params = w.getparams()
+        data = w.readframes(w.getnframes())
+    x = np.frombuffer(data, dtype="<i2").reshape(-1, 2)
+    return pcm16_to_ulaw(x[:, 0].tobytes()), pcm16_to_ulaw(x[:, 1].tobytes()), params
+
+
+def canonical(ulaw: bytes) -> bytes:
+    """μ-law has two zeros (0x7F and 0xFF): compare what they sound like."""
+    return ulaw.replace(b"\x7f", b"\xff")
+
+
+def test_the_recording_is_what_the_caller_sent_and_heard_frame_exact(tmp_path: Path) -> None:
+    turns = founder_turns()
+    scenario = Scenario(
+        caller_texts=["one", "two", "three"],
+        tool_calls=[ToolCallStep(after_turn=1, name="lookup_market", args={"market": "dental practice software"},
+                                 then_clip=None, while_running="")],
+    )
+    script = CallerScript([Say(turns[0], label="answer"), Wait(4500),
+                           Say(turns[1], barge_in_after_ms=1200, label="barge-in"), Wait(1500), Hangup()])
+    folder = tmp_path / "rec"
+    call = asyncio.run(place_local_call(script, scenario, silence_duration_ms=800,
+                                        recordings_dir=str(folder),
+                                        demo_tool_delays_s={"lookup_market": DEMO_MARKET_DELAY_S}))
+    result, core = call.result, call.core
+    # The call had what makes the right track hard: a filler cut short and a barge-in.
+    assert core.counters["fillers"] >= 1, core.timeline
+    assert core.counters["barge_ins"] == 1 and core.counters["barge_pauses"] >= 1
+    assert result.clears >= 2
+    sid = result.call_sid
+    left, right, params = read_stereo_ulaw(folder / f"{sid}.wav")
+    assert (params.nchannels, params.sampwidth, params.framerate) == (2, 2, 8000)
+    # Left: the caller's line, byte for byte.
+    assert canonical(left) == canonical(result.sent_ulaw[:len(left)])
+    assert len(result.sent_ulaw) - len(left) <= 160 * 2  # the last frame or two may not arrive
+    # Right: what played, where it played.
+    heard = result.heard_ulaw[:len(right)]
+    diff = [i // 160 for i in range(len(right)) if canonical(right[i:i + 1]) != canonical(heard[i:i + 1])]
+    assert not diff, f"{len(set(diff))} frames differ, first at frame {diff[0]}"
+    assert sum(1 for b in right if b not in (0xFF, 0x7F)) > 8000 * 3  # seconds of agent audio
+    meta = json.loads((folder / f"{sid}.json").read_text())
+    assert meta["call_sid"] == sid and abs(meta["seconds"] - len(left) / 8000) < 0.01
+    assert 0 <= meta["offset_s"] < 1.0
