@@ -12,10 +12,14 @@ import json
 import wave
 from pathlib import Path
 
-from telephony_bridge.demo import DEMO_MARKET_DELAY_S
+
 from telephony_bridge.testing import CallerScript, Hangup, Say, Scenario, ToolCallStep, Wait
 from telephony_bridge.testing.local_call import founder_turns, place_local_call
 from telephony_bridge.testing.wav import pcm16_to_ulaw
+
+#: The lookup answers this late: the filler (from ~0.8 s, 0.7 s long) is still playing
+#: when the answer comes, and gives way to it (a clear).
+FILLER_CUT_DELAY_S = 1.05
 
 
 def read_stereo_ulaw(path: Path) -> tuple[bytes, bytes, wave._wave_params]:
@@ -41,14 +45,15 @@ def test_the_recording_is_what_the_caller_sent_and_heard_frame_exact(tmp_path: P
                                  then_clip=None, while_running="")],
     )
     script = CallerScript([Say(turns[0], label="answer"), Wait(4500),
-                           Say(turns[1], barge_in_after_ms=1200, label="barge-in"), Wait(1500), Hangup()])
+                           Say(turns[1], barge_in_after_ms=400, label="barge-in"), Wait(1500), Hangup()])
     folder = tmp_path / "rec"
     call = asyncio.run(place_local_call(script, scenario, silence_duration_ms=800,
                                         recordings_dir=str(folder),
-                                        demo_tool_delays_s={"lookup_market": DEMO_MARKET_DELAY_S}))
+                                        demo_tool_delays_s={"lookup_market": FILLER_CUT_DELAY_S}))
     result, core = call.result, call.core
     # The call had what makes the right track hard: a filler cut short and a barge-in.
     assert core.counters["fillers"] >= 1, core.timeline
+    assert any(e["kind"] == "phrase_stopped" for e in core.timeline)
     assert core.counters["barge_ins"] == 1 and core.counters["barge_pauses"] >= 1
     assert result.clears >= 2
     sid = result.call_sid
@@ -65,3 +70,51 @@ def test_the_recording_is_what_the_caller_sent_and_heard_frame_exact(tmp_path: P
     meta = json.loads((folder / f"{sid}.json").read_text())
     assert meta["call_sid"] == sid and abs(meta["seconds"] - len(left) / 8000) < 0.01
     assert 0 <= meta["offset_s"] < 1.0
+
+
+_KILLED_CALL = """
+import asyncio, sys
+from telephony_bridge.testing import CallerScript, Hangup, Say, Wait
+from telephony_bridge.testing.local_call import founder_turns, place_local_call
+turns = founder_turns()
+script = CallerScript([Say(turns[0]), Wait(60000), Hangup()])
+asyncio.run(place_local_call(script, recordings_dir=sys.argv[1], timeout=120))
+"""
+
+
+def test_a_process_killed_mid_call_leaves_a_playable_recording(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    folder = tmp_path / "rec"
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_CALL, str(folder)],
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        wav = None
+        while time.monotonic() < deadline:
+            found = list(folder.glob("*.wav")) if folder.is_dir() else []
+            if found and found[0].stat().st_size > 44 + 4 * 8000 * 12:  # twelve seconds written
+                wav = found[0]
+                break
+            assert proc.poll() is None, "the call process died on its own"
+            time.sleep(0.1)
+        assert wav is not None, "no recording appeared"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == -signal.SIGKILL
+    size = wav.stat().st_size
+    left, right, params = read_stereo_ulaw(wav)  # the wave module reads it: sizes in the header are right
+    assert params.nframes * 4 + 44 == size and params.nframes >= 12 * 8000
+    assert not (wav.with_suffix(".json")).exists()  # it never finished
+    # The caller spoke (the founder's first answer) and the agent greeted: both tracks have sound.
+    assert sum(1 for b in left if b not in (0xFF, 0x7F)) > 8000
+    assert sum(1 for b in right if b not in (0xFF, 0x7F)) > 4000
