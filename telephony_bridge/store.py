@@ -193,6 +193,12 @@ class SqliteStore(CallStore):
         row = await self._get(call_sid, "state")
         return row[0] if row else None
 
+    async def recent_records(self, limit: int = 100) -> list[dict]:
+        """The newest call records first (the /calls page)."""
+        sql = "SELECT record FROM calls WHERE record IS NOT NULL ORDER BY updated DESC LIMIT ?"
+        rows = await self._run(lambda c: c.execute(sql, (int(limit),)).fetchall())
+        return [json.loads(r[0]) for r in rows]
+
     async def close(self) -> None:
         if self._closed:
             return
@@ -254,6 +260,17 @@ class RedisStore(CallStore):
 
     async def get_call_state(self, call_sid: str) -> str | None:
         return await self._redis.get(self.key(call_sid, "state"))
+
+    async def recent_records(self, limit: int = 100) -> list[dict]:
+        """The newest call records first (the /calls page): a SCAN over the record keys."""
+        keys = [k async for k in self._redis.scan_iter(match=f"{KEY_PREFIX}*:record", count=500)]
+        records = []
+        for i in range(0, len(keys), 200):
+            for raw in await self._redis.mget(keys[i:i + 200]):
+                if raw is not None:
+                    records.append(json.loads(raw))
+        records.sort(key=lambda r: r.get("started_at") or 0, reverse=True)
+        return records[:limit]
 
     async def close(self) -> None:
         if self._closed:
