@@ -2,8 +2,9 @@
 
 Starts the Gemini Live emulator and the bridge on free loopback ports, places a simulated
 Twilio call from the bundled founder recording, shows progress while it runs, prints a summary
-and writes ``demo-output/``: ``call.wav`` (left: the caller as sent; right: the agent as the
-caller heard it), ``transcript.json``, ``timeline.json`` and ``bridge.log``.
+and writes ``demo-output/``: ``call.wav`` (the bridge's recording: left the caller as received,
+right the agent as the caller heard it), ``review.html`` (the call's review page, one file),
+``transcript.json``, ``timeline.json`` and ``bridge.log``.
 """
 
 from __future__ import annotations
@@ -62,6 +63,25 @@ _STALL_STEPS = {
 }
 
 
+def write_call_files(out: Path, call_sid: str, core: Any) -> None:
+    """``call.wav`` (the bridge's own stereo recording, as ``serve`` makes it) and ``review.html``
+    (the /calls/{sid}/view page, self-contained)."""
+    import shutil
+    import time
+
+    from .review.render import write_standalone
+
+    folder = out / "recordings"
+    wav = folder / f"{call_sid}.wav"
+    meta_file = folder / f"{call_sid}.json"
+    record = core.record()
+    record["recording"] = json.loads(meta_file.read_text()) if meta_file.is_file() else None
+    record["started_at"] = record["recording"]["started_at"] if record["recording"] else time.time()
+    if wav.is_file():
+        shutil.copyfile(wav, out / "call.wav")
+    write_standalone(out / "review.html", record, wav if wav.is_file() else None)
+
+
 async def run_demo(out_dir: str = "demo-output", quiet: bool = False, filler: bool = True,
                    stall: bool = False) -> int:
     from .testing import CallerScript, CallerSimulator, GeminiEmulator
@@ -81,6 +101,7 @@ async def run_demo(out_dir: str = "demo-output", quiet: bool = False, filler: bo
         twilio_auth_token=secrets.token_hex(16),
         silence_duration_ms=1200,
         sqlite_path=str(out / "calls.sqlite3"),
+        recordings_dir=str(out / "recordings"),  # what `serve` records: call.wav and review.html come from it
         # The bundled lookup answers at once; the demo makes it slow (standing in for an external
         # market-data API) so the filler has something to cover.
         demo_tool_delays_s={"lookup_market": DEMO_MARKET_DELAY_S},
@@ -105,7 +126,7 @@ async def run_demo(out_dir: str = "demo-output", quiet: bool = False, filler: bo
         await emulator.stop()
         log_file.close()
 
-    result.write_wav(str(out / "call.wav"))
+    write_call_files(out, result.call_sid, core)
     (out / "transcript.json").write_text(json.dumps(
         {"call_sid": result.call_sid, "turns": core.transcript}, indent=2))
     (out / "timeline.json").write_text(json.dumps(
@@ -137,6 +158,7 @@ async def run_demo(out_dir: str = "demo-output", quiet: bool = False, filler: bo
     print(f"  audio           {len(result.sent_ulaw) / 8000:.1f} s sent, agent heard in "
           f"{summary['frames_out']} frames of 20 ms")
     print(f"  wrote           {out / 'call.wav'}, {out / 'transcript.json'}, {out / 'timeline.json'}")
+    print(f"  review          {out / 'review.html'}  (open it in a browser: waveforms, lanes, transcript)")
     ok = summary["agent_turns"] > 1 and summary["frames_in"] > 0 and core.ended is not None
     return 0 if ok else 1
 

@@ -85,6 +85,7 @@ def timeline_lanes(events: list[dict[str, Any]], offset: float, end: float) -> d
     pause_at: float | None = None
     tools: dict[str, tuple[float, str]] = {}
     phrase: dict[str, Any] | None = None
+    connecting: float | None = None
     for e in sorted(events, key=lambda e: e.get("t", 0.0)):
         t = float(e.get("t", 0.0)) - offset
         kind = e.get("kind")
@@ -121,12 +122,16 @@ def timeline_lanes(events: list[dict[str, Any]], offset: float, end: float) -> d
             seconds = float(e.get("seconds") or 0.0)
             phrase = _ev(t, t + seconds, str(e.get("phrase")), "phrase")
             lanes["filler"].append(phrase)
-        elif kind in ("gemini_connecting", "gemini_ready", "gemini_closed", "handover_start", "handover_failed",
+        elif kind == "gemini_connecting":
+            connecting = t
+        elif kind == "gemini_ready":  # the connection's setup, from connecting to ready
+            lanes["link"].append(_ev(connecting if connecting is not None else t, t,
+                                     f"connected #{e.get('connection')}", kind))
+            connecting = None
+        elif kind in ("gemini_closed", "handover_start", "handover_failed",
                       "gemini_connect_failed", "resume_from_store", "gemini_refused"):
             label = kind.replace("_", " ")
-            if kind == "gemini_ready":
-                label = f"connected (#{e.get('connection')})"
-            elif kind == "gemini_closed":
+            if kind == "gemini_closed":
                 label = f"closed {e.get('code')}" + (" (transient)" if e.get("transient") else "")
             lanes["link"].append(_ev(t, None, label, kind))
         elif kind == "agent_turn_start" and e.get("latency_ms") is not None:

@@ -53,3 +53,15 @@ def standalone_view(view: dict[str, Any], wav: bytes | None) -> str:
     """One file: the page, its CSS and JS, and the recording."""
     src = "data:audio/wav;base64," + base64.b64encode(wav).decode("ascii") if wav else ""
     return view_page(view, audio_src=src, inline=True)
+
+
+def write_standalone(path: Any, record: dict[str, Any], wav_path: Any, report: dict[str, Any] | None = None) -> None:
+    """``review.html`` for one call: the page with everything in it (the demo writes it)."""
+    from pathlib import Path
+
+    from .data import read_channels
+    from .model import call_view
+
+    wav = Path(wav_path).read_bytes() if wav_path is not None and Path(wav_path).is_file() else None
+    left, right = read_channels(wav_path) if wav else (None, None)
+    Path(path).write_text(standalone_view(call_view(record, left, right, report), wav), encoding="utf-8")

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from ..security import read_form
 from . import auth
 from .data import call_record, load_channels, recent_rows, report_for
 from .model import call_view
@@ -59,9 +60,12 @@ def review_routes(settings: Any, store: Any, recordings: Any, calls: Any) -> lis
     async def login(request: Request) -> Response:
         if not token:
             return PlainTextResponse("Not Found", status_code=404)
-        async with request.form(max_files=0, max_fields=4, max_part_size=4096) as form:
-            given = str(form.get("token") or "")
-            next_path = _safe_next(str(form.get("next") or ""))
+        pairs = await read_form(request, 4096)
+        if pairs is None:
+            return PlainTextResponse("Payload Too Large", status_code=413)
+        form = dict(pairs)
+        given = form.get("token") or ""
+        next_path = _safe_next(form.get("next"))
         if not auth.token_matches(token, given):
             return _html(login_page(next_path=next_path, error="That is not the operator token."), 401)
         response = RedirectResponse(next_path, status_code=303)
@@ -97,7 +101,7 @@ def review_routes(settings: Any, store: Any, recordings: Any, calls: Any) -> lis
             return denied
         record = await call_record(request.path_params["call_sid"], store, calls)
         path = await recordings.wav_path(record["call_sid"]) if record is not None and recordings else None
-        if path is None or path.stat().st_size <= 44  # a header, no audio:
+        if path is None or path.stat().st_size <= 44:  # a header, no audio
             return PlainTextResponse("Not Found", status_code=404)
         return FileResponse(path, media_type="audio/wav", headers={"Cache-Control": "private, no-store"})
 

@@ -64,6 +64,7 @@
     for (var t = 0; t <= duration; t += every) {
       var s = document.createElement("span");
       s.style.left = (t * pxPerS) + "px";
+      if (t === 0) s.style.transform = "none";
       s.textContent = fmt(t).replace(/\.0$/, "");
       axis.appendChild(s);
     }
