@@ -125,8 +125,8 @@ def timeline_lanes(events: list[dict[str, Any]], offset: float, end: float) -> d
         elif kind == "gemini_connecting":
             connecting = t
         elif kind == "gemini_ready":  # the connection's setup, from connecting to ready
-            lanes["link"].append(_ev(connecting if connecting is not None else t, t,
-                                     f"connected #{e.get('connection')}", kind))
+            took = f" in {(t - connecting) * 1000:.0f} ms" if connecting is not None else ""
+            lanes["link"].append(_ev(t, None, f"connected #{e.get('connection')}{took}", kind))
             connecting = None
         elif kind in ("gemini_closed", "handover_start", "handover_failed",
                       "gemini_connect_failed", "resume_from_store", "gemini_refused"):

@@ -1,0 +1,111 @@
+"""Recordings in Google Cloud Storage, against ``gcp-storage-emulator`` (started here, loopback).
+
+A call through the real bridge with ``RECORDINGS_BUCKET=gs://...`` lands in the bucket under its
+CallSid (the WAV and its facts), the spool is gone, the review route serves it back from the
+bucket; a spool a killed process left behind is uploaded by the next start; retention deletes
+what is older than the setting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from telephony_bridge.recording import RecordingService
+from telephony_bridge.recording.wavfile import write_stereo
+from telephony_bridge.testing import CallerScript, Hangup, Say, Wait
+from telephony_bridge.testing.local_call import founder_turns, place_local_call
+
+storage = pytest.importorskip("google.cloud.storage")  # the test extra installs it
+OPERATOR = "operator-token-for-gcs-0123456789"
+BUCKET = "call-recordings"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def gcs(monkeypatch: pytest.MonkeyPatch) -> Any:
+    port = _free_port()
+    exe = Path(sys.executable).with_name("gcp-storage-emulator")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "gcp_storage_emulator"]
+    proc = subprocess.Popen([*cmd, "start", "--host=127.0.0.1", f"--port={port}", "--in-memory"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("gcp-storage-emulator did not start") from None
+                time.sleep(0.05)
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
+        client = storage.Client()
+        client.create_bucket(BUCKET)
+        yield client
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_a_call_recording_lands_in_the_bucket_under_its_sid(gcs: Any, tmp_path: Path) -> None:
+    served: dict[str, Any] = {}
+
+    async def read_back(bridge: Any, result: Any) -> None:
+        base = bridge.settings.public_url
+        async with httpx.AsyncClient(base_url=base) as http:
+            r = await http.post("/calls/login", data={"token": OPERATOR, "next": "/calls"})
+            assert r.status_code == 303
+            http.cookies.set("tb_review", r.cookies["tb_review"], path="/calls")
+            served["wav"] = (await http.get(f"/calls/{result.call_sid}/recording.wav")).content
+            served["view"] = (await http.get(f"/calls/{result.call_sid}/view")).status_code
+
+    spool = tmp_path / "spool"
+    script = CallerScript([Say(founder_turns()[0]), Wait(1000), Hangup()])
+    call = asyncio.run(place_local_call(script, recordings_dir=str(spool), operator_token=OPERATOR,
+                                        recordings_bucket=f"gs://{BUCKET}/calls", while_up=read_back))
+    sid = call.result.call_sid
+    names = sorted(b.name for b in gcs.list_blobs(gcs.bucket(BUCKET)))
+    assert names == [f"calls/{sid}.json", f"calls/{sid}.wav"]
+    wav = gcs.bucket(BUCKET).blob(f"calls/{sid}.wav").download_as_bytes()
+    assert wav[:4] == b"RIFF" and len(wav) > 44 + 4 * 8000 * 5
+    assert served["wav"] == wav and served["view"] == 200
+    assert not list((spool / ".spool").glob("*.wav"))  # uploaded, then removed
+
+
+def test_an_orphaned_spool_is_uploaded_at_start_and_old_recordings_expire(gcs: Any, tmp_path: Path) -> None:
+    service = RecordingService(str(tmp_path), f"gs://{BUCKET}/rec", retention_days=7)
+    orphan = tmp_path / ".spool" / "CAdeadprocess0001.wav"
+    write_stereo(orphan, b"\x10" * 8000, b"\xff" * 8000)
+    fresh = tmp_path / ".spool" / "CAlivecall0002.wav"  # a live call's spool: written a moment ago
+    write_stereo(fresh, b"\x10" * 800, b"\xff" * 800)
+    old = time.time() - 120
+    os.utime(orphan, (old, old))
+    assert asyncio.run(service.recover()) == ["CAdeadprocess0001"]
+    assert not orphan.exists() and fresh.exists()
+    blob = gcs.bucket(BUCKET).blob("rec/CAdeadprocess0001.wav")
+    assert blob.download_as_bytes() == write_stereo_bytes(tmp_path, b"\x10" * 8000, b"\xff" * 8000)
+    # Retention: nothing is 7 days old yet; eight days from now, everything is.
+    assert asyncio.run(service.sweep()) == 0
+    assert asyncio.run(service.sweep(now=time.time() + 8 * 86400)) == 2  # the WAV and its facts
+    assert list(gcs.list_blobs(gcs.bucket(BUCKET), prefix="rec/")) == []
+
+
+def write_stereo_bytes(folder: Path, left: bytes, right: bytes) -> bytes:
+    path = folder / "expected.wav"
+    write_stereo(path, left, right)
+    return path.read_bytes()
