@@ -14,7 +14,8 @@ right track is placed on the same clock by what Twilio says it played:
   can be a frame off: the tick and the frame written race on the wire).
 - A ``clear`` drops what was queued and not played: Twilio echoes every pending mark at once, and
   the caller frames received before that burst say how far playback got; frames placed before
-  that point played, the rest did not. Pause, resume and a phrase stopping are clears too, so the
+  that point played, the rest did not, and what was sent after the clear plays from there on.
+  Pause, resume and a phrase stopping are clears too, so the
   right track has what the caller heard: the pause's silence, the replay, the filler cut short.
 
 Per frame the cost is a bytes append (and a small list for agent frames); the writer takes
@@ -141,9 +142,11 @@ class StereoRecorder:
                 if name == batch.last:
                     while self._clearing:  # earlier batches are over too (echoes come in order)
                         done = self._clearing.popleft()
-                        self._commit_before(done.frames, done.cut if done.cut is not None else self.samples)
+                        cut = done.cut if done.cut is not None else self.samples
+                        self._commit_before(done.frames, cut)
                         if done is batch:
                             break
+                    self._not_before(cut)
                 return
         pending = self._pending
         if name not in pending:
@@ -226,6 +229,15 @@ class StereoRecorder:
         for start, frame, _run in frames:
             if start < cut:
                 self._put(start, frame[:cut - start])
+
+    def _not_before(self, cut: int) -> None:
+        """Audio sent after a clear plays once the clear has been carried out (at ``cut``), not
+        sooner: the run placed before it moves there."""
+        for item in self._pending:
+            if not isinstance(item, str):
+                if item[0] < cut and item[2] > self._confirmed:
+                    self._shift_run(item[2], cut - item[0], [])
+                return
 
     def _shift_run(self, run: int, shift: int, played: list[list]) -> None:
         for item in played:
