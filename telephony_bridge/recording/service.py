@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
 from ..log import log_event
 from .core import StereoRecorder
 from .sinks import LocalSink, open_sink, spool_dir
@@ -85,7 +86,11 @@ class RecordingService:
     """Opens recordings for calls and keeps the sink tidy (see the module docstring)."""
 
     def __init__(self, folder: str, bucket_url: str | None = None, retention_days: float = 30.0) -> None:
-        os.makedirs(folder, exist_ok=True)
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"RECORDINGS_DIR {folder}: cannot create it ({exc.strerror or type(exc).__name__}); "
+                              "set RECORDINGS_DIR to a writable folder, or RECORDINGS=off") from None
         self.folder = folder
         self.sink = open_sink(folder, bucket_url)
         self.local = isinstance(self.sink, LocalSink)
