@@ -167,3 +167,19 @@ def test_the_review_cookie_is_signed_with_the_token_and_expires() -> None:
     assert not auth.valid("token-a" * 3, None, now) and not auth.valid(None, value, now)
     assert auth.token_matches("abc", "abc") and not auth.token_matches("abc", "abd")
     assert not auth.token_matches("abc", "")
+
+
+def test_marks_that_never_come_back_hold_the_file_back_two_seconds_at_most() -> None:
+    rec = StereoRecorder()
+    t = caller_frames(rec, 2, 0.0)
+    for i in range(3):
+        rec.agent_frame(agent(i), t - 0.019)
+    rec.mark("lost")
+    t = caller_frames(rec, 50, t)  # a second: still waiting for the echo
+    left, right = rec.take()
+    assert len(left) == 2 * F and right == SIL * 2
+    t = caller_frames(rec, 110, t)  # past two seconds: taken as placed
+    left, right = rec.take()
+    assert len(left) == len(right) and len(left) > 100 * F
+    assert right[:3 * F] == agent(0) + agent(1) + agent(2)
+    rec.mark_returned("lost")  # late: changes nothing

@@ -35,19 +35,23 @@ FRAME = 160
 LATE_S = 0.0195
 #: How far (samples) the first echo of a run may move it: the wire's race, no more.
 MAX_SHIFT = 2 * FRAME
+#: Audio unconfirmed this long after its time (samples) is taken as placed: marks that never
+#: come back must not hold the file back (a crash would lose more than a second).
+GIVE_UP = 2 * 8000
 _SIL = bytes([ULAW_SILENCE])
 
 
 class _Batch:
     """What a ``clear`` cut off: its marks' names and frames, until Twilio's echo says where."""
 
-    __slots__ = ("names", "last", "frames", "cut")
+    __slots__ = ("names", "last", "frames", "cut", "at")
 
-    def __init__(self, names: set[str], last: str, frames: list[list]) -> None:
+    def __init__(self, names: set[str], last: str, frames: list[list], at: int) -> None:
         self.names = names
         self.last = last
         self.frames = frames
         self.cut: int | None = None
+        self.at = at  # the line when the clear was sent
 
 
 class StereoRecorder:
@@ -128,7 +132,7 @@ class StereoRecorder:
         self._run += 1  # whatever comes next starts from an empty buffer
         if frames:
             if names:
-                self._clearing.append(_Batch(set(names), names[-1], frames))
+                self._clearing.append(_Batch(set(names), names[-1], frames, self.samples))
             else:  # no mark after them: nothing to wait for, they played if their time came
                 self._commit_before(frames, self.samples)
 
@@ -198,6 +202,8 @@ class StereoRecorder:
     def take(self, final: bool = False) -> tuple[bytes, bytes]:
         """The final samples not handed out yet: ``(left, right)`` μ-law of equal length. With
         ``final`` (after :meth:`finish`): everything up to the caller track's end."""
+        if not final:
+            self._give_up(self.base + len(self.left) - GIVE_UP)
         upto = self.base + len(self.left) if final else max(self.base, self.horizon())
         n = upto - self.base
         if n <= 0:
@@ -229,6 +235,25 @@ class StereoRecorder:
         for start, frame, _run in frames:
             if start < cut:
                 self._put(start, frame[:cut - start])
+
+    def _give_up(self, before: int) -> None:
+        """Twilio never said: audio placed before ``before`` counts as heard where it was placed
+        (a clear's as cut where it was sent)."""
+        while self._clearing and self._clearing[0].at < before:
+            batch = self._clearing.popleft()
+            self._commit_before(batch.frames, batch.at)
+        pending = self._pending
+        while pending:
+            item = pending[0]
+            if isinstance(item, str):
+                if len(pending) == 1 or not any(not isinstance(x, str) for x in pending):
+                    break
+                pending.popleft()  # a mark whose frames are committed: its echo is moot
+                continue
+            if item[0] >= before:
+                break
+            pending.popleft()
+            self._put(item[0], item[1])
 
     def _not_before(self, cut: int) -> None:
         """Audio sent after a clear plays once the clear has been carried out (at ``cut``), not
