@@ -178,7 +178,7 @@ def call_view(record: dict[str, Any], left: bytes | None = None, right: bytes | 
         "started": _when(record.get("started_at")),
         "ended": record.get("ended"),
         "duration": round(duration, 2),
-        "summary": record.get("summary") or {},
+        "summary": {**_SUMMARY_DEFAULTS, **(record.get("summary") or {})},
         "levels": levels,
         "frame_s": 0.02,
         "lanes": [{"name": name, "title": title, "events": lanes[name]} for name, title in LANES],
@@ -189,6 +189,12 @@ def call_view(record: dict[str, Any], left: bytes | None = None, right: bytes | 
         "report": report,
         "has_audio": bool(levels),
     }
+
+
+_SUMMARY_DEFAULTS: dict[str, Any] = {
+    "agent_turns": 0, "latency_p50_ms": None, "latency_p95_ms": None, "barge_ins": 0, "pauses": 0,
+    "false_alarms": 0, "fillers": 0, "reconnects": 0, "handovers": 0, "stalls": 0,
+}
 
 
 def _when(epoch: Any) -> str:
