@@ -1,0 +1,64 @@
+"""Recordings in an S3-compatible bucket (boto3), against moto's server (started here, loopback):
+a call lands under its SID, retention deletes what is past the setting."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from telephony_bridge.recording import RecordingService
+from telephony_bridge.testing import CallerScript, Hangup, Say, Wait
+from telephony_bridge.testing.local_call import founder_turns, place_local_call
+
+boto3 = pytest.importorskip("boto3")  # the test extra installs it (and moto's server)
+BUCKET = "call-recordings"
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch) -> Any:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("moto's server did not start") from None
+                time.sleep(0.05)
+        for name, value in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
+                            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+            monkeypatch.setenv(name, value)
+        client = boto3.client("s3")
+        client.create_bucket(Bucket=BUCKET)
+        yield client
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_a_call_recording_lands_in_the_s3_bucket_under_its_sid(s3: Any, tmp_path: Path) -> None:
+    script = CallerScript([Say(founder_turns()[0]), Wait(500), Hangup()])
+    call = asyncio.run(place_local_call(script, recordings_dir=str(tmp_path), recordings_bucket=f"s3://{BUCKET}/calls/"))
+    sid = call.result.call_sid
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"])
+    assert keys == [f"calls/{sid}.json", f"calls/{sid}.wav"]
+    wav = s3.get_object(Bucket=BUCKET, Key=f"calls/{sid}.wav")["Body"].read()
+    assert wav[:4] == b"RIFF" and len(wav) > 44 + 4 * 8000 * 4
+    service = RecordingService(str(tmp_path), f"s3://{BUCKET}/calls", retention_days=1)
+    assert asyncio.run(service.meta(sid))["call_sid"] == sid
+    assert asyncio.run(service.sweep()) == 0
+    assert asyncio.run(service.sweep(now=time.time() + 2 * 86400)) == 2
+    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET)
