@@ -183,3 +183,18 @@ def test_marks_that_never_come_back_hold_the_file_back_two_seconds_at_most() -> 
     assert len(left) == len(right) and len(left) > 100 * F
     assert right[:3 * F] == agent(0) + agent(1) + agent(2)
     rec.mark_returned("lost")  # late: changes nothing
+
+
+def test_a_second_stream_of_a_call_goes_on_in_the_same_file(tmp_path: Path) -> None:
+    import asyncio
+
+    service = RecordingService(str(tmp_path))
+    first = service.open("CA7", {}, t0=0.0)
+    first.recorder.caller(b"\x10" * 8000, 0.5)
+    asyncio.run(service.finish(first))
+    second = service.open("CA7", {}, t0=100.0)  # the reconnected stream: a new core, a new clock
+    second.recorder.caller(b"\x20" * 4000, 100.2)
+    meta = asyncio.run(service.finish(second))
+    with wave.open(str(tmp_path / "CA7.wav"), "rb") as w:
+        assert w.getnframes() == 12000
+    assert meta["seconds"] == 1.5 and meta["offset_s"] == -0.8  # its t = 0.2 s is at 1.0 s in the file

@@ -44,13 +44,16 @@ def opted_out(parameters: dict[str, str]) -> bool:
 class CallRecording:
     """One call's recording: the core deciding the samples, the file they go to."""
 
-    __slots__ = ("call_sid", "recorder", "path", "wav", "started_at", "t0", "closed")
+    __slots__ = ("call_sid", "recorder", "path", "wav", "started_at", "t0", "closed", "before_s")
 
     def __init__(self, call_sid: str, path: Path, *, t0: float) -> None:
         self.call_sid = call_sid
         self.recorder = StereoRecorder()
         self.path = path
-        self.wav = StereoWav(path)
+        # A new stream of a call this process recorded already (a reconnect): go on in its file.
+        self.wav = StereoWav(path, append=True)
+        #: Seconds an earlier stream of the call left in the file (this stream's audio follows).
+        self.before_s = self.wav.seconds
         self.started_at = time.time()
         #: The call core's clock origin (loop time): sample 0's place on the timeline.
         self.t0 = t0
@@ -76,7 +79,8 @@ class CallRecording:
             "call_sid": self.call_sid,
             "started_at": round(self.started_at, 3),
             "seconds": round(self.wav.seconds, 3),
-            "offset_s": round(first - self.t0, 3) if first is not None else 0.0,
+            # Where this stream's timeline (t = 0 at its start) sits in the file.
+            "offset_s": round(first - self.t0 - self.before_s, 3) if first is not None else 0.0,
             "rate": 8000,
             "channels": ["caller as received", "agent as heard"],
         }

@@ -50,10 +50,18 @@ def write_stereo(path: str | os.PathLike[str], left: bytes, right: bytes) -> Non
 class StereoWav:
     """Append-only stereo WAV whose header is always right (see the module docstring)."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, append: bool = False) -> None:
+        """``append``: go on after the audio an earlier stream of the call left in ``path``."""
         self.path = os.fspath(path)
-        self._f: BinaryIO | None = open(self.path, "wb")  # noqa: SIM115 - closed by close()
         self.data_bytes = 0
+        if append and os.path.isfile(self.path) and os.path.getsize(self.path) >= _HEADER:
+            self._f: BinaryIO | None = open(self.path, "r+b")  # noqa: SIM115 - closed by close()
+            size = self._f.seek(0, os.SEEK_END)
+            self.data_bytes = (size - _HEADER) // 4 * 4
+            self._f.truncate(_HEADER + self.data_bytes)
+            self._f.seek(0, os.SEEK_END)
+            return
+        self._f = open(self.path, "wb")  # noqa: SIM115 - closed by close()
         self._f.write(_header(0))
         self._f.flush()
 

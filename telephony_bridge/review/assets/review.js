@@ -132,6 +132,9 @@
   var lines = Array.prototype.slice.call(document.querySelectorAll(".line"));
   lines.forEach(function (line) {
     line.addEventListener("click", function () { seek(parseFloat(line.dataset.t)); });
+    line.addEventListener("keydown", function (e) {
+      if (e.key === "Enter" || e.key === " ") { e.preventDefault(); seek(parseFloat(line.dataset.t)); }
+    });
   });
 
   var playhead = document.getElementById("playhead");
