@@ -43,6 +43,9 @@ The parts, each a class in its own module with its state private:
 ``summary``       the call's counters and figures (latency p50/p95, levels, barge-ins, errors).
 ``core``          :class:`CallCore`: composes the parts and routes inputs to them.
 
+A recording (``recording/core.py``, attached with :meth:`CallCore.attach_recorder`) is told each
+caller frame as received, each agent frame playout hands to Twilio, each mark and clear.
+
 Events between the parts (all routed by the core, never by a part calling another's internals):
 
 * playout → turns: the first frame of a new agent turn was forwarded (``on_turn_start``: turns
