@@ -118,3 +118,36 @@ def test_a_process_killed_mid_call_leaves_a_playable_recording(tmp_path: Path) -
     # The caller spoke (the founder's first answer) and the agent greeted: both tracks have sound.
     assert sum(1 for b in left if b not in (0xFF, 0x7F)) > 8000
     assert sum(1 for b in right if b not in (0xFF, 0x7F)) > 4000
+
+
+def test_a_call_placed_on_twiml_record_off_is_not_recorded(tmp_path: Path) -> None:
+    import secrets
+
+    from telephony_bridge.settings import Settings
+    from telephony_bridge.testing import CallerSimulator, GeminiEmulator
+    from telephony_bridge.testing.local_call import DEMO_KEY, LocalBridge
+
+    folder = tmp_path / "rec"
+
+    async def go() -> tuple[str, dict]:
+        emulator = GeminiEmulator(Scenario(), api_key=DEMO_KEY)
+        await emulator.start()
+        bridge = LocalBridge(Settings(gemini_api_key=DEMO_KEY, public_url="http://127.0.0.1",
+                                      gemini_live_url=emulator.url, twilio_auth_token=secrets.token_hex(16),
+                                      recordings_dir=str(folder)))
+        await bridge.start()
+        try:
+            sim = CallerSimulator(bridge.twiml_url + "?record=off", CallerScript([Wait(2500), Hangup()]),
+                                  auth_token=bridge.settings.twilio_auth_token, timeout=60)
+            result = await sim.run()
+            await bridge.finished_call(result.call_sid)
+            record = await bridge.app.state.store.get_record(result.call_sid)
+        finally:
+            await bridge.stop()
+            await emulator.stop()
+        assert any('name="record" value="off"' in t for t in result.twiml)
+        return result.call_sid, record
+
+    sid, record = asyncio.run(go())
+    assert "recording" not in record and record["call_sid"] == sid
+    assert not list(folder.glob("*.wav"))
