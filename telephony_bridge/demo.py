@@ -3,7 +3,8 @@
 Starts the Gemini Live emulator and the bridge on free loopback ports, places a simulated
 Twilio call from the bundled founder recording, shows progress while it runs, prints a summary
 and writes ``demo-output/``: ``call.wav`` (left: the caller as sent; right: the agent as the
-caller heard it), ``transcript.json``, ``timeline.json`` and ``bridge.log``.
+caller heard it), ``transcript.json``, ``timeline.json``, ``report.json`` (the post-call report the
+emulated ``generateContent`` wrote from the transcript) and ``bridge.log``.
 """
 
 from __future__ import annotations
@@ -72,12 +73,13 @@ async def run_demo(out_dir: str = "demo-output", quiet: bool = False, filler: bo
     setup_logging("INFO", stream=log_file)
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
 
-    emulator = GeminiEmulator(demo_scenario(stall), api_key=DEMO_KEY)
+    emulator = GeminiEmulator(demo_scenario(stall), api_key=DEMO_KEY, rest=True)
     await emulator.start()
     bridge = LocalBridge(Settings(
         gemini_api_key=DEMO_KEY,
         public_url="http://127.0.0.1",
         gemini_live_url=emulator.url,
+        gemini_rest_url=emulator.rest_url,
         twilio_auth_token=secrets.token_hex(16),
         silence_duration_ms=1200,
         sqlite_path=str(out / "calls.sqlite3"),
@@ -100,6 +102,7 @@ async def run_demo(out_dir: str = "demo-output", quiet: bool = False, filler: bo
                               timeout=240.0, on_event=progress)
         result = await sim.run()
         core = await bridge.finished_call(result.call_sid)
+        report = await wait_for_report(bridge.app.state.store, result.call_sid)
     finally:
         await bridge.stop()
         await emulator.stop()
@@ -110,6 +113,7 @@ async def run_demo(out_dir: str = "demo-output", quiet: bool = False, filler: bo
         {"call_sid": result.call_sid, "turns": core.transcript}, indent=2))
     (out / "timeline.json").write_text(json.dumps(
         {"call_sid": result.call_sid, "bridge": core.timeline, "caller": result.events}, indent=2))
+    (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
 
     summary = core.summary()
     print()
@@ -136,9 +140,28 @@ async def run_demo(out_dir: str = "demo-output", quiet: bool = False, filler: bo
     print(f"  ending          {core.ended}; the caller's line: {'hung up' if any('<Hangup' in t for t in result.twiml) else result.ended_by}")
     print(f"  audio           {len(result.sent_ulaw) / 8000:.1f} s sent, agent heard in "
           f"{summary['frames_out']} frames of 20 ms")
-    print(f"  wrote           {out / 'call.wav'}, {out / 'transcript.json'}, {out / 'timeline.json'}")
-    ok = summary["agent_turns"] > 1 and summary["frames_in"] > 0 and core.ended is not None
+    leaning = (report or {}).get("leaning") or {}
+    print(f"  report          {(report or {}).get('status', 'none')}: leaning {leaning.get('verdict', '-')}"
+          f" ({'; '.join(leaning.get('reasons') or []) or (report or {}).get('reason', '')})")
+    print(f"  open question   {(report or {}).get('open_question', '-')}")
+    print(f"  wrote           {out / 'call.wav'}, {out / 'transcript.json'}, {out / 'timeline.json'}, "
+          f"{out / 'report.json'}")
+    ok = summary["agent_turns"] > 1 and summary["frames_in"] > 0 and core.ended is not None \
+        and (report or {}).get("status") == "ok"
     return 0 if ok else 1
+
+
+async def wait_for_report(store: Any, call_sid: str, timeout: float = 30.0) -> dict[str, Any] | None:
+    """The call's report once it is no longer pending (None: none came in ``timeout``)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    report = None
+    while loop.time() < deadline:
+        report = await store.get_report(call_sid)
+        if report is not None and report.get("status") != "pending":
+            return report
+        await asyncio.sleep(0.05)
+    return report
 
 
 if __name__ == "__main__":  # pragma: no cover
