@@ -56,7 +56,8 @@ class Outbox(Protocol):
     async def add(self, delivery_id: str, call_sid: str, kind: str, payload: dict[str, Any], now: float,
                   ready_at: float | None = None) -> bool: ...
 
-    async def claim(self, now: float, owner: str, lease_s: float, limit: int = 8) -> list[Delivery]: ...
+    async def claim(self, now: float, owner: str, lease_s: float, limit: int = 8,
+                    leases: dict[str, float] | None = None) -> list[Delivery]: ...
 
     async def complete(self, delivery_id: str, owner: str, now: float) -> bool: ...
 
@@ -112,16 +113,21 @@ class SqliteOutbox:
         params = (delivery_id, call_sid, kind, raw, now if ready_at is None else ready_at, now)
         return bool(await self._run(lambda c: c.execute(sql, params).rowcount))
 
-    async def claim(self, now: float, owner: str, lease_s: float, limit: int = 8) -> list[Delivery]:
+    async def claim(self, now: float, owner: str, lease_s: float, limit: int = 8,
+                    leases: dict[str, float] | None = None) -> list[Delivery]:
+        """Up to ``limit`` due deliveries, leased to ``owner`` for ``leases[kind]`` (else ``lease_s``)."""
+        per_kind = leases or {}
+
         def claim(c: sqlite3.Connection) -> list[Delivery]:
             c.execute("BEGIN IMMEDIATE")
             try:
-                ids = [r[0] for r in c.execute(
-                    f"SELECT id FROM outbox WHERE status = '{PENDING}' AND ready_at <= ? ORDER BY ready_at LIMIT ?",
-                    (now, limit))]
-                for did in ids:
+                due = list(c.execute(
+                    f"SELECT id, kind FROM outbox WHERE status = '{PENDING}' AND ready_at <= ? "
+                    "ORDER BY ready_at LIMIT ?", (now, limit)))
+                ids = [r[0] for r in due]
+                for did, kind in due:
                     c.execute("UPDATE outbox SET owner = ?, ready_at = ?, attempts = attempts + 1 WHERE id = ?",
-                              (owner, now + lease_s, did))
+                              (owner, now + per_kind.get(kind, lease_s), did))
                 rows = [c.execute(f"SELECT {_COLUMNS} FROM outbox WHERE id = ?", (did,)).fetchone() for did in ids]
                 c.execute("COMMIT")
             except BaseException:
@@ -171,10 +177,13 @@ return 1
 """
 _CLAIM = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[4]))
+local leases = cjson.decode(ARGV[6])
 for _, id in ipairs(ids) do
   local key = ARGV[5] .. id
-  redis.call('ZADD', KEYS[1], ARGV[2], id)
-  redis.call('HSET', key, 'owner', ARGV[3], 'ready_at', ARGV[2])
+  local lease = leases[redis.call('HGET', key, 'kind')] or tonumber(ARGV[2])
+  local until_at = tostring(tonumber(ARGV[1]) + lease)
+  redis.call('ZADD', KEYS[1], until_at, id)
+  redis.call('HSET', key, 'owner', ARGV[3], 'ready_at', until_at)
   redis.call('HINCRBY', key, 'attempts', 1)
 end
 return ids
@@ -215,8 +224,10 @@ class RedisOutbox:
         return bool(await self._add(keys=[self.key(delivery_id), READY_KEY],
                                     args=[delivery_id, call_sid, kind, raw, repr(ready), repr(now)]))
 
-    async def claim(self, now: float, owner: str, lease_s: float, limit: int = 8) -> list[Delivery]:
-        ids = await self._claim(keys=[READY_KEY], args=[repr(now), repr(now + lease_s), owner, limit, OUTBOX_PREFIX])
+    async def claim(self, now: float, owner: str, lease_s: float, limit: int = 8,
+                    leases: dict[str, float] | None = None) -> list[Delivery]:
+        ids = await self._claim(keys=[READY_KEY], args=[repr(now), repr(lease_s), owner, limit, OUTBOX_PREFIX,
+                                                        json.dumps(leases or {"": 0})])
         out = []
         for did in ids:
             d = await self.get(did)

@@ -83,7 +83,9 @@ class ReportService:
         self.worker = DeliveryWorker(
             self.outbox, {"report": self._report, "webhook": self._webhook, "sms": self._sms},
             policies or POLICIES, owner=f"bridge-{secrets.token_hex(4)}",
-            lease_s=lease_s if lease_s is not None else longest + 30.0, poll_s=poll_s)
+            lease_s=lease_s if lease_s is not None else longest + 30.0,
+            leases=None if lease_s is not None else {"webhook": WEBHOOK_TIMEOUT_S + 30.0, "sms": 60.0},
+            poll_s=poll_s)
         self._task: asyncio.Task[None] | None = None
         self._adding: set[asyncio.Task[None]] = set()
 

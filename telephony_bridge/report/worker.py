@@ -32,13 +32,16 @@ Handler = Callable[[Delivery], Awaitable[Any]]
 
 class DeliveryWorker:
     def __init__(self, outbox: Outbox, handlers: dict[str, Handler], policies: dict[str, RetryPolicy], *,
-                 owner: str, lease_s: float = 120.0, poll_s: float = 1.0, batch: int = 8,
+                 owner: str, lease_s: float = 120.0, leases: dict[str, float] | None = None,
+                 poll_s: float = 1.0, batch: int = 8,
                  clock: Callable[[], float] = time.time, rand: Callable[[], float] = random.random) -> None:
         self.outbox = outbox
         self.handlers = handlers
         self.policies = policies
         self.owner = owner
         self.lease_s = lease_s
+        #: Per kind (else lease_s): longer than that kind's longest attempt.
+        self.leases = dict(leases or {})
         self.poll_s = poll_s
         self.batch = batch
         self.clock = clock
@@ -52,7 +55,7 @@ class DeliveryWorker:
 
     async def run_once(self) -> int:
         """Claim and work what is due now; how many deliveries were worked."""
-        claimed = await self.outbox.claim(self.clock(), self.owner, self.lease_s, self.batch)
+        claimed = await self.outbox.claim(self.clock(), self.owner, self.lease_s, self.batch, self.leases)
         if claimed:
             await asyncio.gather(*(self._work(d) for d in claimed))
         return len(claimed)
