@@ -216,7 +216,8 @@ async def place_local_call(
         live_url = emulator.url_vertex if vertex else emulator.url
         bridge = LocalBridge(Settings(public_url="http://127.0.0.1", gemini_live_url=live_url,
                                       gemini_rest_url=emulator.rest_url,
-                                      twilio_auth_token=secrets.token_hex(16), **{**backend, **settings}),
+                                      twilio_auth_token=settings.pop("twilio_auth_token", None) or secrets.token_hex(16),
+                                      **{**backend, **settings}),
                              call_overrides=call_overrides)
         await bridge.start()
         try:

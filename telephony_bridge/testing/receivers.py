@@ -93,6 +93,7 @@ class Received:
     signature_ok: bool
     accepted: bool
     body: bytes = field(repr=False)
+    signature: str | None = field(default=None, repr=False)
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -125,7 +126,7 @@ class WebhookReceiver(LoopbackServer):
         body = await request.body()
         ok = bool(self.verifier(self.secret, body, request.headers.get("bridge-signature") or ""))
         key = request.headers.get("idempotency-key")
-        entry = Received(time.time(), key, ok, False, body)
+        entry = Received(time.time(), key, ok, False, body, request.headers.get("bridge-signature"))
         self.received.append(entry)
         if not ok:
             return Response("bad signature", status_code=400)
