@@ -120,3 +120,148 @@ def test_report_delivered_once_signed_readable_and_texted(tmp_path) -> None:
     assert sms["to"] == CALLER and sms["from"] == FROM
     assert report["leaning"]["verdict"].upper() in sms["body"] and report["open_question"][:40] in sms["body"]
     assert SECRET not in json.dumps(payload)
+
+
+def test_receiver_down_then_up_delivered_once_on_redis(redis_url) -> None:
+    """Redis store (replicas): the receiver refuses connections at the call's end, then answers
+    503 once, then is up: one accepted delivery, the outbox says delivered."""
+
+    async def go():
+        receiver = WebhookReceiver(SECRET, port=free_port())  # not started: connection refused
+        seen: dict = {}
+
+        async def while_up(bridge, result):
+            store = bridge.app.state.store
+            seen["report"] = await wait_report(store, result.call_sid)
+            outbox = bridge.app.state.reports.outbox
+            did = f"{result.call_sid}:webhook"
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                d = await outbox.get(did)
+                if d is not None and d.attempts >= 2 and d.owner is None:
+                    break
+                await asyncio.sleep(0.05)
+            seen["down_attempts"] = d.attempts
+            receiver.fail_with = 503
+            await receiver.start()
+            deadline = time.monotonic() + 20
+            while not receiver.received and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            receiver.fail_with = None
+            await receiver.wait_accepted(1, timeout=40)
+            await asyncio.sleep(1.0)
+            seen["delivery"] = await outbox.get(did)
+
+        script, scenario = short_call()
+        try:
+            call = await place_local_call(script, scenario, while_up=while_up, silence_duration_ms=800,
+                                          redis_url=redis_url, report_webhook_url=receiver.url,
+                                          report_webhook_secret=SECRET)
+        finally:
+            await receiver.stop()
+        return call, seen, receiver
+
+    call, seen, receiver = asyncio.run(go())
+    assert seen["report"]["status"] == "ok"
+    assert seen["down_attempts"] >= 2
+    assert len(receiver.accepted) == 1 and receiver.duplicates == 0
+    assert [r.signature_ok for r in receiver.received] == [True] * len(receiver.received)
+    assert len(receiver.received) == 2  # the 503, then the accepted one
+    d = seen["delivery"]
+    assert d.status == DELIVERED and d.attempts == seen["down_attempts"] + 2
+
+
+def test_vertex_report_after_a_429_and_a_failed_report_still_delivered() -> None:
+    async def go():
+        receiver = WebhookReceiver(SECRET)
+        await receiver.start()
+        seen: dict = {}
+
+        async def while_up(bridge, result):
+            seen["report"] = await wait_report(bridge.app.state.store, result.call_sid)
+            await receiver.wait_accepted(1)
+
+        script, scenario = short_call()
+        try:
+            vertex = await place_local_call(script, scenario, while_up=while_up, silence_duration_ms=800,
+                                            vertex=True, rest_faults=[RestFault("429", retry_after_s=1)],
+                                            report_webhook_url=receiver.url, report_webhook_secret=SECRET)
+            ok_report = seen["report"]
+            script, scenario = short_call()
+            failed = await place_local_call(script, scenario, while_up=while_up, silence_duration_ms=800,
+                                            rest_faults=[RestFault("off_schema", times=3)],
+                                            report_webhook_url=receiver.url, report_webhook_secret=SECRET)
+        finally:
+            await receiver.stop()
+        return vertex, ok_report, failed, seen["report"], receiver
+
+    vertex, ok_report, failed, failed_report, receiver = asyncio.run(go())
+    assert ok_report["status"] == "ok"
+    assert [a["outcome"] for a in ok_report["attempts"]] == ["429", "ok"]
+    assert ok_report["attempts"][0]["delay_s"] >= 1.0
+    reqs = vertex.emulator.rest.requests
+    assert [r.auth for r in reqs] == ["bearer", "bearer"]
+    assert reqs[0].path.startswith("/v1/projects/local-proj-1/locations/us-central1/publishers/google/models/")
+    assert failed_report["status"] == "failed" and "schema" in failed_report["reason"]
+    assert [a["outcome"] for a in failed_report["attempts"]] == ["schema"] * 3
+    # The failed report still reaches the operator with the call record, once per call.
+    assert len(receiver.accepted) == 2 and receiver.duplicates == 0
+    by_call = {json.loads(r.body)["call_sid"]: json.loads(r.body) for r in receiver.accepted.values()}
+    assert by_call[failed.result.call_sid]["report"]["status"] == "failed"
+    assert by_call[vertex.result.call_sid]["report"]["status"] == "ok"
+
+
+def test_bridge_process_killed_while_a_delivery_is_pending_delivers_once(tmp_path) -> None:
+    """A real ``telephony-bridge serve`` is killed (SIGKILL) while its webhook delivery waits out
+    a backoff (the receiver is down); a new process on the same SQLite file resumes it at startup."""
+    db = tmp_path / "calls.sqlite3"
+    port = free_port()
+
+    async def go():
+        receiver = WebhookReceiver(SECRET, port=free_port())
+        emulator = GeminiEmulator(short_call()[1], api_key=DEMO_KEY, rest=True)
+        await emulator.start()
+        token = secrets.token_hex(16)
+        env = {"GEMINI_API_KEY": DEMO_KEY, "GEMINI_LIVE_URL": emulator.url, "GEMINI_REST_URL": emulator.rest_url,
+               "PUBLIC_URL": f"http://127.0.0.1:{port}", "TWILIO_AUTH_TOKEN": token, "CALLS_DB": str(db),
+               "HOST": "127.0.0.1", "SILENCE_DURATION_MS": "800", "LOG_LEVEL": "INFO",
+               "REPORT_WEBHOOK_URL": receiver.url, "REPORT_WEBHOOK_SECRET": SECRET}
+        first = await asyncio.to_thread(start_replica, env, port, tmp_path / "first.log")
+        second = None
+        try:
+            sim = CallerSimulator(f"http://127.0.0.1:{port}/twiml", short_call()[0], auth_token=token, timeout=90)
+            result = await sim.run()
+            did = f"{result.call_sid}:webhook"
+            store = SqliteStore(str(db))
+            outbox = SqliteOutbox(store)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                d = await outbox.get(did)
+                if d is not None and d.attempts >= 1 and d.owner is None:
+                    break
+                await asyncio.sleep(0.05)
+            assert d is not None and d.attempts >= 1, "no pending delivery before the kill"
+            first.kill()
+            await asyncio.to_thread(first.wait)
+            killed_at = d.attempts
+            second = await asyncio.to_thread(start_replica, env, port, tmp_path / "second.log")
+            await receiver.start()
+            await receiver.wait_accepted(1, timeout=40)
+            await asyncio.sleep(1.5)
+            final = await outbox.get(did)
+            report = await store.get_report(result.call_sid)
+            await store.close()
+            return receiver, final, killed_at, report
+        finally:
+            for proc in (first, second):
+                if proc is not None and proc.poll() is None:
+                    proc.terminate()
+                    await asyncio.to_thread(proc.wait, 10)
+            await receiver.stop()
+            await emulator.stop()
+
+    receiver, final, killed_at, report = asyncio.run(go())
+    assert report["status"] == "ok"
+    assert len(receiver.accepted) == 1 and receiver.duplicates == 0 and len(receiver.received) == 1
+    assert final.status == DELIVERED and final.attempts == killed_at + 1
+    assert final.owner != "" and final.owner is not None

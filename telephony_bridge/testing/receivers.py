@@ -94,6 +94,8 @@ class Received:
     accepted: bool
     body: bytes = field(repr=False)
     signature: str | None = field(default=None, repr=False)
+    #: What the receiver answered.
+    status: int = 200
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -119,8 +121,7 @@ class WebhookReceiver(LoopbackServer):
     @property
     def duplicates(self) -> int:
         """Requests for a delivery already accepted (answered 200, dropped)."""
-        return sum(1 for r in self.received if r.signature_ok and not r.accepted and self.fail_with is None
-                   and r.idempotency_key in self.accepted)
+        return sum(1 for r in self.received if r.status == 200 and not r.accepted)
 
     async def _hook(self, request: Request) -> Response:
         body = await request.body()
@@ -129,8 +130,10 @@ class WebhookReceiver(LoopbackServer):
         entry = Received(time.time(), key, ok, False, body, request.headers.get("bridge-signature"))
         self.received.append(entry)
         if not ok:
+            entry.status = 400
             return Response("bad signature", status_code=400)
         if self.fail_with is not None:
+            entry.status = self.fail_with
             return Response("unavailable", status_code=self.fail_with)
         if key is not None and key not in self.accepted:
             entry.accepted = True
