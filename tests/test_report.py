@@ -334,3 +334,63 @@ def test_worker_run_wakes_when_work_is_added(tmp_path) -> None:
         await store.close()
 
     run(go())
+
+
+# ------------------------------------------------------------- settings and REST endpoints
+
+
+def test_report_settings() -> None:
+    from telephony_bridge.errors import ConfigError
+    from telephony_bridge.settings import load_settings
+
+    base = {"GEMINI_API_KEY": KEY, "PUBLIC_URL": "https://bridge.example", "TWILIO_AUTH_TOKEN": "t" * 32}
+    s = load_settings(base)
+    assert s.report and s.report_model == "gemini-3.8-flash" and s.report_webhook_url is None and not s.report_sms
+    with pytest.raises(ConfigError, match="REPORT_WEBHOOK_SECRET"):
+        load_settings({**base, "REPORT_WEBHOOK_URL": "https://ops.example/hook"})
+    with pytest.raises(ConfigError, match="REPORT_WEBHOOK_SECRET must be at least 32"):
+        load_settings({**base, "REPORT_WEBHOOK_URL": "https://ops.example/hook", "REPORT_WEBHOOK_SECRET": "short"})
+    with pytest.raises(ConfigError, match="REPORT_WEBHOOK_URL must be"):
+        load_settings({**base, "REPORT_WEBHOOK_URL": "ftp://x", "REPORT_WEBHOOK_SECRET": "s" * 32})
+    with pytest.raises(ConfigError, match="TWILIO_ACCOUNT_SID"):
+        load_settings({**base, "REPORT_SMS": "on"})
+    s = load_settings({**base, "REPORT": "off", "REPORT_MODEL": "gemini-3.7-flash", "REPORT_SMS": "on",
+                       "TWILIO_ACCOUNT_SID": "AC" + "1" * 32, "TWILIO_FROM_NUMBER": "+15550001111",
+                       "REPORT_WEBHOOK_URL": "https://ops.example/hook", "REPORT_WEBHOOK_SECRET": "s" * 32})
+    assert not s.report and s.report_model == "gemini-3.7-flash" and s.report_sms
+    assert "s" * 32 not in repr(s)
+
+
+def test_rest_endpoints_per_backend(tmp_path) -> None:
+    from telephony_bridge.gemini.backend import TokenCache, VertexBackend, adc_loader
+    from telephony_bridge.testing.oauth import TokenEndpoint
+
+    async def go(key_file, issued):
+        gem = await GeminiApiBackend(KEY).rest_endpoint("gemini-3.8-flash")
+        assert gem.url == "https://generativelanguage.googleapis.com/v1beta/models/gemini-3.8-flash:generateContent"
+        assert gem.headers == {"x-goog-api-key": KEY}
+        exp = await VertexExpressBackend(KEY).rest_endpoint("gemini-3.8-flash")
+        assert exp.url == "https://aiplatform.googleapis.com/v1/publishers/google/models/gemini-3.8-flash:generateContent"
+        tokens = TokenCache(adc_loader(key_file, "billing-proj-1"))  # one cache: Live and REST share it
+        urls = {}
+        for loc in ("global", "us", "eu", "europe-west4"):
+            backend = VertexBackend("my-proj-1", loc, tokens=tokens)
+            live, rest = await backend.endpoint(), await backend.rest_endpoint("gemini-3.8-flash")
+            urls[loc] = rest.url
+            assert rest.headers == live.headers == {"Authorization": f"Bearer {issued[0]}",
+                                                    "x-goog-user-project": "billing-proj-1"}
+        assert tokens.refreshes == 1
+        tail = "/publishers/google/models/gemini-3.8-flash:generateContent"
+        assert urls == {
+            "global": "https://aiplatform.googleapis.com/v1/projects/my-proj-1/locations/global" + tail,
+            "us": "https://aiplatform.us.rep.googleapis.com/v1/projects/my-proj-1/locations/us" + tail,
+            "eu": "https://aiplatform.eu.rep.googleapis.com/v1/projects/my-proj-1/locations/eu" + tail,
+            "europe-west4": "https://europe-west4-aiplatform.googleapis.com/v1/projects/my-proj-1/locations/europe-west4"
+                            + tail,
+        }
+        over = await GeminiApiBackend(KEY, rest_base="http://127.0.0.1:9").rest_endpoint("m")
+        assert over.url == "http://127.0.0.1:9/v1beta/models/m:generateContent"
+
+    with TokenEndpoint() as oauth:
+        key_file = oauth.write(tmp_path / "sa.json", oauth.service_account_info())
+        run(go(key_file, oauth.issued))

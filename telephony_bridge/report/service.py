@@ -62,13 +62,15 @@ def webhook_body(payload: dict[str, Any]) -> bytes:
 class ReportService:
     def __init__(self, settings: Settings, store: CallStore, backend: LiveBackend, *,
                  policies: dict[str, RetryPolicy] | None = None, client_policy: RetryPolicy | None = None,
-                 gemini_timeout_s: float = 60.0, lease_s: float | None = None, poll_s: float = 1.0) -> None:
+                 gemini_timeout_s: float = 60.0, lease_s: float | None = None, poll_s: float = 1.0,
+                 webhook_timeout_s: float = WEBHOOK_TIMEOUT_S) -> None:
         from .worker import DeliveryWorker
 
         self.settings = settings
         self.store = store
         self.outbox = outbox_for(store)
         self.http = httpx.AsyncClient()
+        self.webhook_timeout_s = webhook_timeout_s
         register_secret(settings.report_webhook_secret)
         self.client = ReportClient(backend, settings.report_model, self.http, timeout_s=gemini_timeout_s,
                                    **({"policy": client_policy} if client_policy else {}))
@@ -84,7 +86,7 @@ class ReportService:
             self.outbox, {"report": self._report, "webhook": self._webhook, "sms": self._sms},
             policies or POLICIES, owner=f"bridge-{secrets.token_hex(4)}",
             lease_s=lease_s if lease_s is not None else longest + 30.0,
-            leases=None if lease_s is not None else {"webhook": WEBHOOK_TIMEOUT_S + 30.0, "sms": 60.0},
+            leases=None if lease_s is not None else {"webhook": webhook_timeout_s + 30.0, "sms": 60.0},
             poll_s=poll_s)
         self._task: asyncio.Task[None] | None = None
         self._adding: set[asyncio.Task[None]] = set()
@@ -131,11 +133,16 @@ class ReportService:
             raise ReportError("record", "the call record is not in the store yet")
         attempts: list[dict[str, Any]] = []
         base = {"call_sid": d.call_sid, "model": self.settings.report_model}
-        try:
-            fields = await self.client.generate(record, attempts)
-            report = {"status": "ok", **base, **fields}
-        except ReportError as err:
-            report = {"status": "failed", **base, "reason": err.reason}
+        if not any(t.get("role") == "caller" and str(t.get("text") or "").strip()
+                   for t in record.get("transcript") or [] if isinstance(t, dict)):
+            # Nothing to judge (refused, hung up at once): no Gemini call; the record still goes out.
+            report = {"status": "failed", **base, "reason": "no-speech: the caller said nothing"}
+        else:
+            try:
+                fields = await self.client.generate(record, attempts)
+                report = {"status": "ok", **base, **fields}
+            except ReportError as err:
+                report = {"status": "failed", **base, "reason": err.reason}
         report.update(attempts=attempts, generated_at=round(time.time(), 3))
         await self.store.save_report(d.call_sid, report)
         log_event(logger, "report.ready", call_sid=d.call_sid, status=report["status"],
@@ -159,9 +166,9 @@ class ReportService:
         headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(secret, body, int(time.time())),
                    IDEMPOTENCY_HEADER: d.id, "User-Agent": "telephony-bridge-report/1"}
         try:
-            response = await self.http.post(url, content=body, headers=headers, timeout=WEBHOOK_TIMEOUT_S)
+            response = await self.http.post(url, content=body, headers=headers, timeout=self.webhook_timeout_s)
         except httpx.TimeoutException:
-            raise ReportError("timeout", f"the receiver did not answer in {WEBHOOK_TIMEOUT_S:g} s") from None
+            raise ReportError("timeout", f"the receiver did not answer in {self.webhook_timeout_s:g} s") from None
         except httpx.HTTPError as exc:
             raise ReportError("network", type(exc).__name__) from None
         if not 200 <= response.status_code < 300:

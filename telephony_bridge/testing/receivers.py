@@ -112,6 +112,11 @@ class WebhookReceiver(LoopbackServer):
         self.received: list[Received] = []
         self.accepted: dict[str, Received] = {}
         self.fail_with: int | None = None
+        #: With fail_with: a Retry-After header to send. delay_s: answer this late (a slow receiver).
+        self.retry_after: str | None = None
+        self.delay_s = 0.0
+        #: Statuses to answer the next requests with, in order, before behaving normally.
+        self.answers: list[int] = []
         super().__init__(Starlette(routes=[Route("/hook", self._hook, methods=["POST"])]), port)
 
     @property
@@ -132,9 +137,13 @@ class WebhookReceiver(LoopbackServer):
         if not ok:
             entry.status = 400
             return Response("bad signature", status_code=400)
-        if self.fail_with is not None:
-            entry.status = self.fail_with
-            return Response("unavailable", status_code=self.fail_with)
+        status = self.answers.pop(0) if self.answers else self.fail_with
+        if status is not None and status != 200:
+            entry.status = status
+            headers = {"Retry-After": self.retry_after} if self.retry_after else None
+            return Response("unavailable", status_code=status, headers=headers)
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         if key is not None and key not in self.accepted:
             entry.accepted = True
             self.accepted[key] = entry
