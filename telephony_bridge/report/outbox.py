@@ -59,6 +59,10 @@ class Outbox(Protocol):
     async def claim(self, now: float, owner: str, lease_s: float, limit: int = 8,
                     leases: dict[str, float] | None = None) -> list[Delivery]: ...
 
+    async def hurry(self, delivery_id: str, now: float) -> bool:
+        """A pending, unclaimed delivery waiting past ``now`` becomes due now."""
+        ...
+
     async def complete(self, delivery_id: str, owner: str, now: float) -> bool: ...
 
     async def retry(self, delivery_id: str, owner: str, ready_at: float, error: str) -> bool: ...
@@ -141,6 +145,10 @@ class SqliteOutbox:
         sql = f"UPDATE outbox SET {sets} WHERE id = ? AND owner = ? AND status = '{PENDING}'"
         return bool(await self._run(lambda c: c.execute(sql, (*params, delivery_id, owner)).rowcount))
 
+    async def hurry(self, delivery_id: str, now: float) -> bool:
+        sql = f"UPDATE outbox SET ready_at = ? WHERE id = ? AND status = '{PENDING}' AND owner IS NULL AND ready_at > ?"
+        return bool(await self._run(lambda c: c.execute(sql, (now, delivery_id, now)).rowcount))
+
     async def complete(self, delivery_id: str, owner: str, now: float) -> bool:
         return await self._owned_update(delivery_id, owner, f"status = '{DELIVERED}', done_at = ?", (now,))
 
@@ -205,6 +213,17 @@ return 1
 """
 
 
+_HURRY = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'pending' or (redis.call('HGET', KEYS[1], 'owner') or '') ~= '' then
+  return 0
+end
+if tonumber(redis.call('HGET', KEYS[1], 'ready_at')) <= tonumber(ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[1], 'ready_at', ARGV[1])
+return 1
+"""
+
+
 class RedisOutbox:
     def __init__(self, store: RedisStore) -> None:
         self.redis = store._redis
@@ -212,6 +231,7 @@ class RedisOutbox:
         self._add = self.redis.register_script(_ADD)
         self._claim = self.redis.register_script(_CLAIM)
         self._settle = self.redis.register_script(_SETTLE)
+        self._hurry = self.redis.register_script(_HURRY)
 
     @staticmethod
     def key(delivery_id: str) -> str:
@@ -238,6 +258,9 @@ class RedisOutbox:
     async def _settle_as(self, delivery_id: str, owner: str, what: str, when: float, error: str) -> bool:
         return bool(await self._settle(keys=[self.key(delivery_id), READY_KEY],
                                        args=[owner, what, repr(when), error[:300], delivery_id, self.keep_ms]))
+
+    async def hurry(self, delivery_id: str, now: float) -> bool:
+        return bool(await self._hurry(keys=[self.key(delivery_id), READY_KEY], args=[repr(now), delivery_id]))
 
     async def complete(self, delivery_id: str, owner: str, now: float) -> bool:
         return await self._settle_as(delivery_id, owner, DELIVERED, now, "")

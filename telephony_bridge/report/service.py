@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from .. import call_state
 from ..gemini.backend import LiveBackend
 from ..log import log_event, register_secret
 from ..store import CallStore
@@ -52,6 +53,9 @@ POLICIES = {
     "sms": RetryPolicy(attempts=5, base_s=5.0, cap_s=300.0),
 }
 WEBHOOK_TIMEOUT_S = 10.0
+#: A stream that was cut (the call state still "active": a replica died, the network broke) may
+#: go on on another replica: its report waits this long, or until that replica ends the call.
+STREAM_CUT_GRACE_S = 300.0
 
 
 def webhook_body(payload: dict[str, Any]) -> bytes:
@@ -116,11 +120,17 @@ class ReportService:
         task.add_done_callback(self._adding.discard)
 
     async def queue(self, call_sid: str, caller: str | None) -> None:
+        """Add the call's report job: due now if the call ended, after the grace if its stream was
+        only cut; a call that ends after its stream moved makes an already queued job due now."""
         try:
             now = time.time()
-            if await self.outbox.add(delivery_id(call_sid, "report"), call_sid, "report",
-                                     {"caller": caller or None}, now):
+            cut = call_state.parse(await self.store.get_call_state(call_sid)).active
+            did = delivery_id(call_sid, "report")
+            if await self.outbox.add(did, call_sid, "report", {"caller": caller or None}, now,
+                                     ready_at=now + STREAM_CUT_GRACE_S if cut else now):
                 await self.store.save_report(call_sid, {"status": "pending", "call_sid": call_sid})
+            elif not cut:
+                await self.outbox.hurry(did, now)
             self.worker.wake()
         except Exception as exc:
             log_event(logger, "report.queue_failed", logging.ERROR, call_sid=call_sid, error=repr(exc)[:200])
@@ -131,6 +141,11 @@ class ReportService:
         record = await self.store.get_record(d.call_sid)
         if record is None:
             raise ReportError("record", "the call record is not in the store yet")
+        if call_state.parse(await self.store.get_call_state(d.call_sid)).active \
+                and d.attempts < self.worker.policies.get("report", POLICIES["report"]).attempts:
+            # Its stream moved to another replica and the call goes on: report when it ends
+            # (that replica's queue() hurries this job), or on the last attempt whatever the state.
+            raise ReportError("call-active", "the call goes on elsewhere", retry_after_s=STREAM_CUT_GRACE_S)
         attempts: list[dict[str, Any]] = []
         base = {"call_sid": d.call_sid, "model": self.settings.report_model}
         if not any(t.get("role") == "caller" and str(t.get("text") or "").strip()
