@@ -210,7 +210,7 @@ async def amain(rows: list[str]) -> int:
     print(f"record: {len(record['transcript'])} transcript turns from a real local call; webhook backoff "
           f"{WEBHOOK.base_s:g} s doubling, jitter {WEBHOOK.jitter:.0%}, {WEBHOOK.attempts} attempts; generateContent "
           f"{GEMINI.attempts} attempts, base {GEMINI.base_s:g} s, timeout 2 s")
-    head = f"{'fault':22} {'report: generateContent attempts':36} {'webhook attempts: outcome(delay s)':40} " \
+    head = f"{'fault':22} {'report: generateContent attempts':38} {'webhook attempts: outcome(delay s)':44} " \
            f"{'receiver saw: answer+gap s':28} " \
            f"{'accepted':>8} {'dups':>4} {'outbox':>15} {'accepted@ s':>11} {'settled s':>9}"
     print(head)
@@ -222,7 +222,7 @@ async def amain(rows: list[str]) -> int:
             continue
         d = r["delivery"]
         outbox = f"{d.status}/{d.attempts}" if d else "none"
-        print(f"{r['name']:22} {fmt_report(r['report']):36} {fmt_history(r['history'], r['killed']):40} "
+        print(f"{r['name']:22} {fmt_report(r['report']):38} {fmt_history(r['history'], r['killed']):44} "
               f"{' '.join(r['receiver']):28} {r['accepted']:>8} "
               f"{r['dups']:>4} {outbox:>15} {r['accepted_at'] if r['accepted_at'] is None else round(r['accepted_at'], 1)!s:>11} "
               f"{r['settled']:>9.1f}")
