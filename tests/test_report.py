@@ -394,3 +394,25 @@ def test_rest_endpoints_per_backend(tmp_path) -> None:
     with TokenEndpoint() as oauth:
         key_file = oauth.write(tmp_path / "sa.json", oauth.service_account_info())
         run(go(key_file, oauth.issued))
+
+
+def test_a_handler_bug_is_retried_after_the_cap_then_dead_lettered(tmp_path) -> None:
+    async def go():
+        store = SqliteStore(":memory:")
+        outbox, clock = SqliteOutbox(store), Clock()
+
+        async def buggy(d):
+            raise KeyError("to")
+
+        worker = DeliveryWorker(outbox, {"sms": buggy}, {"sms": RetryPolicy(attempts=2, base_s=1, cap_s=9)},
+                                owner="w", clock=clock)
+        await outbox.add("CA4:sms", "CA4", "sms", {}, clock.t)
+        await worker.run_once()
+        d = await outbox.get("CA4:sms")
+        assert d.status == PENDING and d.ready_at == clock.t + 9 and d.last_error == "internal: KeyError"
+        clock.t += 9
+        await worker.run_once()
+        assert (await outbox.get("CA4:sms")).status == FAILED
+        await store.close()
+
+    run(go())

@@ -83,8 +83,13 @@ class DeliveryWorker:
             return
         except asyncio.CancelledError:
             raise  # the lease runs out; another worker (or this one, restarted) takes it again
-        except Exception as exc:  # a bug in a handler must not stop the worker
-            await self.outbox.retry(delivery.id, self.owner, self.clock() + policy.cap_s, repr(exc)[:200])
+        except Exception as exc:  # a bug in a handler (or the store failing) must not stop the worker
+            error = f"internal: {type(exc).__name__}"
+            if policy.exhausted(delivery.attempts):
+                await self.outbox.fail(delivery.id, self.owner, self.clock(), error)
+            else:
+                await self.outbox.retry(delivery.id, self.owner, self.clock() + policy.cap_s, error)
+            self.history.append((delivery.id, delivery.attempts, "error", None))
             log_event(logger, "report.delivery_error", logging.ERROR, id=delivery.id, error=repr(exc)[:200])
             return
         settled = await self.outbox.complete(delivery.id, self.owner, self.clock())
