@@ -167,8 +167,6 @@ async def _client_run(faults, *, timeout_s=2.0, attempts=3, backend=None, record
 
 
 def test_client_ok_first_time_on_the_gemini_api_path() -> None:
-    from telephony_bridge.testing.gemini.rest import RestFault  # noqa: F401
-
     report, log, slept, rest = run(_client_run([]))
     assert report["leaning"]["verdict"] and log == [{"attempt": 1, "outcome": "ok", "delay_s": None}]
     assert rest.requests[0].path == "/v1beta/models/gemini-3.8-flash:generateContent"

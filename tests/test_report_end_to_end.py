@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
 from telephony_bridge.report.outbox import DELIVERED, SqliteOutbox
 from telephony_bridge.store import SqliteStore
