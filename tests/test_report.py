@@ -414,3 +414,40 @@ def test_a_handler_bug_is_retried_after_the_cap_then_dead_lettered(tmp_path) -> 
         await store.close()
 
     run(go())
+
+
+def test_the_emulator_shapes_its_answer_by_whatever_schema_it_is_given() -> None:
+    """responseSchema (the OpenAPI subset, upper-case types) instead of responseJsonSchema."""
+    body = build_request(RECORD)
+    body["generationConfig"] = {"responseMimeType": "application/json", "responseSchema": {
+        "type": "OBJECT", "properties": {
+            "idea": {"type": "STRING"},
+            "leaning": {"type": "OBJECT", "properties": {"verdict": {"type": "STRING", "enum": ["yes", "no"]}}},
+            "score": {"type": "INTEGER"}}}}
+    answer = answer_for(body)
+    assert set(answer) == {"idea", "leaning", "score"}
+    assert answer["idea"].startswith("We're building ChairTime") and answer["leaning"] == {"verdict": "yes"}
+    assert answer["score"] == 0
+
+
+def test_the_emulators_generate_content_checks_credentials_like_live() -> None:
+    async def go():
+        rest = RestEmulator(api_key=KEY, oauth=None, backends=frozenset({"gemini-api"}))
+        await rest.start()
+        try:
+            async with httpx.AsyncClient() as http:
+                url = rest.url + "/v1beta/models/m:generateContent"
+                missing = await http.post(url, json=build_request(RECORD))
+                wrong = await http.post(url, json=build_request(RECORD), headers={"x-goog-api-key": "nope"})
+                vertex = await http.post(rest.url + "/v1/publishers/google/models/m:generateContent",
+                                         json=build_request(RECORD), headers={"x-goog-api-key": KEY})
+                bad = await http.post(url, content=b"{", headers={"x-goog-api-key": KEY})
+            return missing, wrong, vertex, bad
+        finally:
+            await rest.stop()
+
+    missing, wrong, vertex, bad = run(go())
+    assert missing.status_code == 401 and missing.json()["error"]["status"] == "UNAUTHENTICATED"
+    assert wrong.status_code == 403 and "API key not valid" in wrong.json()["error"]["message"]
+    assert vertex.status_code == 404  # this emulator serves the Gemini API only
+    assert bad.status_code == 400
