@@ -4,7 +4,8 @@ Starts the Gemini Live emulator and the bridge on free loopback ports, places a 
 Twilio call from the bundled founder recording, shows progress while it runs, prints a summary
 and writes ``demo-output/``: ``call.wav`` (the bridge's recording: left the caller as received,
 right the agent as the caller heard it), ``review.html`` (the call's review page, one file),
-``transcript.json``, ``timeline.json`` and ``bridge.log``.
+``transcript.json``, ``timeline.json``, ``report.json`` (the post-call report the emulated
+``generateContent`` wrote from the transcript) and ``bridge.log``.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ _STALL_STEPS = {
 }
 
 
-def write_call_files(out: Path, call_sid: str, core: Any) -> None:
+def write_call_files(out: Path, call_sid: str, core: Any, report: dict[str, Any] | None = None) -> None:
     """``call.wav`` (the bridge's own stereo recording, as ``serve`` makes it) and ``review.html``
     (the /calls/{sid}/view page, self-contained)."""
     import shutil
@@ -79,7 +80,7 @@ def write_call_files(out: Path, call_sid: str, core: Any) -> None:
     record["started_at"] = record["recording"]["started_at"] if record["recording"] else time.time()
     if wav.is_file():
         shutil.copyfile(wav, out / "call.wav")
-    write_standalone(out / "review.html", record, wav if wav.is_file() else None)
+    write_standalone(out / "review.html", record, wav if wav.is_file() else None, report)
 
 
 async def run_demo(out_dir: str = "demo-output", quiet: bool = False, filler: bool = True,
@@ -92,12 +93,13 @@ async def run_demo(out_dir: str = "demo-output", quiet: bool = False, filler: bo
     setup_logging("INFO", stream=log_file)
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
 
-    emulator = GeminiEmulator(demo_scenario(stall), api_key=DEMO_KEY)
+    emulator = GeminiEmulator(demo_scenario(stall), api_key=DEMO_KEY, rest=True)
     await emulator.start()
     bridge = LocalBridge(Settings(
         gemini_api_key=DEMO_KEY,
         public_url="http://127.0.0.1",
         gemini_live_url=emulator.url,
+        gemini_rest_url=emulator.rest_url,
         twilio_auth_token=secrets.token_hex(16),
         silence_duration_ms=1200,
         sqlite_path=str(out / "calls.sqlite3"),
@@ -121,16 +123,18 @@ async def run_demo(out_dir: str = "demo-output", quiet: bool = False, filler: bo
                               timeout=240.0, on_event=progress)
         result = await sim.run()
         core = await bridge.finished_call(result.call_sid)
+        report = await wait_for_report(bridge.app.state.store, result.call_sid)
     finally:
         await bridge.stop()
         await emulator.stop()
         log_file.close()
 
-    write_call_files(out, result.call_sid, core)
+    write_call_files(out, result.call_sid, core, report)
     (out / "transcript.json").write_text(json.dumps(
         {"call_sid": result.call_sid, "turns": core.transcript}, indent=2))
     (out / "timeline.json").write_text(json.dumps(
         {"call_sid": result.call_sid, "bridge": core.timeline, "caller": result.events}, indent=2))
+    (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
 
     summary = core.summary()
     print()
@@ -157,10 +161,29 @@ async def run_demo(out_dir: str = "demo-output", quiet: bool = False, filler: bo
     print(f"  ending          {core.ended}; the caller's line: {'hung up' if any('<Hangup' in t for t in result.twiml) else result.ended_by}")
     print(f"  audio           {len(result.sent_ulaw) / 8000:.1f} s sent, agent heard in "
           f"{summary['frames_out']} frames of 20 ms")
-    print(f"  wrote           {out / 'call.wav'}, {out / 'transcript.json'}, {out / 'timeline.json'}")
+    leaning = (report or {}).get("leaning") or {}
+    print(f"  report          {(report or {}).get('status', 'none')}: leaning {leaning.get('verdict', '-')}"
+          f" ({'; '.join(leaning.get('reasons') or []) or (report or {}).get('reason', '')})")
+    print(f"  open question   {(report or {}).get('open_question', '-')}")
+    print(f"  wrote           {out / 'call.wav'}, {out / 'transcript.json'}, {out / 'timeline.json'}, "
+          f"{out / 'report.json'}")
     print(f"  review          {out / 'review.html'}  (open it in a browser: waveforms, lanes, transcript)")
-    ok = summary["agent_turns"] > 1 and summary["frames_in"] > 0 and core.ended is not None
+    ok = summary["agent_turns"] > 1 and summary["frames_in"] > 0 and core.ended is not None \
+        and (report or {}).get("status") == "ok"
     return 0 if ok else 1
+
+
+async def wait_for_report(store: Any, call_sid: str, timeout: float = 30.0) -> dict[str, Any] | None:
+    """The call's report once it is no longer pending (None: none came in ``timeout``)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    report = None
+    while loop.time() < deadline:
+        report = await store.get_report(call_sid)
+        if report is not None and report.get("status") != "pending":
+            return report
+        await asyncio.sleep(0.05)
+    return report
 
 
 if __name__ == "__main__":  # pragma: no cover

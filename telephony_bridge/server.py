@@ -13,6 +13,7 @@ Routes::
     GET  /healthz          liveness, the number of active calls, the refusal breaker (public)
     GET  /metrics          Prometheus metrics (operator token; 404 when none is set)
     GET  /calls/{sid}      a call's record: transcripts, notes, tool calls (operator token)
+    GET  /calls/{sid}/report  the post-call report (operator token; telephony_bridge.report)
 
 Every request is checked at the door before it costs anything (see
 :mod:`telephony_bridge.security`): webhooks by Twilio's signature, streams by the upgrade's
@@ -58,6 +59,7 @@ from .echo_gate import EchoGate
 from .interview_tools import builtin_tools
 from .persona import Persona, load_persona
 from .prompt_audio import load_phrase_book
+from .report.service import ReportService
 from .store import CallStore, open_store
 from .tools import ToolRegistry, with_delay
 from .security import (
@@ -215,6 +217,7 @@ def create_app(settings: Settings, *, call_overrides: dict[str, Any] | None = No
     backend = backend_from_settings(settings)
     phrases = load_phrase_book(persona.filler_language)
     store: CallStore = open_store(settings.redis_url, settings.sqlite_path)
+    reports = ReportService(settings, store, backend)  # the worker starts with the lifespan
     #: What the caller hears (in the persona's language) when the bridge cannot go on and no
     #: stream can carry the pre-rendered phrase: the same words, spoken by Twilio's <Say>.
     goodbye_text = phrases.texts("goodbye_error")[0]
@@ -374,6 +377,14 @@ def create_app(settings: Settings, *, call_overrides: dict[str, Any] | None = No
             return JSONResponse({"error": "no such call"}, status_code=404)
         return JSONResponse(record)
 
+    @operator_only(settings.operator_token)
+    async def call_report(request: Request) -> Response:
+        call_sid = _safe_sid(request.path_params["call_sid"])
+        report = await store.get_report(call_sid) if call_sid else None
+        if report is None:
+            return JSONResponse({"error": "no report for this call"}, status_code=404)
+        return JSONResponse(report)
+
     async def first_frames(websocket: WebSocket) -> tuple[list[str | bytes], Start | None, str]:
         """Read up to ``start``: (frames read, the start event or None, why not)."""
         frames: list[str | bytes] = []
@@ -435,6 +446,7 @@ def create_app(settings: Settings, *, call_overrides: dict[str, Any] | None = No
             calls.active.pop(key, None)
             calls.finished.append(core)
             metrics.active_calls.dec()
+            reports.call_finished(core)  # queues the report; the record is already saved
 
         recording = recordings.open(start.call_sid, start.custom_parameters, t0=0.0) if recordings else None
         # Only now does a Gemini connection open (CallBridge.run).
@@ -454,7 +466,9 @@ def create_app(settings: Settings, *, call_overrides: dict[str, Any] | None = No
     async def lifespan(app: Starlette) -> Any:
         if recordings is not None:
             recordings.start()  # orphaned spools uploaded, old recordings deleted
+        await reports.start()  # resumes deliveries a previous process left pending
         yield
+        await reports.stop()
         if recordings is not None:
             await recordings.stop()
         await stop_background()
@@ -466,6 +480,7 @@ def create_app(settings: Settings, *, call_overrides: dict[str, Any] | None = No
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/calls/{call_sid}", call_record, methods=["GET"]),
+        Route("/calls/{call_sid}/report", call_report, methods=["GET"]),
         WebSocketRoute("/media-stream", media_stream),
     ])
     app.state.settings = settings
@@ -478,6 +493,7 @@ def create_app(settings: Settings, *, call_overrides: dict[str, Any] | None = No
     app.state.stream_tokens = tokens
     app.state.breaker = breaker
     app.state.recordings = recordings
+    app.state.reports = reports
     install_review(app, settings, store, recordings, calls)  # /calls, /calls/{sid}/view (review/)
     #: Cancels the breaker's probe task (the lifespan does it; so must an embedder without one).
     app.state.stop_background = stop_background

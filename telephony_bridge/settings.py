@@ -48,6 +48,18 @@ The interviewer and its memory::
     COMPRESSION_TRIGGER_TOKENS, COMPRESSION_TARGET_TOKENS  context window compression (sliding
                              window) so interviews run past Gemini's 15-minute audio cap;
                              defaults 25600 and 12800
+
+The post-call report (see :mod:`telephony_bridge.report`)::
+
+    REPORT                   on (default) | off: ask Gemini's generateContent for a report per call
+    REPORT_MODEL             default gemini-3.8-flash
+    GEMINI_REST_URL          http(s):// origin override for generateContent (the emulator)
+    REPORT_WEBHOOK_URL       POST the report + call record here (signed, from the durable outbox)
+    REPORT_WEBHOOK_SECRET    HMAC-SHA256 key of the Bridge-Signature header (>= 32 characters;
+                             required with REPORT_WEBHOOK_URL)
+    REPORT_SMS               off (default) | on: a short SMS summary to the caller (Twilio REST)
+    TWILIO_ACCOUNT_SID, TWILIO_FROM_NUMBER  the account and the sender of that SMS
+    TWILIO_API_URL           origin override for Twilio's REST API (a local fake)
 """
 
 from __future__ import annotations
@@ -134,6 +146,16 @@ class Settings:
     recordings_dir: str | None = None
     recordings_bucket: str | None = None
     recordings_retention_days: float = 30.0
+    #: The post-call report (telephony_bridge.report).
+    report: bool = True
+    report_model: str = "gemini-3.8-flash"
+    gemini_rest_url: str | None = None
+    report_webhook_url: str | None = None
+    report_webhook_secret: str | None = field(default=None, repr=False)
+    report_sms: bool = False
+    twilio_account_sid: str | None = None
+    twilio_from_number: str | None = None
+    twilio_api_url: str | None = None
     #: Demo and tests only (never read from the environment): make a tool answer this many
     #: seconds late, {"lookup_market": 1.5}, so filler has something to cover.
     demo_tool_delays_s: Mapping[str, float] = field(default_factory=dict, compare=False)
@@ -234,6 +256,38 @@ def _backend(env: Mapping[str, str]) -> dict[str, object]:
     return out
 
 
+def _http_url(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name, "").strip() or None
+    if value is not None and (urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).netloc):
+        raise ConfigError(f"{name} must be an http:// or https:// URL (got {value[:60]!r})")
+    return value
+
+
+def _report(env: Mapping[str, str], auth_token: str | None) -> dict[str, object]:
+    """The post-call report's settings: model, webhook and its secret, the opt-in SMS."""
+    out: dict[str, object] = {
+        "report": _switch(env, "REPORT", True),
+        "report_model": env.get("REPORT_MODEL", "").strip() or "gemini-3.8-flash",
+        "gemini_rest_url": _http_url(env, "GEMINI_REST_URL"),
+        "report_webhook_url": _http_url(env, "REPORT_WEBHOOK_URL"),
+        "report_webhook_secret": _secret(env, "REPORT_WEBHOOK_SECRET", 32,
+                                         "python -c 'import secrets; print(secrets.token_urlsafe(32))'"),
+        "report_sms": _switch(env, "REPORT_SMS", False),
+        "twilio_account_sid": env.get("TWILIO_ACCOUNT_SID", "").strip() or None,
+        "twilio_from_number": env.get("TWILIO_FROM_NUMBER", "").strip() or None,
+        "twilio_api_url": _http_url(env, "TWILIO_API_URL"),
+    }
+    if out["report_webhook_url"] and not out["report_webhook_secret"]:
+        raise ConfigError("REPORT_WEBHOOK_SECRET is not set: the key that signs REPORT_WEBHOOK_URL deliveries")
+    if out["report_sms"]:
+        missing = [n for n, v in (("TWILIO_ACCOUNT_SID", out["twilio_account_sid"]),
+                                  ("TWILIO_FROM_NUMBER", out["twilio_from_number"]),
+                                  ("TWILIO_AUTH_TOKEN", auth_token)) if not v]
+        if missing:
+            raise ConfigError(f"REPORT_SMS=on needs {missing[0]}")
+    return out
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     backend = _backend(env)
@@ -254,7 +308,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if signature_check and auth_token is None:
         raise ConfigError("TWILIO_AUTH_TOKEN is not set: the Twilio auth token that signs webhooks "
                           "(TWILIO_SIGNATURE_CHECK=off skips the check, for local development only)")
+    report = _report(env, auth_token)
     return Settings(
+        **report,  # type: ignore[arg-type]
         **backend,  # type: ignore[arg-type]
         public_url=public_url.rstrip("/"),
         gemini_live_url=live_url,

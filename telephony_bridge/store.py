@@ -7,6 +7,9 @@ Per call (keyed by Twilio's CallSid):
 * the newest **resumption handle** of its Gemini session, so a reconnect, or another replica
   after this process died, resumes the conversation where it was (handles are valid for 2 h,
   so they expire with ``ttl_s``);
+* the **report** (:mod:`telephony_bridge.report`): ``{"status": "pending"|"ok"|"failed",
+  "reason": …, "report": {…the fields…}}``, saved by :meth:`CallStore.save_report`; the report's
+  durable outbox (deliveries with leases) lives beside it (:mod:`telephony_bridge.report.outbox`);
 * the **call state**: ``"active"`` while the call runs, ``"ended:<reason>"`` once it ended on
   purpose (``"ended:end_call"``, ``"ended:caller-hangup"``), which is how ``/twiml/continue``
   tells "the bridge died, reconnect" from "the call is over, hang up".
@@ -89,6 +92,13 @@ class CallStore(abc.ABC):
     async def get_call_state(self, call_sid: str) -> str | None: ...
 
     @abc.abstractmethod
+    async def save_report(self, call_sid: str, report: dict) -> None:
+        """Insert or replace the call's post-call report (``status`` ok | failed | pending)."""
+
+    @abc.abstractmethod
+    async def get_report(self, call_sid: str) -> dict | None: ...
+
+    @abc.abstractmethod
     async def close(self) -> None:
         """Release connections. Idempotent."""
 
@@ -111,6 +121,7 @@ CREATE TABLE IF NOT EXISTS calls (
     updated   REAL NOT NULL
 )
 """
+_REPORTS_SCHEMA = "CREATE TABLE IF NOT EXISTS reports (call_sid TEXT PRIMARY KEY, report TEXT NOT NULL, updated REAL NOT NULL)"
 
 
 class SqliteStore(CallStore):
@@ -141,6 +152,7 @@ class SqliteStore(CallStore):
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across a process crash
             conn.execute(_SCHEMA)
+            conn.execute(_REPORTS_SCHEMA)
         except sqlite3.Error as exc:
             conn.close()
             raise ConfigError(f"SQLite store {self.path}: cannot use the file ({exc})") from None
@@ -198,6 +210,17 @@ class SqliteStore(CallStore):
         sql = "SELECT record FROM calls WHERE record IS NOT NULL ORDER BY updated DESC LIMIT ?"
         rows = await self._run(lambda c: c.execute(sql, (int(limit),)).fetchall())
         return [json.loads(r[0]) for r in rows]
+
+    async def save_report(self, call_sid: str, report: dict) -> None:
+        sid, raw = _check_sid(call_sid), _encode_record(report)
+        sql = ("INSERT INTO reports (call_sid, report, updated) VALUES (?, ?, ?) ON CONFLICT(call_sid) "
+               "DO UPDATE SET report = excluded.report, updated = excluded.updated")
+        await self._run(lambda c: c.execute(sql, (sid, raw, time.time())))
+
+    async def get_report(self, call_sid: str) -> dict | None:
+        sid = _check_sid(call_sid)
+        row = await self._run(lambda c: c.execute("SELECT report FROM reports WHERE call_sid = ?", (sid,)).fetchone())
+        return json.loads(row[0]) if row else None
 
     async def close(self) -> None:
         if self._closed:
@@ -271,6 +294,13 @@ class RedisStore(CallStore):
                     records.append(json.loads(raw))
         records.sort(key=lambda r: r.get("started_at") or 0, reverse=True)
         return records[:limit]
+
+    async def save_report(self, call_sid: str, report: dict) -> None:
+        await self._redis.set(self.key(call_sid, "report"), _encode_record(report), px=self._px(self.record_ttl_s))
+
+    async def get_report(self, call_sid: str) -> dict | None:
+        raw = await self._redis.get(self.key(call_sid, "report"))
+        return json.loads(raw) if raw is not None else None
 
     async def close(self) -> None:
         if self._closed:

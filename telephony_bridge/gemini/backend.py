@@ -13,6 +13,16 @@ the ``setup.model`` path. Three kinds (google-genai's ``live.py`` builds the sam
                          credentials name a quota project),
                          projects/{P}/locations/{L}/publishers/google/models/{M}
 
+The same credentials reach the REST ``generateContent`` method (the post-call report,
+:mod:`telephony_bridge.report`): :meth:`rest_endpoint` answers its URL and headers::
+
+    Gemini API      https://generativelanguage.googleapis.com/v1beta/models/{M}:generateContent
+    Vertex express  https://aiplatform.googleapis.com/v1/publishers/google/models/{M}:generateContent
+    Vertex          https://{host}/v1/projects/{P}/locations/{L}/publishers/google/models/{M}:generateContent
+                    (the host as for Live: regional, global or the us/eu multi-regions)
+
+``rest_base`` (``GEMINI_REST_URL``, the emulator) replaces the scheme and host only.
+
 Vertex tokens: calls outlive access tokens (about an hour), so :meth:`VertexBackend.endpoint` is
 awaited before *every* connection, reconnection and goAway handover and returns a token valid for
 at least :data:`REFRESH_MARGIN_S` more. :class:`TokenCache` keeps one token per process and
@@ -45,17 +55,25 @@ CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 #: A cached token is refreshed when it has less than this left (a setup plus slack).
 REFRESH_MARGIN_S = 300.0
 _MULTI_REGIONS = frozenset({"us", "eu"})
+GEMINI_REST_BASE = "https://generativelanguage.googleapis.com"
+
+
+def vertex_host(location: str) -> str:
+    if location == "global":
+        return "aiplatform.googleapis.com"
+    if location in _MULTI_REGIONS:
+        return f"aiplatform.{location}.rep.googleapis.com"
+    return f"{location}-aiplatform.googleapis.com"
 
 
 def vertex_url(location: str) -> str:
     """The Vertex AI Live websocket for ``location`` (as google-genai's ``_api_client`` picks it)."""
-    if location == "global":
-        host = "aiplatform.googleapis.com"
-    elif location in _MULTI_REGIONS:
-        host = f"aiplatform.{location}.rep.googleapis.com"
-    else:
-        host = f"{location}-aiplatform.googleapis.com"
-    return f"wss://{host}{VERTEX_PATH}"
+    return f"wss://{vertex_host(location)}{VERTEX_PATH}"
+
+
+def generate_content_url(base: str, version: str, model_path: str) -> str:
+    """``{base}/{version}/{model_path}:generateContent``."""
+    return f"{base.rstrip('/')}/{version}/{model_path}:generateContent"
 
 
 def vertex_model_path(model: str, project: str | None, location: str) -> str:
@@ -93,6 +111,8 @@ class LiveBackend(Protocol):
 
     async def endpoint(self) -> Endpoint: ...
 
+    async def rest_endpoint(self, model: str) -> Endpoint: ...
+
     def describe(self) -> str: ...
 
 
@@ -101,8 +121,9 @@ class GeminiApiBackend:
 
     name = "gemini-api"
 
-    def __init__(self, api_key: str, url: str | None = None) -> None:
+    def __init__(self, api_key: str, url: str | None = None, rest_base: str | None = None) -> None:
         self._endpoint = Endpoint(url or GEMINI_API_URL, {"x-goog-api-key": api_key})
+        self.rest_base = rest_base or GEMINI_REST_BASE
         register_secret(api_key)
 
     def model_path(self, model: str) -> str:
@@ -110,6 +131,11 @@ class GeminiApiBackend:
 
     async def endpoint(self) -> Endpoint:
         return self._endpoint
+
+    async def rest_endpoint(self, model: str) -> Endpoint:
+        """``generateContent`` for ``model`` (the key in the same header)."""
+        url = generate_content_url(self.rest_base, "v1beta", self.model_path(model))
+        return Endpoint(url, dict(self._endpoint.headers))
 
     def describe(self) -> str:
         return f"Gemini API at {self._endpoint.url.split('/ws/')[0]}"
@@ -120,9 +146,12 @@ class VertexExpressBackend:
 
     name = "vertex-express"
 
-    def __init__(self, api_key: str, location: str = "global", url: str | None = None) -> None:
+    def __init__(self, api_key: str, location: str = "global", url: str | None = None,
+                 rest_base: str | None = None) -> None:
         self.location = location
         self._endpoint = Endpoint(url or vertex_url(location), {"x-goog-api-key": api_key})
+        # Express mode's REST endpoints are global only (no project, no location in the path).
+        self.rest_base = rest_base or "https://aiplatform.googleapis.com"
         register_secret(api_key)
 
     def model_path(self, model: str) -> str:
@@ -130,6 +159,10 @@ class VertexExpressBackend:
 
     async def endpoint(self) -> Endpoint:
         return self._endpoint
+
+    async def rest_endpoint(self, model: str) -> Endpoint:
+        url = generate_content_url(self.rest_base, "v1", self.model_path(model))
+        return Endpoint(url, dict(self._endpoint.headers))
 
     def describe(self) -> str:
         return f"Vertex AI express mode at {self._endpoint.url.split('/ws/')[0]}"
@@ -268,10 +301,11 @@ class VertexBackend:
     name = "vertex"
 
     def __init__(self, project: str, location: str = "global", *, tokens: TokenCache,
-                 url: str | None = None) -> None:
+                 url: str | None = None, rest_base: str | None = None) -> None:
         self.project = project
         self.location = location
         self.url = url or vertex_url(location)
+        self.rest_base = rest_base or f"https://{vertex_host(location)}"
         self.tokens = tokens
 
     def model_path(self, model: str) -> str:
@@ -284,6 +318,11 @@ class VertexBackend:
             headers["x-goog-user-project"] = quota_project
         return Endpoint(self.url, headers)
 
+    async def rest_endpoint(self, model: str) -> Endpoint:
+        """``generateContent`` with a token as fresh as a Live connection's (the same cache)."""
+        live = await self.endpoint()
+        return Endpoint(generate_content_url(self.rest_base, "v1", self.model_path(model)), live.headers)
+
     def describe(self) -> str:
         return f"Vertex AI, project {self.project}, location {self.location}, at {self.url.split('/ws/')[0]}"
 
@@ -293,20 +332,20 @@ def backend_from_settings(settings: Settings) -> LiveBackend:
     if not settings.vertex:
         if not settings.gemini_api_key:
             raise ValueError("the Gemini API backend needs an API key")
-        return GeminiApiBackend(settings.gemini_api_key, settings.gemini_live_url)
+        return GeminiApiBackend(settings.gemini_api_key, settings.gemini_live_url, settings.gemini_rest_url)
     if settings.google_cloud_project is None:
         if not settings.gemini_api_key:
             raise ValueError("Vertex AI express mode needs an API key")
         return VertexExpressBackend(settings.gemini_api_key, settings.google_cloud_location,
-                                    settings.gemini_live_url)
+                                    settings.gemini_live_url, settings.gemini_rest_url)
     return VertexBackend(settings.google_cloud_project, settings.google_cloud_location,
                          tokens=TokenCache(adc_loader(settings.google_application_credentials,
                                                       settings.google_cloud_quota_project)),
-                         url=settings.gemini_live_url)
+                         url=settings.gemini_live_url, rest_base=settings.gemini_rest_url)
 
 
 __all__ = [
     "Endpoint", "LiveBackend", "GeminiApiBackend", "VertexExpressBackend", "VertexBackend", "TokenCache",
     "BackendAuthError", "backend_from_settings", "adc_loader", "needs_refresh", "vertex_url",
-    "vertex_model_path", "GEMINI_API_URL", "VERTEX_PATH", "CLOUD_PLATFORM_SCOPE", "REFRESH_MARGIN_S",
+    "vertex_model_path", "vertex_host", "generate_content_url", "GEMINI_REST_BASE", "GEMINI_API_URL", "VERTEX_PATH", "CLOUD_PLATFORM_SCOPE", "REFRESH_MARGIN_S",
 ]

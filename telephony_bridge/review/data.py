@@ -24,12 +24,12 @@ LIST_LIMIT = 200
 
 
 async def report_for(store: Any, call_sid: str | None) -> dict[str, Any] | None:
-    """The post-call report (issue 12's ``store.get_report``), None where the store has none."""
-    get = getattr(store, "get_report", None)
-    if get is None or not call_sid:
+    """The call's post-call report (:mod:`telephony_bridge.report`), None when it has none. A
+    store that fails here costs the page its report, not the page."""
+    if not call_sid:
         return None
     try:
-        report = await get(call_sid)
+        report = await store.get_report(call_sid)
     except Exception:
         return None
     return report if isinstance(report, dict) else None
@@ -47,8 +47,7 @@ async def call_record(raw_sid: str, store: Any, calls: Any) -> dict[str, Any] | 
 
 
 async def recent_rows(store: Any, calls: Any) -> list[dict[str, Any]]:
-    recent = getattr(store, "recent_records", None)
-    records = await recent(LIST_LIMIT) if recent is not None else []
+    records = await store.recent_records(LIST_LIMIT)
     reports = await asyncio.gather(*(report_for(store, r.get("call_sid")) for r in records))
     return [list_row(r, rep) for r, rep in zip(records, reports)]
 

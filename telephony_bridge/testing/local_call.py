@@ -73,6 +73,7 @@ class LocalBridge:
         return self.settings.public("/twiml")
 
     async def start(self) -> None:
+        await self.app.state.reports.start()  # lifespan="off": the report worker is started here
         self._task = asyncio.create_task(self.server.serve(sockets=[self.sock]))
         deadline = time.monotonic() + 10
         while not self.server.started:
@@ -88,6 +89,7 @@ class LocalBridge:
             await self._task
         self.sock.close()
         await self.app.state.stop_background()  # lifespan="off": nobody else stops the probe
+        await self.app.state.reports.stop()
         await self.app.state.store.close()
 
     async def finished_call(self, call_sid: str, timeout: float = 10.0) -> CallCore:
@@ -179,6 +181,7 @@ async def place_local_call(
     simulator: dict[str, Any] | None = None,
     while_up: Callable[[LocalBridge, CallResult], Awaitable[Any]] | None = None,
     vertex: bool = False,
+    rest_faults: list[Any] | None = None,
     **settings: Any,
 ) -> LocalCall:
     """Start the emulator and a bridge, place one call with ``script``, stop both.
@@ -189,7 +192,9 @@ async def place_local_call(
     ``/calls``, ``/metrics``). ``vertex``: the bridge uses Vertex AI (``GEMINI_BACKEND=vertex``
     with a service-account key file) and the emulator serves only the Vertex AI path, accepting
     only Bearer tokens from a loopback OAuth endpoint (:mod:`.oauth`) that google-auth gets them
-    from through the key's ``token_uri``.
+    from through the key's ``token_uri``. The emulator also serves ``generateContent`` (the
+    post-call report) and the bridge is pointed at it; ``rest_faults``: its
+    :class:`~.gemini.rest.RestFault` list.
     """
     with contextlib.ExitStack() as stack:
         if vertex:
@@ -198,17 +203,21 @@ async def place_local_call(
             oauth = stack.enter_context(TokenEndpoint())
             folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="tb-vertex-"))
             key_file = oauth.write(Path(folder) / "service-account.json", oauth.service_account_info(VERTEX_PROJECT))
-            emulator = GeminiEmulator(scenario or Scenario(), oauth=oauth, backends=("vertex",))
+            emulator = GeminiEmulator(scenario or Scenario(), oauth=oauth, backends=("vertex",), rest=True)
             backend: dict[str, Any] = dict(gemini_backend="vertex", google_cloud_project=VERTEX_PROJECT,
                                            google_cloud_location=VERTEX_LOCATION,
                                            google_application_credentials=key_file)
         else:
-            emulator = GeminiEmulator(scenario or Scenario(), api_key=DEMO_KEY)
+            emulator = GeminiEmulator(scenario or Scenario(), api_key=DEMO_KEY, rest=True)
             backend = dict(gemini_api_key=DEMO_KEY)
+        assert emulator.rest is not None
+        emulator.rest.faults.extend(rest_faults or [])
         await emulator.start()
         live_url = emulator.url_vertex if vertex else emulator.url
         bridge = LocalBridge(Settings(public_url="http://127.0.0.1", gemini_live_url=live_url,
-                                      twilio_auth_token=secrets.token_hex(16), **{**backend, **settings}),
+                                      gemini_rest_url=emulator.rest_url,
+                                      twilio_auth_token=settings.pop("twilio_auth_token", None) or secrets.token_hex(16),
+                                      **{**backend, **settings}),
                              call_overrides=call_overrides)
         await bridge.start()
         try:

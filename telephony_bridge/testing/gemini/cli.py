@@ -26,6 +26,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--think-ms", type=float, default=300.0, help="delay before each reply")
     p.add_argument("--silence-ms", type=int, default=None, help="override silenceDurationMs")
     p.add_argument("--vad-threshold", type=float, default=DEFAULT_THRESHOLD)
+    p.add_argument("--rest", action="store_true",
+                   help="also serve generateContent (the post-call report) on a second port: GEMINI_REST_URL")
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 
@@ -38,8 +40,10 @@ async def _serve(args: argparse.Namespace) -> None:
         silence_duration_ms=args.silence_ms,
         vad_threshold=args.vad_threshold,
     )
-    async with GeminiEmulator(scenario, args.host, args.port, args.api_key) as emu:
+    async with GeminiEmulator(scenario, args.host, args.port, args.api_key, rest=args.rest) as emu:
         print(emu.url, flush=True)
+        if emu.rest_url:
+            print(f"generateContent (GEMINI_REST_URL): {emu.rest_url}", file=sys.stderr, flush=True)
         await asyncio.Event().wait()
 
 

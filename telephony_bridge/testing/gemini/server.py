@@ -11,6 +11,8 @@ a token that endpoint issued and has not seen expire (else 401). A scripted refu
 (:meth:`GeminiEmulator.refuse_connections`, HTTP 503 by default) comes first. Each accepted
 connection is run by a :class:`~.connection._Connection`; the server keeps the recorded sessions,
 the conversations and the resumption handles issued (each a snapshot of its conversation).
+With ``rest=True`` it also serves REST ``generateContent`` on a second loopback port
+(:mod:`.rest`, ``emulator.rest``, ``emulator.rest_url``), for the post-call report.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class GeminiEmulator:
         ssl: ssl_module.SSLContext | None = None,
         oauth: TokenChecker | None = None,
         backends: Iterable[str] = BACKENDS,
+        rest: bool = False,
     ) -> None:
         self.scenario = scenario or Scenario()
         self.host = host
@@ -82,6 +85,11 @@ class GeminiEmulator:
         self._stopping = False
         self._refuse_status = 503
         self._new_session: asyncio.Condition | None = None  # created in start()
+        from .rest import RestEmulator
+
+        #: generateContent (the report), on its own port; None unless ``rest=True``.
+        self.rest: RestEmulator | None = (RestEmulator(api_key=api_key, oauth=oauth, backends=self.backends)
+                                          if rest else None)
 
     def _check_scenario(self) -> None:
         sc = self.scenario
@@ -114,6 +122,8 @@ class GeminiEmulator:
         )
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]
+        if self.rest is not None:
+            await self.rest.start()
         logger.info("Gemini Live emulator listening on %s", self.url)
 
     async def stop(self) -> None:
@@ -121,6 +131,8 @@ class GeminiEmulator:
         if server is None:
             return
         self._stopping = True
+        if self.rest is not None:
+            await self.rest.stop()
         server.close()
         await server.wait_closed()
         logger.info("Gemini Live emulator stopped")
@@ -143,6 +155,11 @@ class GeminiEmulator:
     def url(self) -> str:
         """The Gemini API (``v1beta``) endpoint."""
         return self.origin + V1BETA_PATH
+
+    @property
+    def rest_url(self) -> str | None:
+        """``GEMINI_REST_URL`` for a bridge (``rest=True``), else None."""
+        return self.rest.url if self.rest is not None else None
 
     @property
     def url_v1(self) -> str:
