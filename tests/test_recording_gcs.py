@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,42 +22,27 @@ from telephony_bridge.recording import RecordingService
 from telephony_bridge.recording.wavfile import write_stereo
 from telephony_bridge.testing import CallerScript, Hangup, Say, Wait
 from telephony_bridge.testing.local_call import founder_turns, place_local_call
+from telephony_bridge.testing.processes import free_port, start_listener, stop
 
 from google.cloud import storage  # noqa: E402 - the test extra installs it; CI must run this
 OPERATOR = "operator-token-for-gcs-0123456789"
 BUCKET = "call-recordings"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def gcs(monkeypatch: pytest.MonkeyPatch) -> Any:
-    port = _free_port()
+    port = free_port()
     exe = Path(sys.executable).with_name("gcp-storage-emulator")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "gcp_storage_emulator"]
-    proc = subprocess.Popen([*cmd, "start", "--host=127.0.0.1", f"--port={port}", "--in-memory"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = start_listener([*cmd, "start", "--host=127.0.0.1", f"--port={port}", "--in-memory"], port,
+                          "gcp-storage-emulator", timeout=20)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("gcp-storage-emulator did not start") from None
-                time.sleep(0.05)
         monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
         client = storage.Client()
         client.create_bucket(BUCKET)
         yield client
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop(proc)
 
 
 def test_a_call_recording_lands_in_the_bucket_under_its_sid(gcs: Any, tmp_path: Path) -> None:

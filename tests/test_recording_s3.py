@@ -4,8 +4,6 @@ a call lands under its SID, retention deletes what is past the setting."""
 from __future__ import annotations
 
 import asyncio
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -16,6 +14,7 @@ import pytest
 from telephony_bridge.recording import RecordingService
 from telephony_bridge.testing import CallerScript, Hangup, Say, Wait
 from telephony_bridge.testing.local_call import founder_turns, place_local_call
+from telephony_bridge.testing.processes import free_port, start_listener, stop
 
 import boto3  # noqa: E402 - the test extra installs it (and moto's server); CI must run this
 BUCKET = "call-recordings"
@@ -23,21 +22,10 @@ BUCKET = "call-recordings"
 
 @pytest.fixture
 def s3(monkeypatch: pytest.MonkeyPatch) -> Any:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    port = free_port()
+    proc = start_listener([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], port,
+                          "moto's server", timeout=30)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("moto's server did not start") from None
-                time.sleep(0.05)
         for name, value in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
                             "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
             monkeypatch.setenv(name, value)
@@ -45,8 +33,7 @@ def s3(monkeypatch: pytest.MonkeyPatch) -> Any:
         client.create_bucket(Bucket=BUCKET)
         yield client
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop(proc)
 
 
 def test_a_call_recording_lands_in_the_s3_bucket_under_its_sid(s3: Any, tmp_path: Path) -> None:

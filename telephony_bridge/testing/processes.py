@@ -81,6 +81,21 @@ def start_redis(workdir: Path) -> tuple[subprocess.Popen, str]:
     raise ProcessUnavailable(problem)
 
 
+def start_listener(cmd: list[str], port: int, what: str, timeout: float = 30.0) -> subprocess.Popen:
+    """Run ``cmd`` (a server that will listen on loopback ``port``); returns once the port accepts."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return proc
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                stop(proc)
+                raise ProcessUnavailable(f"{what} did not start on port {port}") from None
+            time.sleep(0.05)
+
+
 def start_replica(env: dict[str, str], port: int, log_path: Path, timeout: float = 20.0) -> subprocess.Popen:
     """``telephony-bridge serve`` on ``port`` with ``env``; returns once /healthz answers."""
     base = {k: v for k, v in os.environ.items()

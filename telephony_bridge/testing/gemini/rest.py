@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import socket
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -180,7 +179,6 @@ class RestEmulator:
         self.faults: list[RestFault] = []
         self.requests: list[RestRequest] = []
         self._server: Any = None
-        self._task: asyncio.Task[None] | None = None
         self._stopping: asyncio.Event | None = None
 
     @property
@@ -247,34 +245,20 @@ class RestEmulator:
         return JSONResponse(candidate(json.dumps(answer_for(body), ensure_ascii=False)))
 
     async def start(self) -> None:
-        import uvicorn
+        from ..loopback_http import LoopbackServer
 
         self._stopping = asyncio.Event()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, 0))
-        sock.listen(64)
-        sock.setblocking(False)
-        self._sock = sock
-        self.port = sock.getsockname()[1]
-        app = Starlette(routes=[Route("/{path:path}", self._generate, methods=["POST"])])
-        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off",
-                                                     timeout_graceful_shutdown=2))
-        self._task = asyncio.get_running_loop().create_task(self._server.serve(sockets=[sock]))
-        while not self._server.started:
-            if self._task.done():
-                self._task.result()
-            await asyncio.sleep(0.005)
+        self._server = LoopbackServer(Starlette(routes=[Route("/{path:path}", self._generate, methods=["POST"])]),
+                                      host=self.host, graceful_s=2.0)
+        await self._server.start()
+        self.port = self._server.port
 
     async def stop(self) -> None:
         if self._server is None:
             return
         assert self._stopping is not None
-        self._stopping.set()
-        self._server.should_exit = True
-        if self._task is not None:
-            await self._task
-        self._sock.close()
+        self._stopping.set()  # a hanging request answers now
+        await self._server.stop()
         self._server = None
 
 
