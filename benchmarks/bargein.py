@@ -200,6 +200,7 @@ async def run_batch(args: argparse.Namespace, detect_ms: int, pause: bool, sound
         gemini_api_key=DEMO_KEY, public_url="http://127.0.0.1", gemini_live_url=line[1],
         twilio_auth_token=token, silence_duration_ms=800, playback_lead_ms=args.lead_ms,
         max_concurrent_calls=args.calls + 10, barge_pause=pause,
+        report=False,  # no post-call report: this measures barge-in (and there is no REST peer)
     ))
     await bridge.start()
     cores: dict[str, Any] = {}
