@@ -103,11 +103,12 @@ class CallBridge:
                  phrases: Callable[[str], bytes | None] | None = None, gate: Any = None,
                  tools: ToolRegistry | None = None, store: CallStore | None = None,
                  reconnect: ReconnectPolicy | None = None, gemini_max_message_bytes: int = 4 * 1024 * 1024,
-                 on_gemini: Callable[[Refusal | None], Any] | None = None) -> None:
+                 on_gemini: Callable[[Refusal | None], Any] | None = None, panel: Any = None) -> None:
         self.ws = websocket
         self.backend = backend
         self.loop = asyncio.get_running_loop()
-        self.core = CallCore(setup, config, now=self.loop.time(), metrics=metrics, phrases=phrases, gate=gate)
+        self.core = CallCore(setup, config, now=self.loop.time(), metrics=metrics, phrases=phrases, gate=gate,
+                             panel=panel)
         self.on_finish = on_finish
         #: Twilio frames the server already read (``connected``, ``start``) to vet the stream.
         self.first_frames = list(first_frames)

@@ -56,6 +56,7 @@ from .log import log_event, register_secret
 from .metrics import Metrics
 from .echo_gate import EchoGate
 from .interview_tools import builtin_tools
+from .call.handoff import build_panel
 from .persona import Persona, load_persona
 from .prompt_audio import load_phrase_book
 from .store import CallStore, open_store
@@ -212,6 +213,9 @@ def create_app(settings: Settings, *, call_overrides: dict[str, Any] | None = No
     declarations = tools.declarations(persona.tools)
     backend = backend_from_settings(settings)
     phrases = load_phrase_book(persona.filler_language)
+    #: The interview panel's seats (call/handoff.py): each interviewer's voice, instruction, tools.
+    panel = build_panel(persona, setup_config(settings, persona, backend, declarations), tools,
+                        settings.gemini_model)
     store: CallStore = open_store(settings.redis_url, settings.sqlite_path)
     #: What the caller hears (in the persona's language) when the bridge cannot go on and no
     #: stream can carry the pre-rendered phrase: the same words, spoken by Twilio's <Say>.
@@ -433,7 +437,8 @@ def create_app(settings: Settings, *, call_overrides: dict[str, Any] | None = No
 
         # Only now does a Gemini connection open (CallBridge.run).
         bridge = CallBridge(websocket, backend=backend,
-                            setup=setup_config(settings, persona, backend, declarations),
+                            setup=panel.seat(panel.first).setup if panel is not None
+                            else setup_config(settings, persona, backend, declarations), panel=panel,
                             config=configure_call(), on_finish=finished,
                             metrics=metrics, first_frames=frames, phrases=phrases.next, gate=EchoGate(),
                             tools=tools, store=store, gemini_max_message_bytes=settings.gemini_max_message_bytes,
