@@ -58,6 +58,24 @@ def vertex_url(location: str) -> str:
     return f"wss://{host}{VERTEX_PATH}"
 
 
+def rest_url(live_url: str, model: str, method: str, *, project: str | None = None,
+             location: str = "global") -> str:
+    """The REST URL of ``model``'s ``method`` (``generateContent``) on the same host as the Live
+    websocket ``live_url``: the Gemini API's ``/v1beta/models/...``, or Vertex AI's publisher path
+    (with ``project``; express mode without). Credentials: the same headers as the websocket."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(live_url)
+    scheme = "https" if parts.scheme in ("wss", "https") else "http"
+    name = bare_model(model)
+    if "LlmBidiService" in parts.path:
+        prefix = f"/v1/projects/{project}/locations/{location}" if project else "/v1"
+        path = f"{prefix}/publishers/google/models/{name}:{method}"
+    else:
+        path = f"/v1beta/models/{name}:{method}"
+    return f"{scheme}://{parts.netloc}{path}"
+
+
 def vertex_model_path(model: str, project: str | None, location: str) -> str:
     """``projects/{P}/locations/{L}/publishers/google/models/{M}`` (express mode: no project part)."""
     if model.startswith("projects/"):
