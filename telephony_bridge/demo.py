@@ -32,6 +32,10 @@ def demo_scenario(stall: bool = False) -> Any:
     folder = resources.files("telephony_bridge") / "assets" / "founder"
     index = json.loads((folder / "turns.json").read_text())
     texts = [t["text"] for t in (index["turns"] if isinstance(index, dict) else index)]
+    if not stall:  # the bundled founder panel: Sam hands to Priya, who hands to Leo (two hand-offs)
+        from .testing.panel_call import panel_scenario
+
+        return panel_scenario(caller_texts=texts)
     return Scenario(
         caller_texts=texts,
         tool_calls=[
@@ -127,6 +131,17 @@ async def run_demo(out_dir: str = "demo-output", quiet: bool = False, filler: bo
     print(f"  filler          {summary['fillers']} phrase(s) while tools ran"
           f"{'' if filler else ' (filler disabled)'}")
     print(f"  notes saved     {len(core.notes)}")
+    if core.handoff is not None:  # the panel: who spoke, and each hand-off as the caller heard it
+        from .testing.panel_call import handoff_figures, questions_asked_twice
+
+        spoke = [e.get("speaker") for e in core.transcript if e["role"] == "agent"]
+        print(f"  interviewers    {', '.join(dict.fromkeys(x for x in spoke if x))} "
+              f"({' '.join(x or '?' for x in spoke)})")
+        for h in handoff_figures(result, core):
+            print(f"  hand-off        {h['from']} -> {h['to']}: {h.get('silence_ms')} ms silence heard, "
+                  f"switch {h['switch_ms']} ms")
+        print(f"                  caller audio lost {summary.get('input_dropped_frames', core.counters['input_dropped_frames'])} "
+              f"frames; questions asked twice {questions_asked_twice(core.transcript)}")
     print(f"  stalls          {summary['stalls']} (the model answering with nothing): {summary['stall_recovered']} "
           f"recovered, {summary['stall_nudges']} nudge(s), {summary['stall_apologies']} apolog(ies)")
     for e in core.timeline:
