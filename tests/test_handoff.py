@@ -47,54 +47,89 @@ def test_panel_seats_have_their_voice_instruction_and_hand_off():
     assert "hand_off" not in [d["name"] for d in panel.seat("gtm").setup.function_declarations]
 
 
-def test_hand_off_is_answered_then_switches_after_the_sentence_and_a_quiet_caller():
+def _frame(obj):
+    return json.dumps(obj)
+
+
+def test_hand_off_opens_the_next_session_at_once_and_holds_it_until_the_last_word():
     core = _core()
+    core.turns_part.caller_speech(0.2)
     _tool_call(core, 1.0)
     answer = json.loads(core.gemini_out.popleft())["toolResponse"]["functionResponses"][0]
     assert answer["name"] == "hand_off" and answer["response"]["status"] == "ok"
     assert "Priya" in answer["response"]["message"]
     assert core.handoff.state is HandoffState.ANSWERED and not core.tool_requests  # never run as a tool
-    assert not core.handover_wanted(1.1)  # the outgoing sentence has not been said
-    _audio(core, 1.2)
-    assert not core.handover_wanted(1.3)  # mid-sentence
-    core.receive_gemini(json.dumps({"serverContent": {"turnComplete": True}}), 2.0)
-    assert core.handover_wanted(2.0)
-    setup = json.loads(core.begin_handover(2.0))["setup"]
+    assert core.handover_wanted(1.0)  # the caller has been quiet 0.8 s
+    setup = json.loads(core.begin_handover(1.0))["setup"]
     assert setup["generationConfig"]["speechConfig"]["voiceConfig"]["prebuiltVoiceConfig"]["voiceName"] == "Kore"
-    assert "sessionResumption" in setup and not setup["sessionResumption"].get("handle")
+    assert "You are Priya" in json.dumps(setup["systemInstruction"])
+    assert not (setup.get("sessionResumption") or {}).get("handle")
+    assert core.outgoing_open and core.turns_part.speaker == "Sam"
+    # The outgoing sentence comes on the retiring connection and plays.
+    _outgoing_audio(core, 1.05)
+    assert core.playout.queue
     # Caller audio while the new session opens is kept, then sent after the seed.
     core.link.caller_audio(b"\xff" * 160)
     assert not core.gemini_out
-    core.receive_gemini(json.dumps({"setupComplete": {}}), 2.05)
+    core.receive_gemini(_frame({"setupComplete": {}}), 1.1)
     first = json.loads(core.gemini_out[0])["clientContent"]
     assert first["turnComplete"] is True and "Hand-off: Sam" in first["turns"][-1]["parts"][0]["text"]
     assert any("realtimeInput" in m for m in core.gemini_out)
-    assert core.handoff.current == "product" and core.turns_part.speaker == "Priya"
+    assert core.handoff.holding
+    # Priya's first words arrive while Sam still speaks: held, not mixed into his sentence.
+    _audio(core, 1.4)
+    core.receive_gemini(_frame({"serverContent": {"outputTranscription": {"text": "Hi, I'm Priya"}}}), 1.4)
+    assert len(core.handoff.held) == 2 and core.turns_part.speaker == "Sam"
+    core.receive_outgoing(_frame({"serverContent": {"turnComplete": True}}), 2.0)
+    assert not core.outgoing_open and not core.handoff.held and core.handoff.state is HandoffState.IDLE
+    assert core.turns_part.speaker == "Priya" and core.handoff.current == "product"
     assert core.config.tool_names == frozenset({"save_note", "end_call"})
-    assert core.counters["handoffs"] == 1 and core.handoff.state is HandoffState.IDLE
+    assert core.counters["handoffs"] == 1
+    assert core.handoff.log[-1]["t_done"] == 2.0
 
 
-def test_the_switch_waits_for_the_caller_to_be_quiet_and_is_forced_at_max_wait():
+def _outgoing_audio(core, now):
+    import base64
+    pcm = base64.b64encode(b"\x00\x10" * 480).decode()
+    core.receive_outgoing(_frame({"serverContent": {"modelTurn": {"parts": [
+        {"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": pcm}}]}}}), now)
+
+
+def test_the_switch_waits_for_a_quiet_caller_and_is_forced_at_max_wait():
     core = _core()
+    core.turns_part.caller_speech(0.9)
     _tool_call(core, 1.0)
-    _audio(core, 1.1)
-    core.receive_gemini(json.dumps({"serverContent": {"turnComplete": True}}), 1.5)
-    core.turns_part.caller_speech(1.8)  # the caller talks over the goodbye
-    assert not core.handover_wanted(2.0)
-    assert core.handover_wanted(2.45)  # quiet 0.6 s
+    assert not core.handover_wanted(1.2)
+    assert core.handover_wanted(1.55)  # quiet 0.6 s
     core2 = _core()
     _tool_call(core2, 1.0)
-    _audio(core2, 1.1)  # the model never closes its turn
+    core2.tools._running["x"] = (None, 1.0)  # a tool still running holds the switch back
     assert not core2.handover_wanted(5.0)
     assert core2.handover_wanted(1.0 + core2.handoff.cfg.max_wait_s)
 
 
-def test_no_sentence_at_all_switches_after_answer_wait():
+def test_a_sentence_already_said_before_the_switch_leaves_nothing_to_wait_for():
+    core = _core()
+    core.turns_part.caller_speech(0.7)
+    _tool_call(core, 1.0)
+    _audio(core, 1.1)
+    core.receive_gemini(_frame({"serverContent": {"turnComplete": True}}), 1.3)
+    assert core.handover_wanted(1.4)
+    core.begin_handover(1.4)
+    assert not core.outgoing_open
+    core.receive_gemini(_frame({"setupComplete": {}}), 1.5)
+    assert core.handoff.state is HandoffState.IDLE and core.turns_part.speaker == "Priya"
+
+
+def test_no_sentence_at_all_releases_the_next_interviewer_after_answer_wait():
     core = _core()
     _tool_call(core, 1.0)
-    assert not core.handover_wanted(3.9)
-    assert core.handover_wanted(1.0 + core.handoff.cfg.answer_wait_s)
-    assert core.handoff.deadline() is not None
+    core.begin_handover(1.0)
+    core.receive_gemini(_frame({"setupComplete": {}}), 1.1)
+    _audio(core, 1.4)
+    assert core.handoff.held and core.next_deadline() <= 1.0 + core.handoff.cfg.answer_wait_s
+    core.tick(1.0 + core.handoff.cfg.answer_wait_s)
+    assert not core.handoff.held and core.turns_part.speaker == "Priya" and core.playout.queue
 
 
 def test_unknown_target_is_an_error_answer_and_nothing_happens():
@@ -108,9 +143,9 @@ def test_unknown_target_is_an_error_answer_and_nothing_happens():
 def test_a_failed_connection_leaves_the_outgoing_interviewer_in_charge():
     core = _core()
     _tool_call(core, 1.0)
-    assert core.handover_wanted(4.5)
-    core.begin_handover(4.5)
-    core.handover_failed("refused", 4.6)
+    assert core.handover_wanted(1.0)
+    core.begin_handover(1.0)
+    core.handover_failed("refused", 1.2)
     assert core.handoff.current == "discovery" and core.turns_part.speaker == "Sam"
     assert core.session.setup.voice == "Charon" and core.session.can_send()
-    assert core.handoff.log[-1]["ok"] is False
+    assert core.handoff.log[-1]["ok"] is False and not core.outgoing_open

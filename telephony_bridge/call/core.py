@@ -323,6 +323,9 @@ class CallCore:
 
     def receive_gemini(self, data: str | bytes, now: float) -> None:
         """One frame from Gemini's websocket."""
+        if self.handoff is not None and self.handoff.holding:
+            self.handoff.held.append(data)  # the next interviewer waits for the outgoing one's last word
+            return
         try:
             events = self.session.receive(data, now)
         except ProtocolError as err:
@@ -366,6 +369,43 @@ class CallCore:
             self.ending.stall_step(now)
         self.playout.pump(now)
 
+    @property
+    def outgoing_open(self) -> bool:
+        """A hand-off's outgoing connection still carries its interviewer's last sentence."""
+        return self.handoff is not None and self.handoff.outgoing_open
+
+    def receive_outgoing(self, data: str | bytes, now: float) -> None:
+        """One frame from the connection a hand-off retired: its audio and transcription play to
+        the end of the outgoing sentence (handoff.py); nothing else from it counts."""
+        handoff = self.handoff
+        if handoff is None or not handoff.outgoing_open:
+            return
+        try:
+            events = gm.parse_server_message(data)
+        except ProtocolError:
+            return
+        done = False
+        for event in events:
+            kind = type(event)
+            if kind is gm.AudioChunk:
+                self._agent_audio(event, now)
+            elif kind is gm.OutputTranscription:
+                self.turns_part.agent_text(event.text)
+            elif kind is gm.TurnComplete or kind is gm.GenerationComplete:
+                done = done or handoff.outgoing_done(now, turn_complete=True)
+        if done:
+            self._outgoing_finished(now)
+        self.playout.pump(now)
+
+    def _outgoing_finished(self, now: float) -> None:
+        """The outgoing sentence is over: end its turn, then route the next session's held frames."""
+        assert self.handoff is not None
+        self.turns_part.model_turn_open = False
+        self._generation_complete(now)
+        self.turns_part.text_to_next = True
+        for frame in self.handoff.finish_outgoing(now):
+            self.receive_gemini(frame, now)
+
     def _agent_audio(self, chunk: gm.AudioChunk, now: float) -> None:
         self.counters["gemini_chunks_in"] += 1
         if chunk.rate != 24000:
@@ -387,7 +427,7 @@ class CallCore:
         turns = self.turns_part
         turns.model_turn_open = False
         if self.handoff is not None:
-            self.handoff.turn_complete(now)
+            self.handoff.turn_complete()
         self.records.add(now, "gemini_turn_complete")
         if not turns.generation_done:
             self._generation_complete(now)
@@ -520,6 +560,8 @@ class CallCore:
         self.playout.pump(now)
         if self.ending.limits(now):  # no media, too long, an ending due
             return
+        if self.handoff is not None and self.handoff.outgoing_done(now):
+            self._outgoing_finished(now)
         if self.tools.filler_due(now, self.playout.audible, self.turns_part.model_turn_open) \
                 and self.play_phrase("filler", now):
             self.tools.filler_played()

@@ -8,17 +8,21 @@ connection opens and is sent to it once it is ready: nothing the caller says is 
 
 States::
 
-    IDLE ──hand_off call──▶ ANSWERED ──old model's turn complete, caller quiet──▶ SWITCHING
-    ANSWERED ──no turn within answer_wait_s / max_wait_s──▶ SWITCHING
-    SWITCHING ──setupComplete──▶ IDLE (the new interviewer speaks)
-    SWITCHING ──connection failed──▶ IDLE (the old interviewer carries on)
+    IDLE ──hand_off call──▶ ANSWERED ──caller quiet, no tool running──▶ SWITCHING
+    SWITCHING ──next session's setupComplete──▶ HOLDING (its output held) or IDLE (outgoing done)
+    HOLDING ──the outgoing interviewer's sentence is done──▶ IDLE (held output released)
+    SWITCHING ──connection failed──▶ IDLE (the outgoing interviewer carries on)
 
 ``hand_off(to, reason)`` is answered at once (the model is told to say one sentence naming the
 colleague, then stop); a bad target is answered with an error and nothing else happens. The
-switch starts when the outgoing model has finished that sentence (its ``turnComplete``: all its
-audio is with us, so retiring its connection loses nothing) and the caller has been quiet 0.6 s,
-or after ``max_wait_s`` whatever happens. The new session opens while the sentence still plays,
-so the next interviewer's first words queue right behind the outgoing one's last.
+switch starts right away (the caller quiet for 0.6 s, no tool running): caller audio from then
+on is kept for the next session, which opens and is seeded while the outgoing interviewer is
+still saying their sentence. That sentence keeps coming from the retiring connection
+(:meth:`~telephony_bridge.call.CallCore.receive_outgoing`: audio and transcription only) and
+plays to its end; the next interviewer's first words, generated meanwhile, are held
+(:attr:`Handoff.held`) and released the moment the outgoing ``turnComplete`` arrives (or no
+sentence came within ``answer_wait_s``, or ``max_wait_s``), so they follow the last word with no
+think time in between. Only then does the transcript's speaker change.
 
 The seed (one ``clientContent``, sent first on the new connection): the transcript as history
 turns (the caller ``user``, each interviewer ``model``, prefixed with their name), then a user
@@ -69,15 +73,17 @@ class HandoffState(enum.Enum):
     IDLE = "idle"
     ANSWERED = "answered"
     SWITCHING = "switching"
+    HOLDING = "holding"
 
 
 @dataclass(slots=True)
 class HandoffConfig:
     #: The caller must have been quiet this long before the switch.
     caller_quiet_s: float = 0.6
-    #: After the answer, no model turn starting within this long: switch anyway.
+    #: After the answer, no sentence starting within this long: the outgoing interviewer is done.
     answer_wait_s: float = 3.0
-    #: Switch after this long whatever happens (audio is kept either way).
+    #: The outgoing interviewer is done after this long whatever happens; the switch itself
+    #: starts by then even if the caller is still talking (their audio is kept either way).
     max_wait_s: float = 12.0
     #: History turns in the seed (the newest ones).
     history_turns: int = 60
@@ -104,7 +110,11 @@ class Handoff:
         self._answered_at = 0.0
         self._next_check = 0.0
         self._model_turn_seen = False
-        self._turn_done = False
+        self._sentence_done = False
+        #: The outgoing interviewer's sentence is still coming (from the retiring connection).
+        self.outgoing_open = False
+        #: The next session's frames, held until the outgoing sentence is done.
+        self.held: list[str | bytes] = []
         self._previous: tuple[gm.SetupConfig, str | None] | None = None
         turns.speaker = self.interviewer.name
         counters.setdefault("handoffs", 0)
@@ -145,7 +155,7 @@ class Handoff:
         self._answered_at = now
         self._next_check = now + 0.05
         self._model_turn_seen = False
-        self._turn_done = False
+        self._sentence_done = False
         # Audio the old session hears from here on is replayed to the next one if the caller spoke.
         self.link._since_handle.clear()
         name = self.panel.seat(to).interviewer.name
@@ -155,36 +165,47 @@ class Handoff:
                            "will continue, then stop talking. Do not ask another question."}
 
     def model_content(self) -> None:
-        """The outgoing model is producing its one sentence (audio or transcription)."""
-        if self.state is HandoffState.ANSWERED:
+        """The outgoing model is producing its one sentence (audio)."""
+        if self.state is not HandoffState.IDLE:
             self._model_turn_seen = True
-
-    def turn_complete(self, now: float) -> None:
-        """The outgoing model's turn closed: its sentence is done once it said something."""
-        if self.state is HandoffState.ANSWERED and self._model_turn_seen:
-            self._turn_done = True
 
     # -- when to switch ------------------------------------------------------------------------
 
     def wanted(self, now: float) -> bool:
-        """Time to open the next interviewer's session."""
+        """Time to open the next interviewer's session: the caller quiet, no tool running."""
         if self.state is not HandoffState.ANSWERED:
             return False
         self._next_check = now + 0.05
-        waited = now - self._answered_at
-        if waited >= self.cfg.max_wait_s:
+        if now - self._answered_at >= self.cfg.max_wait_s:
             return True
-        turns = self.turns
-        last = turns.last_caller_speech
+        last = self.turns.last_caller_speech
         caller_quiet = last is None or now - last >= self.cfg.caller_quiet_s
-        if self.tools.running or turns.model_turn_open:
+        return caller_quiet and not self.tools.running
+
+    def turn_complete(self) -> None:
+        """The outgoing model closed its turn before the switch began: its sentence is done."""
+        if self.state is HandoffState.ANSWERED and self._model_turn_seen:
+            self._sentence_done = True
+
+    def outgoing_done(self, now: float, *, turn_complete: bool = False) -> bool:
+        """Is the outgoing sentence over? (its ``turnComplete`` after content, none within
+        ``answer_wait_s``, or ``max_wait_s``)."""
+        if not self.outgoing_open:
             return False
-        said = self._turn_done or (not self._model_turn_seen and waited >= self.cfg.answer_wait_s)
-        return said and caller_quiet
+        waited = now - self._answered_at
+        return ((turn_complete and self._model_turn_seen) or waited >= self.cfg.max_wait_s
+                or (not self._model_turn_seen and waited >= self.cfg.answer_wait_s))
 
     def deadline(self) -> float | None:
-        """While waiting for the quiet moment: look again every 50 ms (set by :meth:`wanted`)."""
-        return self._next_check if self.state is HandoffState.ANSWERED else None
+        """While waiting: look again every 50 ms (ANSWERED); the outgoing sentence's time limits."""
+        if self.state is HandoffState.ANSWERED:
+            return self._next_check
+        if self.outgoing_open:
+            limit = self._answered_at + self.cfg.max_wait_s
+            if not self._model_turn_seen:
+                limit = min(limit, self._answered_at + self.cfg.answer_wait_s)
+            return limit
+        return None
 
     # -- the switch ----------------------------------------------------------------------------
 
@@ -208,7 +229,7 @@ class Handoff:
         self.current = self._target
         self.call_config.tool_names = seat.tool_names
         self.call_config.blocking_tools = seat.blocking_tools
-        self.turns.speaker = seat.interviewer.name
+        self.outgoing_open = not self._sentence_done
         entry = self.log[-1]
         entry["t_start"] = self.timeline.t(now)
         self.timeline.add(now, "handoff_start", frm=old.id, to=seat.interviewer.id, voice=seat.interviewer.voice)
@@ -219,12 +240,34 @@ class Handoff:
         """``setupComplete`` arrived: True when it was the next interviewer's session."""
         if self.state is not HandoffState.SWITCHING:
             return False
-        self.state = HandoffState.IDLE
         self._previous = None
         self.counters["handoffs"] += 1
         self.log[-1].update(t_ready=self.timeline.t(now), ok=True)
-        self.timeline.add(now, "handoff_ready", to=self.current)
+        self.timeline.add(now, "handoff_ready", to=self.current, holding=self.outgoing_open)
+        if self.outgoing_open:
+            self.state = HandoffState.HOLDING
+        else:
+            self._handed_over(now)
         return True
+
+    @property
+    def holding(self) -> bool:
+        """The next session's frames wait for the outgoing sentence to end."""
+        return self.state is HandoffState.HOLDING
+
+    def finish_outgoing(self, now: float) -> list[str | bytes]:
+        """The outgoing sentence is over: returns the held frames to route now, in order."""
+        self.outgoing_open = False
+        self.timeline.add(now, "handoff_outgoing_done", held=len(self.held))
+        held, self.held = self.held, []
+        if self.state is HandoffState.HOLDING:
+            self._handed_over(now)
+        return held
+
+    def _handed_over(self, now: float) -> None:
+        self.state = HandoffState.IDLE
+        self.turns.speaker = self.interviewer.name
+        self.log[-1]["t_done"] = self.timeline.t(now)
 
     def failed(self, reason: str, now: float) -> None:
         """The new connection could not be had: the outgoing interviewer carries on."""
@@ -239,6 +282,8 @@ class Handoff:
         self.turns.speaker = seat.interviewer.name
         self.link.seed = None
         self.state = HandoffState.IDLE
+        self.outgoing_open = False
+        self.held.clear()
         self.log[-1].update(ok=False)
         self.timeline.add(now, "handoff_failed", reason=reason[:120])
         session.state = SessionState.ACTIVE
@@ -251,7 +296,8 @@ class Handoff:
     def _seed(self, old: Interviewer, new: Interviewer, notes: list[dict[str, Any]]) -> str:
         transcript = list(self.turns.transcript)
         current = self.turns.current
-        if current is not None and current.ended is None and current.text.strip():
+        if current is not None and current.ended is None and current.text.strip() \
+                and current.started < self._answered_at:  # not the hand-off sentence, half said
             transcript.append({"role": "agent", "text": current.text.strip(), "speaker": old.name})
         turns: list[tuple[str, str]] = []
         for e in transcript[-self.cfg.history_turns:]:

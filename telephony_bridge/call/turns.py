@@ -67,6 +67,9 @@ class Turns:
         self._pending_agent_text = ""
         #: The panel interviewer speaking now (set by call/handoff.py; None: no panel).
         self.speaker: str | None = None
+        #: Transcription from now on belongs to the next agent turn (after a hand-off's last
+        #: sentence, the next interviewer's words must not join it while it still plays).
+        self.text_to_next = False
 
     # -- caller --------------------------------------------------------------------------------
 
@@ -93,7 +96,7 @@ class Turns:
 
     def agent_text(self, text: str) -> None:
         turn = self.current
-        if turn is not None and turn.ended is None:
+        if turn is not None and turn.ended is None and not self.text_to_next:
             turn.text += text
         else:  # transcription can run ahead of the audio we have forwarded
             self._pending_agent_text += text
@@ -104,6 +107,7 @@ class Turns:
         turn = AgentTurn(index=len(self.turns) + 1, started=now, speaker=self.speaker)
         turn.text = self._pending_agent_text
         self._pending_agent_text = ""
+        self.text_to_next = False
         if self.caller_spoke and self.last_caller_speech is not None:
             turn.latency_s = now - self.last_caller_speech
         self.record_caller_text(now)

@@ -49,10 +49,11 @@ def handoff_figures(result: Any, core: Any) -> list[dict[str, Any]]:
     """Per hand-off: ``silence_ms`` the caller heard between the outgoing interviewer's last
     audible 20 ms frame and the next one's first (from the audio the simulated phone played),
     ``switch_ms`` from the switch's start to the new session's ``setupComplete``."""
-    loud = np.flatnonzero(_levels(result.heard_pcm16()) >= AUDIBLE_RMS)
+    levels = _levels(result.heard_pcm16())
+    loud = np.flatnonzero(levels >= AUDIBLE_RMS)
     timeline = core.timeline
     starts = [e["t"] for e in timeline if e["kind"] == "agent_turn_start"]
-    out = []
+    out: list[dict[str, Any]] = []
     if not len(loud) or not starts:
         return out
     offset = loud[0] * 0.02 - starts[0]  # caller's clock minus the bridge's, at the first agent frame
@@ -62,12 +63,18 @@ def handoff_figures(result: Any, core: Any) -> list[dict[str, Any]]:
             continue
         entry = {"from": h["from"], "to": h["to"], "ok": h.get("ok", False),
                  "switch_ms": round(((h.get("t_ready") or start) - start) * 1000, 1)}
-        first_new = next((t for t in starts if t > start), None)
+        done = h.get("t_done")  # the outgoing sentence over: the next interviewer's turn follows
+        first_new = next((t for t in starts if done is not None and t >= done), None)
         if first_new is not None:
+            # The longest run of inaudible frames within 0.6 s either side of the boundary (the
+            # clocks agree to a frame or two; a pause between words is shorter than the gap).
             k = int(round((first_new + offset) / 0.02))
-            after, before = loud[loud >= k - 3], loud[loud < k - 3]
-            if len(after) and len(before):
-                entry["silence_ms"] = float(round((after[0] - before[-1] - 1) * 20.0, 1))
+            quiet = levels[max(0, k - 30): k + 30] < AUDIBLE_RMS
+            longest = run = 0
+            for q in quiet:
+                run = run + 1 if q else 0
+                longest = max(longest, run)
+            entry["silence_ms"] = float(longest * 20)
         out.append(entry)
     return out
 
