@@ -42,6 +42,9 @@ The interviewer and its memory::
 
     PERSONA_PATH             a persona TOML file (default: the bundled founder interviewer)
     SILENCE_DURATION_MS, GEMINI_VOICE, GEMINI_LANGUAGE  override the persona's values
+    TTS_PHRASES              on (default): filler/apology/busy in the agent's voice via Gemini
+                             TTS, cached in the store; off: the bundled espeak-ng clips only
+    GEMINI_REST_URL          REST base for TTS (default: the Live endpoint's host)
     CALLS_DB                 SQLite file for call records and resumption handles,
                              default telephony-bridge.sqlite3
     REDIS_URL                redis://… : keep them in Redis instead, shared by several replicas
@@ -78,6 +81,11 @@ class Settings:
     public_url: str
     #: None: the backend's own endpoint.
     gemini_live_url: str | None = None
+    #: The bridge's phrases in the agent's voice, rendered by Gemini TTS (tts_phrases.py); off:
+    #: the bundled espeak-ng clips only. GEMINI_REST_URL: the REST base for TTS (None: the
+    #: Live URL's host).
+    tts_phrases: bool = True
+    gemini_rest_url: str | None = None
     gemini_model: str = DEFAULT_MODEL
     #: "gemini" (the Gemini API) or "vertex" (Vertex AI).
     gemini_backend: str = "gemini"
@@ -260,6 +268,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         log_level=env.get("LOG_LEVEL", "").strip() or "INFO",
         playback_lead_ms=_int(env, "PLAYBACK_LEAD_MS", 160, 40, 200),
         barge_pause=_switch(env, "BARGE_PAUSE", True),
+        tts_phrases=_switch(env, "TTS_PHRASES", True),
+        gemini_rest_url=env.get("GEMINI_REST_URL", "").strip() or None,
         barge_onset_ms=_int(env, "BARGE_ONSET_MS", 40, 20, 500),
         barge_confirm_ms=_int(env, "BARGE_CONFIRM_MS", 700, 100, 3000),
         silence_duration_ms=(_int(env, "SILENCE_DURATION_MS", 2500, 100, 10000)

@@ -179,6 +179,7 @@ async def place_local_call(
     simulator: dict[str, Any] | None = None,
     while_up: Callable[[LocalBridge, CallResult], Awaitable[Any]] | None = None,
     vertex: bool = False,
+    tts: Any = None,
     **settings: Any,
 ) -> LocalCall:
     """Start the emulator and a bridge, place one call with ``script``, stop both.
@@ -189,8 +190,12 @@ async def place_local_call(
     ``/calls``, ``/metrics``). ``vertex``: the bridge uses Vertex AI (``GEMINI_BACKEND=vertex``
     with a service-account key file) and the emulator serves only the Vertex AI path, accepting
     only Bearer tokens from a loopback OAuth endpoint (:mod:`.oauth`) that google-auth gets them
-    from through the key's ``token_uri``.
+    from through the key's ``token_uri``. ``tts``: a started :class:`~.gemini.tts.TtsEmulator` for
+    the bridge's phrases in the agent's voice (without one, TTS phrases are off: bundled clips).
     """
+    if tts is not None:
+        settings = {"tts_phrases": True, "gemini_rest_url": tts.url, **settings}
+    settings.setdefault("tts_phrases", False)
     with contextlib.ExitStack() as stack:
         if vertex:
             from .oauth import TokenEndpoint  # needs cryptography (the test extra)

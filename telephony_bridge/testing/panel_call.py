@@ -18,10 +18,14 @@ from .gemini import Scenario, ToolCallStep
 AUDIBLE_RMS = 0.005
 
 
-def panel_scenario(**fields: Any) -> Scenario:
-    """Founder turns 1-2 with Sam, 3 with Priya, 4-5 with Leo; two hand-offs, then end_call."""
+def panel_scenario(*, slow_lookup: bool = False, **fields: Any) -> Scenario:
+    """Founder turns 1-2 with Sam, 3 with Priya, 4-5 with Leo; two hand-offs, then end_call.
+    ``slow_lookup``: after turn 1 Sam looks the market up and says nothing until the answer
+    (give the bridge ``demo_tool_delays_s``): the bridge's filler covers the silence."""
+    lookup = [ToolCallStep(after_turn=1, name="lookup_market", args={"market": "dental practice software"},
+                           then_clip=None, while_running="")] if slow_lookup else []
     sam = {"replies": ("q_customer",),
-           "tool_calls": [ToolCallStep(after_turn=2, name="hand_off", then_clip="handoff_sam",
+           "tool_calls": [*lookup, ToolCallStep(after_turn=2, name="hand_off", then_clip="handoff_sam",
                                        args={"to": "product", "reason": "Problem and customer are clear: dental "
                                              "clinics lose revenue on cancellations; product still open."})]}
     return Scenario(
