@@ -20,6 +20,12 @@ File format (every key except ``name`` and ``system_instruction`` is optional)::
     end_sensitivity = "END_SENSITIVITY_LOW"       # or END_SENSITIVITY_HIGH
     prefix_padding_ms = 100
 
+A panel: ``[[interviewers]]`` tables (see :mod:`telephony_bridge.panel`) make the file an
+interview panel whose interviewers hand the call to each other (``hand_off``); the top-level
+``system_instruction`` is then what they share, and ``voice``/``tools`` default to the first
+interviewer's. ``language = "auto"``: the caller's language is taken from their first transcribed
+words for the bridge's own phrases (:mod:`telephony_bridge.tts_phrases`).
+
 Unknown keys are errors (a typo must not silently fall back to a default). Tool names are only
 checked for shape here; :meth:`telephony_bridge.tools.ToolRegistry.declarations` rejects names
 the registry does not know.
