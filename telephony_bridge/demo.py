@@ -35,7 +35,7 @@ def demo_scenario(stall: bool = False) -> Any:
     if not stall:  # the bundled founder panel: Sam hands to Priya, who hands to Leo (two hand-offs)
         from .testing.panel_call import panel_scenario
 
-        return panel_scenario(caller_texts=texts)
+        return panel_scenario(caller_texts=texts, slow_lookup=True)
     return Scenario(
         caller_texts=texts,
         tool_calls=[
@@ -76,12 +76,16 @@ async def run_demo(out_dir: str = "demo-output", quiet: bool = False, filler: bo
     setup_logging("INFO", stream=log_file)
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
 
+    from .testing.gemini.tts import TtsEmulator
+
     emulator = GeminiEmulator(demo_scenario(stall), api_key=DEMO_KEY)
     await emulator.start()
+    tts = await TtsEmulator(api_key=DEMO_KEY).__aenter__()  # Gemini TTS: phrases in the agent's voice
     bridge = LocalBridge(Settings(
         gemini_api_key=DEMO_KEY,
         public_url="http://127.0.0.1",
         gemini_live_url=emulator.url,
+        gemini_rest_url=tts.url,
         twilio_auth_token=secrets.token_hex(16),
         silence_duration_ms=1200,
         sqlite_path=str(out / "calls.sqlite3"),
@@ -107,6 +111,7 @@ async def run_demo(out_dir: str = "demo-output", quiet: bool = False, filler: bo
     finally:
         await bridge.stop()
         await emulator.stop()
+        await tts.__aexit__(None, None, None)
         log_file.close()
 
     result.write_wav(str(out / "call.wav"))
@@ -128,7 +133,9 @@ async def run_demo(out_dir: str = "demo-output", quiet: bool = False, filler: bo
           f"Gemini, {summary['false_alarms']} false alarm(s) resumed where the caller stopped hearing")
     tools = ", ".join(f"{t['name']} {t['duration_ms']:.0f} ms" for t in core.tool_log) or "none"
     print(f"  tool calls      {tools}")
-    print(f"  filler          {summary['fillers']} phrase(s) while tools ran"
+    sources = getattr(core.phrases, "played", [])
+    voice = f", {sum(1 for src, _ in sources if src == 'tts')} in the agent's voice (Gemini TTS)" if sources else ""
+    print(f"  filler          {summary['fillers']} phrase(s) while tools ran{voice}"
           f"{'' if filler else ' (filler disabled)'}")
     print(f"  notes saved     {len(core.notes)}")
     if core.handoff is not None:  # the panel: who spoke, and each hand-off as the caller heard it

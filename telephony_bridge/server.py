@@ -282,6 +282,7 @@ def create_app(settings: Settings, *, call_overrides: dict[str, Any] | None = No
         for task in probing:
             task.cancel()
         await asyncio.gather(*probing, return_exceptions=True)
+        await phrase_voices.aclose()
 
     def refuse(where: str, reason: str, **fields: Any) -> None:
         rejected.labels(where=where, reason=reason).inc()

@@ -43,25 +43,36 @@ KIND_FOR = {"filler": "filler", "thinking": "filler", "reconnect": "one_moment",
 Fetch = Callable[[str, str, str], Awaitable[bytes]]  # (text, voice, language) -> line-ready μ-law
 
 
-def http_fetcher(backend: Any, model: str = TTS_MODEL, *, rest_base: str | None = None,
-                 timeout_s: float = 4.0) -> Fetch:
-    """Gemini TTS over ``generateContent`` with the Live backend's credentials (same headers)."""
-    import httpx
+class http_fetcher:  # noqa: N801 - used like a function that returns a Fetch
+    """Gemini TTS over ``generateContent`` with the Live backend's credentials (same headers).
+    One kept-alive HTTP client (opened on first use, in the running loop); :meth:`aclose` it."""
 
-    from .gemini.backend import rest_url
+    def __init__(self, backend: Any, model: str = TTS_MODEL, *, rest_base: str | None = None,
+                 timeout_s: float = 4.0) -> None:
+        self.backend, self.model, self.rest_base, self.timeout_s = backend, model, rest_base, timeout_s
+        self._client: Any = None
 
-    async def fetch(text: str, voice: str, language: str) -> bytes:
-        endpoint = await backend.endpoint()
-        url = rest_url(rest_base or endpoint.url, model, "generateContent",
-                       project=getattr(backend, "project", None), location=getattr(backend, "location", "global"))
-        async with httpx.AsyncClient(timeout=timeout_s) as client:
-            answer = await client.post(url, json=tts_request(text, voice, language), headers=endpoint.headers)
+    async def __call__(self, text: str, voice: str, language: str) -> bytes:
+        import httpx
+
+        from .gemini.backend import rest_url
+
+        endpoint = await self.backend.endpoint()
+        url = rest_url(self.rest_base or endpoint.url, self.model, "generateContent",
+                       project=getattr(self.backend, "project", None),
+                       location=getattr(self.backend, "location", "global"))
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self.timeout_s)
+        answer = await self._client.post(url, json=tts_request(text, voice, language), headers=endpoint.headers)
         if answer.status_code != 200:
             raise TtsError(f"HTTP {answer.status_code}")
         pcm, rate = tts_audio(answer.json())
         return line_ulaw(pcm, rate)
 
-    return fetch
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
 
 
 class PhraseVoices:
@@ -74,7 +85,10 @@ class PhraseVoices:
         self.clock = clock
         self.stats: Counter[str] = Counter()
         self._mem: dict[tuple[str, str, str], bytes] = {}
-        self._running: dict[tuple[str, str, str], asyncio.Task[bytes | None]] = {}
+        #: Phrases asked for and not rendered yet, rendered one at a time by one background task
+        #: (a burst of requests at a call's start must not compete with its audio).
+        self._wanted: dict[tuple[str, str, str], None] = {}
+        self._worker: asyncio.Task[None] | None = None
         self._down_until = 0.0
 
     def key(self, voice: str, language: str, kind: str) -> str:
@@ -129,13 +143,22 @@ class PhraseVoices:
         return audio
 
     def want(self, voice: str, language: str, kind: str) -> None:
-        """Render in the background (first need), once at a time per phrase."""
+        """Render in the background (first need): queued once, rendered one after another."""
         slot = (voice, table_language(language), kind)
-        if slot in self._mem or slot in self._running or self.down:
+        if slot in self._mem or slot in self._wanted or self.down:
             return
-        task = asyncio.get_running_loop().create_task(self.ensure(voice, language, kind))
-        self._running[slot] = task
-        task.add_done_callback(lambda _t: self._running.pop(slot, None))
+        self._wanted[slot] = None
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.get_running_loop().create_task(self._render_wanted())
+
+    async def _render_wanted(self) -> None:
+        while self._wanted:
+            slot = next(iter(self._wanted))
+            try:
+                if not self.down:
+                    await self.ensure(*slot)
+            finally:
+                self._wanted.pop(slot, None)
 
     async def warm(self, voices: Iterable[str], language: str, kinds: Iterable[str] = KINDS) -> int:
         """Render (or load) every kind for each voice; returns how many are ready."""
@@ -143,10 +166,19 @@ class PhraseVoices:
         done = await asyncio.gather(*jobs)
         return sum(1 for a in done if a)
 
+    async def aclose(self) -> None:
+        """Stop rendering and close the TTS client (the app's shutdown)."""
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+        close = getattr(self.fetch, "aclose", None)
+        if close is not None:
+            await close()
+
     async def wait_idle(self) -> None:
         """Until the background renderings have finished (tests, shutdown)."""
-        while self._running:
-            await asyncio.gather(*list(self._running.values()), return_exceptions=True)
+        while self._worker is not None and not self._worker.done():
+            await asyncio.gather(self._worker, return_exceptions=True)
 
 
 class CallPhrases:

@@ -126,5 +126,6 @@ def test_emulator_tts_speaks_in_distinct_voices_and_fails_on_outage():
             assert time.perf_counter() - t0 < 0.01 and audio
             await voices.wait_idle()
             assert voices.down and voices.stats["tts_failed"] == 1
+            await voices.aclose()
 
     asyncio.run(scenario())

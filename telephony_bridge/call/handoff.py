@@ -157,7 +157,7 @@ class Handoff:
         self._model_turn_seen = False
         self._sentence_done = False
         # Audio the old session hears from here on is replayed to the next one if the caller spoke.
-        self.link._since_handle.clear()
+        self.link.mark_sent()
         name = self.panel.seat(to).interviewer.name
         self.log.append({"from": me.id, "to": to, "reason": reason, "t_requested": self.timeline.t(now)})
         return {"status": "ok", "retryable": False,
@@ -218,14 +218,14 @@ class Handoff:
         self.state = HandoffState.SWITCHING
         self._previous = (session.setup, session.handle)
         caller_spoke = self.turns.last_caller_speech is not None and self.turns.last_caller_speech > self._answered_at
-        replay = list(link._since_handle) if caller_spoke else []
+        replay = link.sent_since_mark() if caller_spoke else []
         session.setup = replace(seat.setup, resumption_handle=None)
         session.handle = None
         link.seed = self._seed(old, seat.interviewer, notes)
         if replay:
             self.counters["handoff_replayed_frames"] += len(replay)
-            link._pending_input.extendleft(reversed(replay))
-        link._since_handle.clear()
+            link.send_first(replay)
+        link.mark_sent()
         self.current = self._target
         self.call_config.tool_names = seat.tool_names
         self.call_config.blocking_tools = seat.blocking_tools

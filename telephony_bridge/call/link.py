@@ -241,6 +241,19 @@ class Link:
                               "Do not greet the caller again.]"))
         return gm.client_turns(turns)
 
+    # -- a panel hand-off (call/handoff.py) -----------------------------------------------------
+
+    def sent_since_mark(self) -> list[str]:
+        """Caller audio sent since the last handle or :meth:`mark_sent`, oldest first."""
+        return list(self._since_handle)
+
+    def mark_sent(self) -> None:
+        self._since_handle.clear()
+
+    def send_first(self, messages: list[str]) -> None:
+        """Queue ``messages`` ahead of what waits for the next connection (after its seed)."""
+        self._pending_input.extendleft(reversed(messages))
+
     # -- "one moment" while down ----------------------------------------------------------------
 
     def notice_due(self, now: float, audible: bool) -> bool:

@@ -61,7 +61,11 @@ class LocalBridge:
     def __init__(self, settings: Settings, *, call_overrides: dict[str, Any] | None = None) -> None:
         self.sock = _bind_loopback()
         port = self.sock.getsockname()[1]
-        self.settings = replace(settings, public_url=f"http://127.0.0.1:{port}", host="127.0.0.1", port=port)
+        # No TTS endpoint given (GEMINI_REST_URL): the emulator has none on its Live port, so the
+        # phrases stay the bundled clips (testing/gemini/tts.py serves TTS when a test wants it).
+        tts = settings.tts_phrases and settings.gemini_rest_url is not None
+        self.settings = replace(settings, public_url=f"http://127.0.0.1:{port}", host="127.0.0.1", port=port,
+                                tts_phrases=tts)
         self.app = create_app(self.settings, call_overrides=call_overrides)
         config = uvicorn.Config(self.app, **uvicorn_options(self.settings), log_level="warning", lifespan="off",
                                 timeout_graceful_shutdown=3)
