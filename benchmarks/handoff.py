@@ -60,7 +60,7 @@ async def phrase_call(label: str, store_path: str, *, outage: bool, delay_s: flo
         filler = next(e["t"] for e in core.timeline if e["kind"] == "phrase" and e["t"] >= tool)
         return {"label": label, "filler_ms": round((filler - tool) * 1000, 1),
                 "source": next((src for src, kind in core.phrases.played if kind == "filler"), None),
-                "requests": len(tts.requests), "stats": dict(voices.stats)}
+                "requests": len(tts.requests), "stats": dict(voices.stats), "render_ms": list(voices.render_ms)}
 
 
 async def one_call(i: int) -> dict:
@@ -105,10 +105,13 @@ def report(results: list[dict], phrases: list[dict], wall: float) -> tuple[str, 
                       f"max {max(silences):.0f} ms (target <= {TARGET_SILENCE_MS:.0f} ms)",
                   f"caller audio lost: {sum(r['lost'] for r in results)} frames (target 0); "
                   f"questions asked twice: {sum(r['twice'] for r in results)} (target 0)"]
-    lines += ["", f"{'phrases':<8} {'first filler after tool call':>28} {'voice':>8} {'TTS requests':>12}  cache"]
+    lines += ["", f"{'phrases':<8} {'first filler after tool call':>28} {'voice':>8} {'TTS requests':>12} "
+                  f"{'render ms p50/max':>18}  cache"]
     for p in phrases:
-        lines.append(f"{p['label']:<8} {p['filler_ms']:>25} ms {p['source'] or '-':>8} {p['requests']:>12}  "
-                     f"{', '.join(f'{k} {v}' for k, v in sorted(p['stats'].items())) or '-'}")
+        r = p["render_ms"]
+        render = f"{statistics.median(r):.0f}/{max(r):.0f}" if r else "-"
+        lines.append(f"{p['label']:<8} {p['filler_ms']:>25} ms {p['source'] or '-':>8} {p['requests']:>12} "
+                     f"{render:>18}  {', '.join(f'{k} {v}' for k, v in sorted(p['stats'].items())) or '-'}")
         ok &= p["filler_ms"] <= FILLER_DEADLINE_MS
     by = {p["label"]: p for p in phrases}
     ok &= by["cold"]["source"] == "tts" and by["warm"]["source"] == "tts" and by["outage"]["source"] == "bundled"

@@ -84,6 +84,8 @@ class PhraseVoices:
         self.retry_after_s = retry_after_s
         self.clock = clock
         self.stats: Counter[str] = Counter()
+        #: How long each TTS rendering took (ms), in order.
+        self.render_ms: list[float] = []
         self._mem: dict[tuple[str, str, str], bytes] = {}
         #: Phrases asked for and not rendered yet, rendered one at a time by one background task
         #: (a burst of requests at a call's start must not compete with its audio).
@@ -132,6 +134,7 @@ class PhraseVoices:
                       error=f"{type(exc).__name__}: {exc}"[:200], retry_after_s=self.retry_after_s)
             return None
         self.stats["tts_rendered"] += 1
+        self.render_ms.append(round((self.clock() - started) * 1000, 1))
         log_event(logger, "tts.rendered", voice=voice, language=lang, kind=kind,
                   ms=round((self.clock() - started) * 1000), seconds=round(len(audio) / 8000, 2))
         self._mem[slot] = audio
