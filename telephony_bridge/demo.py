@@ -125,7 +125,7 @@ async def run_demo(out_dir: str = "demo-output", quiet: bool = False, filler: bo
     print("Call summary")
     print(f"  call            {result.call_sid}  (ended by {result.ended_by}: {core.ended})")
     print(f"  agent turns     {summary['agent_turns']}")
-    print(f"  caller turns    {len(emulator.sessions[0].turns) if emulator.sessions else 0} (seen by Gemini's VAD)")
+    print(f"  caller turns    {sum(len(s.turns) for s in emulator.sessions)} (seen by Gemini's VAD, all sessions)")
     print(f"  latency         p50 {summary['latency_p50_ms']} ms, p95 {summary['latency_p95_ms']} ms"
           "  (caller's end of speech -> first agent frame to Twilio)")
     print(f"  barge-ins       {summary['barge_ins']}")
