@@ -104,12 +104,13 @@ class CallBridge:
                  phrases: Callable[[str], bytes | None] | None = None, gate: Any = None,
                  tools: ToolRegistry | None = None, store: CallStore | None = None,
                  reconnect: ReconnectPolicy | None = None, gemini_max_message_bytes: int = 4 * 1024 * 1024,
-                 on_gemini: Callable[[Refusal | None], Any] | None = None,
+                 on_gemini: Callable[[Refusal | None], Any] | None = None, panel: Any = None,
                  recordings: Any = None, recording: Any = None) -> None:
         self.ws = websocket
         self.backend = backend
         self.loop = asyncio.get_running_loop()
-        self.core = CallCore(setup, config, now=self.loop.time(), metrics=metrics, phrases=phrases, gate=gate)
+        self.core = CallCore(setup, config, now=self.loop.time(), metrics=metrics, phrases=phrases, gate=gate,
+                             panel=panel)
         self.started_at = time.time()
         #: This call's recording (recording/service.py) and the service that files it; None: not recorded.
         self.recordings = recordings
@@ -134,6 +135,8 @@ class CallBridge:
         self._started = asyncio.Event()
         self._conn: _Connection | None = None
         self._handover_task: asyncio.Task[None] | None = None
+        #: A panel hand-off's retiring connection, still carrying its interviewer's last sentence.
+        self._outgoing: _Connection | None = None
         self._tool_tasks: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         core = self.core
@@ -249,6 +252,9 @@ class CallBridge:
             handle, core.new_handle = core.new_handle, None
             if self.store is not None and core.call_sid is not None:
                 self._spawn(self.store.set_resumption_handle(core.call_sid, handle))
+        if self._outgoing is not None and not core.outgoing_open:
+            self._spawn(self._outgoing.client.close())
+            self._outgoing = None
         if not self._started.is_set() and core.call_sid is not None:
             self._started.set()
             if self.store is not None:
@@ -374,6 +380,12 @@ class CallBridge:
         core, loop = self.core, self.loop
         async for frame in conn.client.frames():
             if conn.retired:
+                if conn is self._outgoing:  # a hand-off: the outgoing interviewer's last sentence
+                    core.receive_outgoing(frame, loop.time())
+                    await self._after_input()
+                    if self._conn is not conn:  # the next session is up: read it, drain this aside
+                        self._spawn(self._drain_outgoing(conn))
+                        return
                 continue  # a handover began: the next connection speaks for the session now
             core.receive_gemini(frame, loop.time())
             await self._after_input()
@@ -381,6 +393,14 @@ class CallBridge:
                 return
             if core.handover_wanted(loop.time()):
                 self._start_handover()
+
+    async def _drain_outgoing(self, conn: _Connection) -> None:
+        """A hand-off's retiring connection, read beside the next one until its sentence ends."""
+        async for frame in conn.client.frames():
+            if conn is not self._outgoing:
+                return
+            self.core.receive_outgoing(frame, self.loop.time())
+            await self._after_input()
 
     def _start_handover(self) -> None:
         old = self._conn
@@ -390,6 +410,8 @@ class CallBridge:
         # is kept for the next connection, and the core stops asking for a handover.
         old.retired = True
         setup_message = self.core.begin_handover(self.loop.time())
+        if self.core.outgoing_open:
+            self._outgoing = old
         self._handover_task = asyncio.create_task(self._handover(old, setup_message), name="handover")
 
     async def _handover(self, old: _Connection, setup_message: str) -> None:
@@ -399,6 +421,7 @@ class CallBridge:
             client = await self._open(setup_message)
         except Exception as exc:
             old.retired = False
+            self._outgoing = None
             core.handover_failed(f"{type(exc).__name__}: {exc}", loop.time())
             await self._after_input()
             return
@@ -408,7 +431,8 @@ class CallBridge:
         self.reconnect.connected(loop.time())
         core.receive_gemini(client.setup_complete_frame, loop.time())
         await self._after_input()
-        self._spawn(old.client.close())
+        if self._outgoing is not old:  # a hand-off's old connection closes after its last sentence
+            self._spawn(old.client.close())
         log_event(logger, "call.handover", call_sid=core.call_sid)
 
     # -- tools ---------------------------------------------------------------------------------
@@ -470,6 +494,8 @@ class CallBridge:
             core.tick(now)
             if core.handover_wanted(now):
                 self._start_handover()
+            if self._outgoing is not None and not core.outgoing_open:
+                await self._after_input()  # the hand-off's last sentence is over: close its connection
             if core.twilio_out:
                 await self._to_twilio.flush()
             if core.gemini_out:

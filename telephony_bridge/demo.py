@@ -34,6 +34,10 @@ def demo_scenario(stall: bool = False) -> Any:
     folder = resources.files("telephony_bridge") / "assets" / "founder"
     index = json.loads((folder / "turns.json").read_text())
     texts = [t["text"] for t in (index["turns"] if isinstance(index, dict) else index)]
+    if not stall:  # the bundled founder panel: Sam hands to Priya, who hands to Leo (two hand-offs)
+        from .testing.panel_call import panel_scenario
+
+        return panel_scenario(caller_texts=texts, slow_lookup=True)
     return Scenario(
         caller_texts=texts,
         tool_calls=[
@@ -93,7 +97,12 @@ async def run_demo(out_dir: str = "demo-output", quiet: bool = False, filler: bo
     setup_logging("INFO", stream=log_file)
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
 
+    from .testing.gemini.tts import TtsEmulator
+
+    # REST generateContent on one port: the post-call report, and Gemini TTS (phrases in the agent's voice).
     emulator = GeminiEmulator(demo_scenario(stall), api_key=DEMO_KEY, rest=True)
+    assert emulator.rest is not None
+    emulator.rest.tts = TtsEmulator(api_key=DEMO_KEY)
     await emulator.start()
     bridge = LocalBridge(Settings(
         gemini_api_key=DEMO_KEY,
@@ -141,7 +150,7 @@ async def run_demo(out_dir: str = "demo-output", quiet: bool = False, filler: bo
     print("Call summary")
     print(f"  call            {result.call_sid}  (ended by {result.ended_by}: {core.ended})")
     print(f"  agent turns     {summary['agent_turns']}")
-    print(f"  caller turns    {len(emulator.sessions[0].turns) if emulator.sessions else 0} (seen by Gemini's VAD)")
+    print(f"  caller turns    {sum(len(s.turns) for s in emulator.sessions)} (seen by Gemini's VAD, all sessions)")
     print(f"  latency         p50 {summary['latency_p50_ms']} ms, p95 {summary['latency_p95_ms']} ms"
           "  (caller's end of speech -> first agent frame to Twilio)")
     print(f"  barge-ins       {summary['barge_ins']}")
@@ -149,9 +158,22 @@ async def run_demo(out_dir: str = "demo-output", quiet: bool = False, filler: bo
           f"Gemini, {summary['false_alarms']} false alarm(s) resumed where the caller stopped hearing")
     tools = ", ".join(f"{t['name']} {t['duration_ms']:.0f} ms" for t in core.tool_log) or "none"
     print(f"  tool calls      {tools}")
-    print(f"  filler          {summary['fillers']} phrase(s) while tools ran"
+    sources = getattr(core.phrases, "played", [])
+    voice = f", {sum(1 for src, _ in sources if src == 'tts')} in the agent's voice (Gemini TTS)" if sources else ""
+    print(f"  filler          {summary['fillers']} phrase(s) while tools ran{voice}"
           f"{'' if filler else ' (filler disabled)'}")
     print(f"  notes saved     {len(core.notes)}")
+    if core.handoff is not None:  # the panel: who spoke, and each hand-off as the caller heard it
+        from .testing.panel_call import handoff_figures, questions_asked_twice
+
+        spoke = [e.get("speaker") for e in core.transcript if e["role"] == "agent"]
+        print(f"  interviewers    {', '.join(dict.fromkeys(x for x in spoke if x))} "
+              f"({' '.join(x or '?' for x in spoke)})")
+        for h in handoff_figures(result, core):
+            print(f"  hand-off        {h['from']} -> {h['to']}: {h.get('silence_ms')} ms silence heard, "
+                  f"switch {h['switch_ms']} ms")
+        print(f"                  caller audio lost {summary.get('input_dropped_frames', core.counters['input_dropped_frames'])} "
+              f"frames; questions asked twice {questions_asked_twice(core.transcript)}")
     print(f"  stalls          {summary['stalls']} (the model answering with nothing): {summary['stall_recovered']} "
           f"recovered, {summary['stall_nudges']} nudge(s), {summary['stall_apologies']} apolog(ies)")
     for e in core.timeline:

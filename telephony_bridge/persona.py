@@ -20,6 +20,12 @@ File format (every key except ``name`` and ``system_instruction`` is optional)::
     end_sensitivity = "END_SENSITIVITY_LOW"       # or END_SENSITIVITY_HIGH
     prefix_padding_ms = 100
 
+A panel: ``[[interviewers]]`` tables (see :mod:`telephony_bridge.panel`) make the file an
+interview panel whose interviewers hand the call to each other (``hand_off``); the top-level
+``system_instruction`` is then what they share, and ``voice``/``tools`` default to the first
+interviewer's. ``language = "auto"``: the caller's language is taken from their first transcribed
+words for the bridge's own phrases (:mod:`telephony_bridge.tts_phrases`).
+
 Unknown keys are errors (a typo must not silently fall back to a default). Tool names are only
 checked for shape here; :meth:`telephony_bridge.tools.ToolRegistry.declarations` rejects names
 the registry does not know.
@@ -41,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .panel import Interviewer, parse_interviewers
 
 DEFAULT_PERSONA_PATH = Path(__file__).resolve().parent / "personas" / "default.toml"
 
@@ -64,7 +71,9 @@ _VOICE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 _TOOL = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 
 _TOP_KEYS = {"name", "system_instruction", "voice", "language", "greeting", "tools", "turn_taking",
-             "announce_recording"}
+             "announce_recording", "interviewers"}
+#: ``language = "auto"``: the caller's language comes from the first input transcription.
+AUTO_LANGUAGE = "auto"
 _TURN_KEYS = {"silence_duration_ms", "start_sensitivity", "end_sensitivity", "prefix_padding_ms"}
 
 
@@ -92,12 +101,23 @@ class Persona:
     filler_language: str = ""
     #: The agent tells the caller, first thing, that the call is recorded (when it is: see recording/).
     announce_recording: bool = False
+    #: The interview panel (see panel.py); empty: a single interviewer. With a panel, ``voice``,
+    #: ``tools`` and ``system_instruction`` are the first interviewer's (who answers the call);
+    #: ``shared_instruction`` is what every interviewer's instruction is composed from.
+    panel: tuple[Interviewer, ...] = ()
+    shared_instruction: str = ""
 
     def __post_init__(self) -> None:
         # A list passed by hand still gives an immutable, hashable persona.
         object.__setattr__(self, "tools", tuple(self.tools))
         if not self.filler_language:
             object.__setattr__(self, "filler_language", filler_language_for(self.language))
+
+    def interviewer(self, ident: str) -> Interviewer | None:
+        return next((p for p in self.panel if p.id == ident), None)
+
+    def instruction_for(self, interviewer: Interviewer) -> str:
+        return interviewer.system_instruction(self.shared_instruction, self.panel)
 
     def setup_fields(self, *, language_code: bool = False) -> dict[str, Any]:
         """Keyword arguments for :class:`telephony_bridge.gemini.messages.SetupConfig`.
@@ -108,7 +128,7 @@ class Persona:
         return {
             "system_instruction": self.system_instruction,
             "voice": self.voice,
-            "language": self.language if language_code else None,
+            "language": self.language if language_code and self.language != AUTO_LANGUAGE else None,
             "silence_duration_ms": self.silence_duration_ms,
             "prefix_padding_ms": self.prefix_padding_ms,
             "start_sensitivity": self.start_sensitivity,
@@ -178,7 +198,7 @@ def _parse(data: dict[str, Any], source: str) -> Persona:
         raise r.fail("voice", f"must be a prebuilt voice name such as 'Charon' (got {voice!r:.40})")
 
     language = r.text(data, "language", max_len=35)
-    if language is not None and not _LANGUAGE.match(language):
+    if language is not None and language != AUTO_LANGUAGE and not _LANGUAGE.match(language):
         raise r.fail("language", f"must be a BCP-47 tag such as 'en-US' (got {language!r:.40})")
 
     tools_raw = data.get("tools", [])
@@ -207,6 +227,14 @@ def _parse(data: dict[str, Any], source: str) -> Persona:
         raise r.fail("announce_recording", f"must be true or false (got {announce!r:.40})")
 
     assert name is not None and instruction is not None
+    panel: tuple[Interviewer, ...] = ()
+    shared = instruction
+    if "interviewers" in data:
+        panel = parse_interviewers(data["interviewers"], r, shared_tools=tuple(tools), voices=KNOWN_VOICES,
+                                   tool_pattern=_TOOL)
+        first = panel[0]
+        voice, tools = first.voice, list(first.tools)
+        instruction = first.system_instruction(shared, panel)
     return Persona(
         name=name,
         system_instruction=instruction,
@@ -219,6 +247,8 @@ def _parse(data: dict[str, Any], source: str) -> Persona:
         greeting=greeting,
         tools=tuple(tools),
         announce_recording=announce,
+        panel=panel,
+        shared_instruction=shared,
     )
 
 
@@ -239,5 +269,5 @@ def load_persona(path: str | None) -> Persona:
     return _parse(data, source)
 
 
-__all__ = ["Persona", "load_persona", "filler_language_for", "DEFAULT_PERSONA_PATH", "FILLER_LANGUAGES",
+__all__ = ["Persona", "Interviewer", "AUTO_LANGUAGE", "load_persona", "filler_language_for", "DEFAULT_PERSONA_PATH", "FILLER_LANGUAGES",
            "KNOWN_VOICES", "START_SENSITIVITIES", "END_SENSITIVITIES"]

@@ -24,6 +24,10 @@ trimmed of leading and trailing silence and padded with μ-law silence (0xFF) to
 Languages (:data:`LANGUAGES`): English, Spanish, German, French. A missing language, or a kind
 missing in a language, falls back to English.
 
+These clips are the fallback: calls play the same kinds in the agent's own voice and the
+caller's language once Gemini TTS has rendered them (:mod:`telephony_bridge.tts_phrases`,
+24 languages: :mod:`telephony_bridge.voice_phrases`), and these whenever it has not or cannot.
+
 Runtime needs nothing but the committed files. ``python -m telephony_bridge.prompt_audio
 --render`` regenerates them and needs ``espeak-ng`` and ``sox`` (Debian packages of the same
 names): espeak-ng speaks each text to a WAV file; sox resamples it to 8 kHz mono, trims the

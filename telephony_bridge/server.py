@@ -57,10 +57,12 @@ from .log import log_event, register_secret
 from .metrics import Metrics
 from .echo_gate import EchoGate
 from .interview_tools import builtin_tools
+from .call.handoff import build_panel
 from .persona import Persona, load_persona
 from .prompt_audio import load_phrase_book
 from .report.service import ReportService
 from .store import CallStore, open_store
+from .tts_phrases import CallPhrases, PhraseVoices, http_fetcher
 from .tools import ToolRegistry, with_delay
 from .security import (
     MAX_FORM_BYTES, TOKEN_PARAMETER, StreamTokens, TwilioSignatures, install_header_redaction, operator_only,
@@ -216,8 +218,15 @@ def create_app(settings: Settings, *, call_overrides: dict[str, Any] | None = No
     declarations = tools.declarations(persona.tools)
     backend = backend_from_settings(settings)
     phrases = load_phrase_book(persona.filler_language)
+    #: The interview panel's seats (call/handoff.py): each interviewer's voice, instruction, tools.
+    panel = build_panel(persona, setup_config(settings, persona, backend, declarations), tools,
+                        settings.gemini_model)
     store: CallStore = open_store(settings.redis_url, settings.sqlite_path)
     reports = ReportService(settings, store, backend)  # the worker starts with the lifespan
+    #: Phrases in the agent's voice (Gemini TTS, cached in memory and the store; tts_phrases.py).
+    phrase_voices = PhraseVoices(http_fetcher(backend)
+                                 if settings.tts_phrases else None, store)
+    voices = [p.voice for p in persona.panel] or [v for v in (settings.voice or persona.voice,) if v]
     #: What the caller hears (in the persona's language) when the bridge cannot go on and no
     #: stream can carry the pre-rendered phrase: the same words, spoken by Twilio's <Say>.
     goodbye_text = phrases.texts("goodbye_error")[0]
@@ -279,6 +288,7 @@ def create_app(settings: Settings, *, call_overrides: dict[str, Any] | None = No
         for task in probing:
             task.cancel()
         await asyncio.gather(*probing, return_exceptions=True)
+        await phrase_voices.aclose()
 
     def refuse(where: str, reason: str, **fields: Any) -> None:
         rejected.labels(where=where, reason=reason).inc()
@@ -449,15 +459,24 @@ def create_app(settings: Settings, *, call_overrides: dict[str, Any] | None = No
             reports.call_finished(core)  # queues the report; the record is already saved
 
         recording = recordings.open(start.call_sid, start.custom_parameters, t0=0.0) if recordings else None
+        # The phrases this call plays: the current interviewer's voice once rendered, else bundled.
+        call_phrases = CallPhrases(phrase_voices, load_phrase_book(persona.filler_language), persona.language)
         # Only now does a Gemini connection open (CallBridge.run).
         bridge = CallBridge(websocket, backend=backend,
-                            setup=setup_config(settings, persona, backend, declarations),
+                            setup=panel.seat(panel.first).setup if panel is not None
+                            else setup_config(settings, persona, backend, declarations), panel=panel,
                             config=with_recording_notice(configure_call(), persona, recording), on_finish=finished,
                             recordings=recordings, recording=recording,
-                            metrics=metrics, first_frames=frames, phrases=phrases.next, gate=EchoGate(),
+                            metrics=metrics, first_frames=frames, phrases=call_phrases, gate=EchoGate(),
                             tools=tools, store=store, gemini_max_message_bytes=settings.gemini_max_message_bytes,
                             on_gemini=gemini_outcome)
         calls.active[key] = bridge.core
+        core = bridge.core
+        call_phrases.voice_of = lambda: core.session.setup.voice
+        call_phrases.caller_text = lambda: next((e["text"] for e in core.transcript if e["role"] == "caller"), None)
+        for voice in voices:  # first need: render what is not cached yet, in the background
+            for kind in ("filler", "one_moment", "apology"):
+                phrase_voices.want(voice, call_phrases.language(), kind)
         metrics.active_calls.inc()
         metrics.calls_total.inc()
         await bridge.run()
@@ -486,6 +505,7 @@ def create_app(settings: Settings, *, call_overrides: dict[str, Any] | None = No
     app.state.settings = settings
     app.state.store = store
     app.state.persona = persona
+    app.state.phrase_voices = phrase_voices
     app.state.backend = backend
     app.state.tools = tools
     app.state.calls = calls

@@ -42,6 +42,8 @@ The interviewer and its memory::
 
     PERSONA_PATH             a persona TOML file (default: the bundled founder interviewer)
     SILENCE_DURATION_MS, GEMINI_VOICE, GEMINI_LANGUAGE  override the persona's values
+    TTS_PHRASES              on (default): filler/apology/busy in the agent's voice via Gemini
+                             TTS, cached in the store; off: the bundled espeak-ng clips only
     CALLS_DB                 SQLite file for call records and resumption handles,
                              default telephony-bridge.sqlite3
     REDIS_URL                redis://… : keep them in Redis instead, shared by several replicas
@@ -53,7 +55,8 @@ The post-call report (see :mod:`telephony_bridge.report`)::
 
     REPORT                   on (default) | off: ask Gemini's generateContent for a report per call
     REPORT_MODEL             default gemini-3.8-flash
-    GEMINI_REST_URL          http(s):// origin override for generateContent (the emulator)
+    GEMINI_REST_URL          http(s):// origin override for generateContent (the report and
+                             TTS phrases; the emulator)
     REPORT_WEBHOOK_URL       POST the report + call record here (signed, from the durable outbox)
     REPORT_WEBHOOK_SECRET    HMAC-SHA256 key of the Bridge-Signature header (>= 32 characters;
                              required with REPORT_WEBHOOK_URL)
@@ -90,6 +93,9 @@ class Settings:
     public_url: str
     #: None: the backend's own endpoint.
     gemini_live_url: str | None = None
+    #: The bridge's phrases in the agent's voice, rendered by Gemini TTS (tts_phrases.py, through
+    #: ``gemini_rest_url`` like the report); off: the bundled espeak-ng clips only.
+    tts_phrases: bool = True
     gemini_model: str = DEFAULT_MODEL
     #: "gemini" (the Gemini API) or "vertex" (Vertex AI).
     gemini_backend: str = "gemini"
@@ -321,6 +327,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         log_level=env.get("LOG_LEVEL", "").strip() or "INFO",
         playback_lead_ms=_int(env, "PLAYBACK_LEAD_MS", 160, 40, 200),
         barge_pause=_switch(env, "BARGE_PAUSE", True),
+        tts_phrases=_switch(env, "TTS_PHRASES", True),
         barge_onset_ms=_int(env, "BARGE_ONSET_MS", 40, 20, 500),
         barge_confirm_ms=_int(env, "BARGE_CONFIRM_MS", 700, 100, 3000),
         silence_duration_ms=(_int(env, "SILENCE_DURATION_MS", 2500, 100, 10000)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import base64
 import json
 import sqlite3
 import time
@@ -91,6 +92,14 @@ class CallStore(abc.ABC):
     @abc.abstractmethod
     async def get_call_state(self, call_sid: str) -> str | None: ...
 
+    # The phrase cache: line-ready μ-law phrases rendered by TTS (tts_phrases.py), shared by the
+    # calls (and, on Redis, the replicas) so each (voice, language, text) is rendered once.
+    async def get_phrase(self, key: str) -> bytes | None:
+        return None
+
+    async def set_phrase(self, key: str, audio: bytes) -> None:
+        return None
+
     @abc.abstractmethod
     async def save_report(self, call_sid: str, report: dict) -> None:
         """Insert or replace the call's post-call report (``status`` ok | failed | pending)."""
@@ -124,6 +133,15 @@ CREATE TABLE IF NOT EXISTS calls (
 _REPORTS_SCHEMA = "CREATE TABLE IF NOT EXISTS reports (call_sid TEXT PRIMARY KEY, report TEXT NOT NULL, updated REAL NOT NULL)"
 
 
+_PHRASE_SCHEMA = "CREATE TABLE IF NOT EXISTS phrases (key TEXT PRIMARY KEY, audio BLOB NOT NULL, updated REAL NOT NULL)"
+
+
+def _check_phrase_key(key: str) -> str:
+    if not isinstance(key, str) or not 0 < len(key) <= 200:
+        raise ValueError("a phrase key is a string of 1-200 characters")
+    return key
+
+
 class SqliteStore(CallStore):
     """The embedded default. See the module docstring."""
 
@@ -153,6 +171,7 @@ class SqliteStore(CallStore):
             conn.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across a process crash
             conn.execute(_SCHEMA)
             conn.execute(_REPORTS_SCHEMA)
+            conn.execute(_PHRASE_SCHEMA)
         except sqlite3.Error as exc:
             conn.close()
             raise ConfigError(f"SQLite store {self.path}: cannot use the file ({exc})") from None
@@ -231,6 +250,17 @@ class SqliteStore(CallStore):
             await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
         self._executor.shutdown(wait=True)
 
+    async def get_phrase(self, key: str) -> bytes | None:
+        k = _check_phrase_key(key)
+        row = await self._run(lambda c: c.execute("SELECT audio FROM phrases WHERE key = ?", (k,)).fetchone())
+        return bytes(row[0]) if row else None
+
+    async def set_phrase(self, key: str, audio: bytes) -> None:
+        k, blob = _check_phrase_key(key), bytes(audio)
+        await self._run(lambda c: c.execute(
+            "INSERT INTO phrases (key, audio, updated) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
+            "audio = excluded.audio, updated = excluded.updated", (k, blob, time.time())))
+
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r})"
 
@@ -301,6 +331,14 @@ class RedisStore(CallStore):
     async def get_report(self, call_sid: str) -> dict | None:
         raw = await self._redis.get(self.key(call_sid, "report"))
         return json.loads(raw) if raw is not None else None
+
+    async def get_phrase(self, key: str) -> bytes | None:
+        raw = await self._redis.get(f"{KEY_PREFIX}phrase:{_check_phrase_key(key)}")
+        return base64.b64decode(raw) if raw is not None else None
+
+    async def set_phrase(self, key: str, audio: bytes) -> None:
+        # Base64: the client decodes responses as text. No expiry: the key names the text rendered.
+        await self._redis.set(f"{KEY_PREFIX}phrase:{_check_phrase_key(key)}", base64.b64encode(audio).decode())
 
     async def close(self) -> None:
         if self._closed:

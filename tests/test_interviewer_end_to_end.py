@@ -64,7 +64,9 @@ def test_slow_tool_gets_filler_notes_are_saved_and_end_call_hangs_up(tmp_path):
     # The setup declared every tool's behaviour (the default model is gemini-3.8-live).
     assert session.setup["model"] == "models/gemini-3.8-live"
     declared = {d["name"]: d["behavior"] for d in session.setup["tools"][0]["functionDeclarations"]}
-    assert declared == {"save_note": "NON_BLOCKING", "lookup_market": "NON_BLOCKING", "end_call": "BLOCKING"}
+    # (The bundled persona is the founder panel: its first interviewer also has hand_off.)
+    assert declared == {"save_note": "NON_BLOCKING", "lookup_market": "NON_BLOCKING", "end_call": "BLOCKING",
+                        "hand_off": "BLOCKING"}
 
     # The slow lookup (1.5 s) got filler: bridge-made audio reached the caller's ear.
     assert core.counters["fillers"] >= 1

@@ -137,3 +137,67 @@ def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
     (tmp_path / "bin.toml").write_bytes(b"name = '\xff'\n")
     with pytest.raises(ConfigError, match="UTF-8"):
         load_persona(str(tmp_path / "bin.toml"))
+
+
+# ------------------------------------------------------------------------------- the panel
+
+PANEL = '''
+name = "Panel"
+system_instruction = "Be brief."
+tools = ["save_note"]
+language = "auto"
+
+[[interviewers]]
+id = "a"
+name = "Ana"
+voice = "Kore"
+topics = ["the problem"]
+hands_to = ["b"]
+instructions = "You open the call."
+
+[[interviewers]]
+id = "b"
+name = "Ben"
+voice = "Puck"
+tools = ["save_note", "end_call"]
+instructions = "You close it."
+'''
+
+
+def test_the_bundled_default_is_a_three_person_panel() -> None:
+    p = load_persona(None)
+    assert [(i.id, i.name, i.voice) for i in p.panel] == [
+        ("discovery", "Sam", "Charon"), ("product", "Priya", "Kore"), ("gtm", "Leo", "Puck")]
+    assert p.voice == "Charon" and "You are Sam" in p.system_instruction
+    assert p.interviewer("product").hands_to == ("gtm", "discovery")
+    assert "Priya (product)" in p.system_instruction  # each one knows the colleagues
+
+
+def test_a_panel_file(tmp_path: Path) -> None:
+    p = load_persona(write(tmp_path, PANEL))
+    assert [i.id for i in p.panel] == ["a", "b"] and p.voice == "Kore" and p.tools == ("save_note",)
+    assert p.panel[1].tools == ("save_note", "end_call") and p.panel[0].tools == ("save_note",)
+    ben = p.instruction_for(p.panel[1])
+    assert ben.startswith("Be brief.") and "You are Ben" in ben and "hand_off" not in ben
+    assert "hand_off" in p.system_instruction  # Ana may hand over
+    assert p.language == "auto" and p.setup_fields(language_code=True)["language"] is None
+
+
+def test_a_single_interviewer_file_has_no_panel(tmp_path: Path) -> None:
+    p = load_persona(write(tmp_path, 'name = "One"\nsystem_instruction = "Hi."\nvoice = "Zephyr"\n'))
+    assert p.panel == () and p.voice == "Zephyr" and p.system_instruction == "Hi."
+
+
+@pytest.mark.parametrize("change,field,words", [
+    (('voice = "Puck"', 'voice = "Pluto"'), "interviewers[1].voice", "not a Live API prebuilt voice"),
+    (('hands_to = ["b"]', 'hands_to = ["c"]'), "interviewers[0].hands_to", "unknown interviewer 'c'"),
+    (('hands_to = ["b"]', 'hands_to = ["a"]'), "interviewers[0].hands_to", "the interviewer itself"),
+    (('id = "b"', 'id = "a"'), "interviewers[1].id", "repeats"),
+    (('name = "Ben"\n', ''), "interviewers[1].name", "is required"),
+    (('tools = ["save_note", "end_call"]', 'tools = ["hand_off"]'), "interviewers[1].tools", "invalid tool name"),
+    (('topics = ["the problem"]', 'topic = ["x"]'), "interviewers[0].topic", "not a persona field"),
+])
+def test_panel_errors_name_the_field(tmp_path: Path, change: tuple[str, str], field: str, words: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_persona(write(tmp_path, PANEL.replace(*change)))
+    assert f"field {field!r}" in str(err.value) and words in str(err.value)

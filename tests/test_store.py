@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import sqlite3
 import uuid
 from collections.abc import Awaitable, Callable
@@ -104,6 +105,20 @@ def test_call_state(make_store: Factory) -> None:
         assert await store.get_call_state(a) == "active"
         await store.set_call_state(a, "ended:end_call")
         assert await store.get_call_state(a) == "ended:end_call"
+
+    run(make_store, scenario)
+
+
+def test_phrase_cache_round_trip(make_store: Factory) -> None:
+    key = f"tts:gemini-3.8-flash-lite-tts:Kore:de-DE:{secrets.token_hex(6)}"
+    audio = bytes(range(256)) * 5  # every byte value survives (μ-law silence is 0xFF)
+
+    async def scenario(store: CallStore) -> None:
+        assert await store.get_phrase(key) is None
+        await store.set_phrase(key, audio)
+        assert await store.get_phrase(key) == audio
+        await store.set_phrase(key, audio[:160])
+        assert await store.get_phrase(key) == audio[:160]
 
     run(make_store, scenario)
 

@@ -25,6 +25,7 @@ from ..echo_gate import GateDecision
 from .barge import BargePause
 from .config import FRAME_BYTES, CallConfig
 from .ending import Ending
+from .handoff import Handoff, Panel
 from ..gemini.profiles import profile_for
 from ..gemini.refusal import Refusal
 from .link import Link
@@ -44,7 +45,7 @@ class CallCore:
 
     def __init__(self, setup: gm.SetupConfig, config: CallConfig | None = None, *, now: float,
                  metrics: Metrics | None = None, phrases: Callable[[str], bytes | None] | None = None,
-                 gate: Any = None) -> None:
+                 gate: Any = None, panel: Panel | None = None) -> None:
         self.config = cfg = config or CallConfig()
         self.metrics = metrics
         #: Pre-rendered μ-law phrases by kind ("filler", "reconnect", "apology", "goodbye_error").
@@ -75,6 +76,9 @@ class CallCore:
                              say=self.say)
         self.stall = self.ending.stall
         self.session = self.link.session
+        #: A panel's hand-offs between interviewers (handoff.py); None: one interviewer.
+        self.handoff = Handoff(panel, self.link, self.turns_part, self.tools, cfg, self.records,
+                               self.counters) if panel is not None else None
         #: Frames for the adapter to write, in order.
         self.twilio_out = self.playout.twilio_out
         self.gemini_out = self.link.gemini_out
@@ -202,8 +206,9 @@ class CallCore:
         self.call_sid = start.call_sid
         self.stream_sid = start.stream_sid
         self.custom_parameters = start.custom_parameters
-        for part in (self.turns_part, self.link, self.tools, self.ending):
-            part.call_sid = start.call_sid
+        for part in (self.turns_part, self.link, self.tools, self.ending, self.handoff):
+            if part is not None:
+                part.call_sid = start.call_sid
         self.playout.start(start.stream_sid, now)
         self.records.add(now, "twilio_start", call_sid=start.call_sid, stream_sid=start.stream_sid)
         log_event(logger, "call.start", call_sid=start.call_sid, stream_sid=start.stream_sid)
@@ -324,6 +329,9 @@ class CallCore:
 
     def receive_gemini(self, data: str | bytes, now: float) -> None:
         """One frame from Gemini's websocket."""
+        if self.handoff is not None and self.handoff.holding:
+            self.handoff.held.append(data)  # the next interviewer waits for the outgoing one's last word
+            return
         try:
             events = self.session.receive(data, now)
         except ProtocolError as err:
@@ -348,7 +356,9 @@ class CallCore:
                 self._generation_complete(now)
             elif kind is gm.SetupComplete:
                 handover, reply_requested = self.link.ready(now, self.transcript)
-                if not handover:
+                if self.handoff is not None and self.handoff.ready(now):
+                    self.ending.await_reply(now)  # the next interviewer introduces themself
+                elif not handover:
                     self.stall.link_ready(now, reply_requested=reply_requested)
                 self._maybe_greet(now)
             elif kind is gm.ToolCall:
@@ -365,6 +375,43 @@ class CallCore:
             self.ending.stall_step(now)
         self.playout.pump(now)
 
+    @property
+    def outgoing_open(self) -> bool:
+        """A hand-off's outgoing connection still carries its interviewer's last sentence."""
+        return self.handoff is not None and self.handoff.outgoing_open
+
+    def receive_outgoing(self, data: str | bytes, now: float) -> None:
+        """One frame from the connection a hand-off retired: its audio and transcription play to
+        the end of the outgoing sentence (handoff.py); nothing else from it counts."""
+        handoff = self.handoff
+        if handoff is None or not handoff.outgoing_open:
+            return
+        try:
+            events = gm.parse_server_message(data)
+        except ProtocolError:
+            return
+        done = False
+        for event in events:
+            kind = type(event)
+            if kind is gm.AudioChunk:
+                self._agent_audio(event, now)
+            elif kind is gm.OutputTranscription:
+                self.turns_part.agent_text(event.text)
+            elif kind is gm.TurnComplete or kind is gm.GenerationComplete:
+                done = done or handoff.outgoing_done(now, turn_complete=True)
+        if done:
+            self._outgoing_finished(now)
+        self.playout.pump(now)
+
+    def _outgoing_finished(self, now: float) -> None:
+        """The outgoing sentence is over: end its turn, then route the next session's held frames."""
+        assert self.handoff is not None
+        self.turns_part.model_turn_open = False
+        self._generation_complete(now)
+        self.turns_part.text_to_next = True
+        for frame in self.handoff.finish_outgoing(now):
+            self.receive_gemini(frame, now)
+
     def _agent_audio(self, chunk: gm.AudioChunk, now: float) -> None:
         self.counters["gemini_chunks_in"] += 1
         if chunk.rate != 24000:
@@ -374,6 +421,8 @@ class CallCore:
         turns.generation_done = False  # audio again: a generation is under way
         turns.model_turn_open = True
         self.stall.model_content(now)
+        if self.handoff is not None:
+            self.handoff.model_content()
         self.playout.agent_pcm(chunk.pcm, now)
 
     def _generation_complete(self, now: float) -> None:
@@ -383,6 +432,8 @@ class CallCore:
     def _turn_complete(self, now: float) -> None:
         turns = self.turns_part
         turns.model_turn_open = False
+        if self.handoff is not None:
+            self.handoff.turn_complete()
         self.records.add(now, "gemini_turn_complete")
         if not turns.generation_done:
             self._generation_complete(now)
@@ -424,6 +475,8 @@ class CallCore:
     def handover_wanted(self, now: float) -> bool:
         """After ``goAway``: time to open the next connection (a quiet moment, or the last call)."""
         link = self.link
+        if self.handoff is not None and self.ended is None and self.handoff.wanted(now):
+            return True
         if self.ended is not None or not link.handover_pending():
             return False
         last = self.turns_part.last_caller_speech
@@ -433,16 +486,23 @@ class CallCore:
 
     def begin_handover(self, now: float) -> str:
         """Start the next connection; caller audio is kept until it is ready. Returns its setup."""
+        if self.handoff is not None and self.handoff.wanted(now):
+            return self.handoff.begin(now, self.notes)  # the next interviewer's session
         return self.link.begin_handover(now)
 
     def handover_failed(self, reason: str, now: float) -> None:
         """The next connection could not be had: carry on with the draining one while it lasts."""
+        if self.handoff is not None and self.handoff.state.value == "switching":
+            self.handoff.failed(reason, now)
+            return
         self.link.handover_failed(reason, now)
 
     # -- tools ---------------------------------------------------------------------------------
 
     def _tool_call(self, event: gm.ToolCall, now: float) -> None:
         """Tool calls run as tasks in the adapter (:attr:`tool_requests`), never on this path."""
+        if self.handoff is not None:
+            event = self.handoff.take(event, now)  # hand_off is answered here, never run as a tool
         queued, seen = len(self.tools.requests), self.tools.seen
         errors = self.tools.called(event, now)
         if self.tools.seen > seen:
@@ -506,6 +566,8 @@ class CallCore:
         self.playout.pump(now)
         if self.ending.limits(now):  # no media, too long, an ending due
             return
+        if self.handoff is not None and self.handoff.outgoing_done(now):
+            self._outgoing_finished(now)
         if self.tools.filler_due(now, self.playout.audible, self.turns_part.model_turn_open) \
                 and self.play_phrase("filler", now):
             self.tools.filler_played()
@@ -518,7 +580,9 @@ class CallCore:
         """When :meth:`tick` should run next."""
         deadline = self.ending.deadline()
         barge = self.barge.deadline() if self.barge is not None else None
-        for d in (self.playout.deadline(), self.tools.deadline(), self.link.deadline(self.ending.last_media), barge):
+        handoff = self.handoff.deadline() if self.handoff is not None else None
+        for d in (self.playout.deadline(), self.tools.deadline(), self.link.deadline(self.ending.last_media), barge,
+                  handoff):
             if d is not None and d < deadline:
                 deadline = d
         return deadline
@@ -546,6 +610,8 @@ class CallCore:
             "summary": self.summary(),
             "timeline": self.timeline,  # the review page's lanes (review/)
             "caller": self.custom_parameters.get("from", ""),
+            **({"panel": {"handoffs": self.handoff.log, "speaking": self.handoff.current}}
+               if self.handoff is not None else {}),
         }
 
     def attach_recorder(self, recorder: Any) -> None:

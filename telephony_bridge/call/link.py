@@ -62,6 +62,9 @@ class Link:
         #: Why Gemini refused this call, once known (see gemini/refusal.py); set once per call.
         self.refusal: Refusal | None = None
         self._last_failure = ""
+        #: A panel hand-off's first message for the new session (call/handoff.py): sent first,
+        #: instead of the replay a resumed session gets.
+        self.seed: str | None = None
 
     # -- sending -------------------------------------------------------------------------------
 
@@ -205,7 +208,12 @@ class Link:
         self._handover = False
         self._down_since = None
         out = self.gemini_out
-        if self._fresh_fallback:
+        if self.seed is not None:
+            out.append(self.seed)  # type: ignore[arg-type]
+            self.seed = None
+            self._since_handle.clear()
+            self._cut_mid_turn = False
+        elif self._fresh_fallback:
             self._fresh_fallback = False
             self._since_handle.clear()
             out.append(self._context_for_fresh_session(transcript))
@@ -232,6 +240,19 @@ class Link:
         turns.append(("user", "[The phone line was reconnected. Continue the interview where it left off. "
                               "Do not greet the caller again.]"))
         return gm.client_turns(turns)
+
+    # -- a panel hand-off (call/handoff.py) -----------------------------------------------------
+
+    def sent_since_mark(self) -> list[str]:
+        """Caller audio sent since the last handle or :meth:`mark_sent`, oldest first."""
+        return list(self._since_handle)
+
+    def mark_sent(self) -> None:
+        self._since_handle.clear()
+
+    def send_first(self, messages: list[str]) -> None:
+        """Queue ``messages`` ahead of what waits for the next connection (after its seed)."""
+        self._pending_input.extendleft(reversed(messages))
 
     # -- "one moment" while down ----------------------------------------------------------------
 

@@ -39,6 +39,8 @@ class AgentTurn:
     interrupted: bool = False
     latency_s: float | None = None
     ended: float | None = None
+    #: Which panel interviewer spoke (None: a single-interviewer persona).
+    speaker: str | None = None
 
 
 class Turns:
@@ -63,6 +65,11 @@ class Turns:
         self._caller_turn_start: float | None = None
         self._caller_text: list[str] = []
         self._pending_agent_text = ""
+        #: The panel interviewer speaking now (set by call/handoff.py; None: no panel).
+        self.speaker: str | None = None
+        #: Transcription from now on belongs to the next agent turn (after a hand-off's last
+        #: sentence, the next interviewer's words must not join it while it still plays).
+        self.text_to_next = False
 
     # -- caller --------------------------------------------------------------------------------
 
@@ -89,7 +96,7 @@ class Turns:
 
     def agent_text(self, text: str) -> None:
         turn = self.current
-        if turn is not None and turn.ended is None:
+        if turn is not None and turn.ended is None and not self.text_to_next:
             turn.text += text
         else:  # transcription can run ahead of the audio we have forwarded
             self._pending_agent_text += text
@@ -97,9 +104,10 @@ class Turns:
     def start_agent(self, now: float) -> AgentTurn:
         """Playout forwarded the first frame of a new agent turn."""
         self.finish_agent(now)
-        turn = AgentTurn(index=len(self.turns) + 1, started=now)
+        turn = AgentTurn(index=len(self.turns) + 1, started=now, speaker=self.speaker)
         turn.text = self._pending_agent_text
         self._pending_agent_text = ""
+        self.text_to_next = False
         if self.caller_spoke and self.last_caller_speech is not None:
             turn.latency_s = now - self.last_caller_speech
         self.record_caller_text(now)
@@ -110,7 +118,10 @@ class Turns:
         latency_ms = None if turn.latency_s is None else round(turn.latency_s * 1000, 1)
         if turn.latency_s is not None and self.metrics is not None:
             self.metrics.turn_latency.observe(turn.latency_s)
-        self.timeline.add(now, "agent_turn_start", turn=turn.index, latency_ms=latency_ms)
+        if turn.speaker is None:
+            self.timeline.add(now, "agent_turn_start", turn=turn.index, latency_ms=latency_ms)
+        else:
+            self.timeline.add(now, "agent_turn_start", turn=turn.index, latency_ms=latency_ms, speaker=turn.speaker)
         log_event(logger, "call.agent_turn", call_sid=self.call_sid, turn=turn.index,
                   latency_ms=latency_ms, caller_rms=self._recent_rms(self.caller_rms))
         return turn
@@ -120,8 +131,11 @@ class Turns:
         if turn is None or turn.ended is not None:
             return
         turn.ended = now
-        self.transcript.append({"role": "agent", "text": turn.text.strip(), "t": self.timeline.t(turn.started),
-                                "interrupted": turn.interrupted})
+        entry = {"role": "agent", "text": turn.text.strip(), "t": self.timeline.t(turn.started),
+                 "interrupted": turn.interrupted}
+        if turn.speaker is not None:
+            entry["speaker"] = turn.speaker
+        self.transcript.append(entry)
         self.timeline.add(now, "agent_turn_end", turn=turn.index, frames=turn.frames_sent,
                           interrupted=turn.interrupted)
 

@@ -61,7 +61,11 @@ class LocalBridge:
     def __init__(self, settings: Settings, *, call_overrides: dict[str, Any] | None = None) -> None:
         self.sock = _bind_loopback()
         port = self.sock.getsockname()[1]
-        self.settings = replace(settings, public_url=f"http://127.0.0.1:{port}", host="127.0.0.1", port=port)
+        # No REST endpoint given (GEMINI_REST_URL): nothing to render TTS phrases, so they stay the
+        # bundled clips (the emulator's REST side serves TTS when a test attaches a TtsEmulator).
+        tts = settings.tts_phrases and settings.gemini_rest_url is not None
+        self.settings = replace(settings, public_url=f"http://127.0.0.1:{port}", host="127.0.0.1", port=port,
+                                tts_phrases=tts)
         self.app = create_app(self.settings, call_overrides=call_overrides)
         config = uvicorn.Config(self.app, **uvicorn_options(self.settings), log_level="warning", lifespan="off",
                                 timeout_graceful_shutdown=3)
@@ -182,6 +186,7 @@ async def place_local_call(
     while_up: Callable[[LocalBridge, CallResult], Awaitable[Any]] | None = None,
     vertex: bool = False,
     rest_faults: list[Any] | None = None,
+    tts: Any = None,
     **settings: Any,
 ) -> LocalCall:
     """Start the emulator and a bridge, place one call with ``script``, stop both.
@@ -195,7 +200,13 @@ async def place_local_call(
     from through the key's ``token_uri``. The emulator also serves ``generateContent`` (the
     post-call report) and the bridge is pointed at it; ``rest_faults``: its
     :class:`~.gemini.rest.RestFault` list.
+    ``tts``: a :class:`~.gemini.tts.TtsEmulator` that the emulator's REST side hands Gemini TTS
+    requests to, for the bridge's phrases in the agent's voice (without one, TTS phrases are
+    off: bundled clips).
     """
+    if tts is not None:
+        settings = {"tts_phrases": True, **settings}
+    settings.setdefault("tts_phrases", False)
     with contextlib.ExitStack() as stack:
         if vertex:
             from .oauth import TokenEndpoint  # needs cryptography (the test extra)
@@ -212,6 +223,7 @@ async def place_local_call(
             backend = dict(gemini_api_key=DEMO_KEY)
         assert emulator.rest is not None
         emulator.rest.faults.extend(rest_faults or [])
+        emulator.rest.tts = tts
         await emulator.start()
         live_url = emulator.url_vertex if vertex else emulator.url
         bridge = LocalBridge(Settings(public_url="http://127.0.0.1", gemini_live_url=live_url,

@@ -48,6 +48,9 @@ class _Connection(_CallerTurns, _Replies, _AsyncCalls, _FaultRunner):
     def __init__(self, emu: GeminiEmulator, session: EmulatorSession, ws: ServerConnection):
         self.emu = emu
         self.sc = emu.scenario
+        self.clips = emu.clips
+        #: The session's prebuilt voice follows its own part of a panel scenario.
+        self.panel_voice = False
         self.session = session
         self.ws = ws
         self.loop = asyncio.get_running_loop()
@@ -205,6 +208,14 @@ class _Connection(_CallerTurns, _Replies, _AsyncCalls, _FaultRunner):
             if fault.kind == "reject_setup":
                 s.faults_fired.append("reject_setup")
                 raise BadRequest(fault.reason, fault.code)
+        voice = (((setup.get("generationConfig") or {}).get("speechConfig") or {}).get("voiceConfig") or {}) \
+            .get("prebuiltVoiceConfig", {}).get("voiceName")
+        s.voice = voice
+        self.clips = self.emu.clips_for(voice)
+        own = sc.for_voice(voice)
+        if own is not None:
+            self.sc = sc = own
+            self.panel_voice = True
         self.profile = models.resolve(s.model, s.backend, s.api_version, sc.known_models)
         s.profile = self.profile.family
         models.check_setup(setup, self.profile, s.model)

@@ -73,6 +73,8 @@ class EmulatorSession:
     setup: dict[str, Any] = field(default_factory=dict)  # normalised to lowerCamelCase
     raw_setup: dict[str, Any] = field(default_factory=dict)  # as received
     model: str | None = None
+    #: The setup's prebuilt voiceName (a panel call has one per interviewer).
+    voice: str | None = None
     #: The profile family the model was taken as (``profiles.lookup``), once setup has named it.
     profile: str | None = None
     api_version: str = "v1beta"

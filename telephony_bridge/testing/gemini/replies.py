@@ -152,7 +152,7 @@ class _Replies:
             if kind == "greeting":
                 conv.greeted = True
             rec.clip = clip_id
-            await self._speak(self.emu.clips[clip_id], rec)
+            await self._speak(self.clips[clip_id], rec)
         except asyncio.CancelledError:
             cancelled = True
             raise

@@ -166,6 +166,15 @@ def candidate(text: str) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ the server
 
 
+def _wants_audio(raw: bytes) -> bool:
+    """A TTS request (``generationConfig.responseModalities == ["AUDIO"]``), not a report."""
+    try:
+        body = json.loads(raw)
+        return body.get("generationConfig", {}).get("responseModalities") == ["AUDIO"]
+    except (ValueError, AttributeError):
+        return False
+
+
 class RestEmulator:
     """``generateContent`` on a loopback port. ``api_key``/``oauth``: as the Live side checks."""
 
@@ -180,6 +189,8 @@ class RestEmulator:
         self.requests: list[RestRequest] = []
         self._server: Any = None
         self._stopping: asyncio.Event | None = None
+        #: Gemini TTS (:class:`.tts.TtsEmulator`): requests for audio output go to it; None: 400s.
+        self.tts: Any = None
 
     @property
     def url(self) -> str:
@@ -214,6 +225,8 @@ class RestEmulator:
             self.requests.append(RestRequest(path, backend, None, verdict.status))
             return _error(verdict.status, verdict.body)
         assert isinstance(verdict, auth.Admitted)
+        if self.tts is not None and _wants_audio(await request.body()):
+            return await self.tts.handle(request)  # Gemini TTS: same host, same credentials
         try:
             body = json.loads(await request.body())
             assert isinstance(body, dict) and body.get("contents")

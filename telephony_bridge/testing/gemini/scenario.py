@@ -104,6 +104,21 @@ class Scenario:
     #: Resumption handles expire after this long (the service: 2 hours).
     handle_ttl_s: float = 7200.0
     clips_dir: str | Path | None = None
+    #: A panel (the bridge's hand_off): per prebuilt voice name, the fields of this scenario that
+    #: a session set up with that ``voiceName`` uses instead (``replies``, ``greeting``,
+    #: ``tool_calls``, ...), and the voice's clip set (``testing/clips/voices/<Voice>/``, where it
+    #: exists) over the default clips. Such a session's first ``clientContent`` turn (the hand-off's
+    #: seed, history included) is answered with its ``greeting``: the interviewer's introduction.
+    voices: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def for_voice(self, voice: str | None) -> Scenario | None:
+        """The scenario a session with ``voice`` follows (None: not a panel voice)."""
+        overrides = self.voices.get(voice or "")
+        if overrides is None:
+            return None
+        from dataclasses import replace
+
+        return replace(self, voices={}, **overrides)
 
     def think_seconds(self, reply_number: int) -> float:
         """Think time before reply ``reply_number`` (0-based, per connection)."""

@@ -31,7 +31,7 @@ from websockets.http11 import Request, Response
 
 from . import auth
 from .auth import V1_PATH, V1BETA_PATH, VERTEX_PATH, VERTEX_V1_PATH, Admitted, Refused, TokenChecker
-from .clips import load_clips
+from .clips import CLIPS_DIR, load_clips
 from .connection import _Connection
 from .records import Conversation, EmulatorSession
 from .scenario import Scenario
@@ -44,6 +44,7 @@ VERTEX_PATHS = (VERTEX_PATH, VERTEX_V1_PATH)
 BACKENDS = ("gemini-api", "vertex")
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+VOICES_DIR = CLIPS_DIR / "voices"
 
 
 class GeminiEmulator:
@@ -76,6 +77,7 @@ class GeminiEmulator:
         self.refused: int = 0
         self.rejected: list[tuple[int, str]] = []  # (HTTP status, path) refused at handshake
         self.clips = load_clips(self.scenario.clips_dir)
+        self._voice_clips: dict[str, dict] = {}
         self._check_scenario()
         self._server: Server | None = None
         self._handles: dict[str, tuple[Conversation, float]] = {}
@@ -91,14 +93,30 @@ class GeminiEmulator:
         self.rest: RestEmulator | None = (RestEmulator(api_key=api_key, oauth=oauth, backends=self.backends)
                                           if rest else None)
 
+    def clips_for(self, voice: str | None) -> dict:
+        """The clips a session with ``voice`` speaks: the voice's own set over the default one."""
+        if not voice:
+            return self.clips
+        if voice not in self._voice_clips:
+            folder = VOICES_DIR / voice
+            own = load_clips(folder) if (folder / "clips.json").exists() else {}
+            self._voice_clips[voice] = {**self.clips, **own}
+        return self._voice_clips[voice]
+
     def _check_scenario(self) -> None:
-        sc = self.scenario
+        for voice in self.scenario.voices:
+            sub = self.scenario.for_voice(voice)
+            assert sub is not None
+            self._check_one(sub, self.clips_for(voice))
+        self._check_one(self.scenario, self.clips)
+
+    def _check_one(self, sc: Scenario, clips: dict) -> None:
         names = [sc.greeting, *sc.replies, *(s.then_clip for s in sc.tool_calls if s.then_clip),
                  *(s.while_running for s in sc.tool_calls if s.while_running),
                  *([sc.model_filler] if sc.model_filler else [])]
-        missing = sorted({n for n in names if n not in self.clips})
+        missing = sorted({n for n in names if n not in clips})
         if missing:
-            raise ValueError(f"scenario names unknown clips: {missing}; have {sorted(self.clips)}")
+            raise ValueError(f"scenario names unknown clips: {missing}; have {sorted(clips)}")
         if sc.pace <= 0:
             raise ValueError("pace must be positive")
         if sc.chunk_ms <= 0:

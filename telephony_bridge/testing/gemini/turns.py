@@ -228,7 +228,7 @@ class _CallerTurns:
             return
         model_turns = sum(1 for t in (turns if isinstance(turns, list) else [turns])
                           if isinstance(t, dict) and t.get("role") == "model")
-        if model_turns:
+        if model_turns and not self.panel_voice:
             # The client restored a conversation as history (e.g. after a stale handle): the
             # model has greeted already and continues its questions from where it was.
             self.conv.greeted = True
