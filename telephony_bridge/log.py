@@ -14,22 +14,28 @@ import time
 from typing import Any
 
 _SECRETS: set[str] = set()
+#: The secrets longest first: one that contains another is masked whole, not around the shorter.
+_ORDER: tuple[str, ...] = ()
 
 
 def register_secret(value: str | None) -> None:
     """Mask this value (e.g. an API key) in every log line from now on."""
-    if value and len(value) >= 6:
+    global _ORDER
+    if value and len(value) >= 6 and value not in _SECRETS:
         _SECRETS.add(value)
+        _ORDER = tuple(sorted(_SECRETS, key=len, reverse=True))
 
 
 def unregister_secret(value: str | None) -> None:
     """Stop masking ``value`` (a rotated credential that has expired)."""
-    if value:
+    global _ORDER
+    if value and value in _SECRETS:
         _SECRETS.discard(value)
+        _ORDER = tuple(sorted(_SECRETS, key=len, reverse=True))
 
 
 def redact(text: str) -> str:
-    for secret in _SECRETS:
+    for secret in _ORDER:
         if secret in text:
             text = text.replace(secret, "***")
     return text

@@ -99,6 +99,6 @@ def test_recent_records_in_redis_come_newest_first(redis_url: str) -> None:
         async with RedisStore(redis_url) as store:
             for i, started in enumerate((100.0, 300.0, 200.0)):
                 await store.save_record(f"CAreview{i}", {"call_sid": f"CAreview{i}", "started_at": started})
-            return [r["call_sid"] for r in await store.recent_records(500) if r["call_sid"].startswith("CAreview")]
+            return [r.get("call_sid") for r in await store.recent_records(500) if str(r.get("call_sid", "")).startswith("CAreview")]
 
     assert asyncio.run(go()) == ["CAreview1", "CAreview2", "CAreview0"]

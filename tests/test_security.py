@@ -592,3 +592,16 @@ async def _call_and_probe(auth_token: str, operator: str):
         await bridge.stop()
         await emulator.stop()
     return responses, result, attempts
+
+
+def test_a_secret_that_contains_another_is_masked_whole() -> None:
+    from telephony_bridge.log import redact, register_secret, unregister_secret
+
+    short, long = "kkkkkkkkkk-short", "AIza-" + "kkkkkkkkkk-short" + "-tail"
+    register_secret(short)
+    register_secret(long)
+    try:
+        assert redact(f"key={long} and {short}") == "key=*** and ***"
+    finally:
+        unregister_secret(short)
+        unregister_secret(long)
