@@ -149,3 +149,20 @@ def test_a_failed_connection_leaves_the_outgoing_interviewer_in_charge():
     assert core.handoff.current == "discovery" and core.turns_part.speaker == "Sam"
     assert core.session.setup.voice == "Charon" and core.session.can_send()
     assert core.handoff.log[-1]["ok"] is False and not core.outgoing_open
+
+
+def test_the_seed_carries_the_answer_the_hand_off_came_right_after():
+    # The caller's last answer is transcribed before the model calls hand_off, but the bridge
+    # files caller text into the transcript only when the agent next speaks: the seed must not
+    # lose it, or the next interviewer asks it again.
+    core = _core()
+    core.turns_part.caller_speech(0.2)
+    core.receive_gemini(_frame({"serverContent": {"inputTranscription": {"text": "Small dental practices."}}}), 0.5)
+    _tool_call(core, 1.0)
+    core.gemini_out.clear()
+    assert core.handover_wanted(1.0)
+    core.begin_handover(1.0)
+    core.receive_gemini(_frame({"setupComplete": {}}), 1.1)
+    turns = json.loads(core.gemini_out[0])["clientContent"]["turns"]
+    users = [t["parts"][0]["text"] for t in turns if t["role"] == "user"]
+    assert users[-2] == "Small dental practices." and users[-1].startswith("[Hand-off")

@@ -295,6 +295,9 @@ class Handoff:
 
     def _seed(self, old: Interviewer, new: Interviewer, notes: list[dict[str, Any]]) -> str:
         transcript = list(self.turns.transcript)
+        pending = self.turns.pending_caller_text()
+        if pending:
+            transcript.append({"role": "caller", "text": pending})
         current = self.turns.current
         if current is not None and current.ended is None and current.text.strip() \
                 and current.started < self._answered_at:  # not the hand-off sentence, half said

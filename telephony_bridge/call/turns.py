@@ -83,6 +83,11 @@ class Turns:
     def caller_text(self, text: str) -> None:
         self._caller_text.append(text)
 
+    def pending_caller_text(self) -> str:
+        """What the caller said that is not in the transcript yet (it goes in when the agent
+        next speaks): a hand-off's seed must carry the answer the hand-off came right after."""
+        return "".join(self._caller_text).strip()
+
     def record_caller_text(self, now: float) -> None:
         if not self._caller_text:
             return

@@ -60,6 +60,9 @@ class Conversation:
     greeted: bool = False
     replies_given: int = 0
     caller_turns: int = 0
+    #: Caller turns in history the client restored (a hand-off's or a stale handle's seed): the
+    #: caller's next words are the call's next, whatever this connection counts.
+    caller_turns_restored: int = 0
     tool_steps_done: list[int] = field(default_factory=list)
     history: list[tuple[str, str]] = field(default_factory=list)
 

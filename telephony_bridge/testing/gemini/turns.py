@@ -191,7 +191,8 @@ class _CallerTurns:
         s.turns.append(turn)
         self.conv.caller_turns += 1
         n = self.conv.caller_turns
-        text = self.sc.caller_texts[n - 1] if n <= len(self.sc.caller_texts) else None
+        said = self.conv.caller_turns_restored + n  # the call's caller turn, for its transcript
+        text = self.sc.caller_texts[said - 1] if said <= len(self.sc.caller_texts) else None
         transcript = text or f"[caller speech {turn.duration:.1f} s]"
         self.conv.history.append(("user", transcript))
         self.prompt_tokens += int(turn.duration * AUDIO_TOKENS_PER_SECOND)
@@ -226,8 +227,11 @@ class _CallerTurns:
             if self.profile.client_content_interrupts == "always" and not self._sync_wait():
                 await self._interrupt("client content")
             return
-        model_turns = sum(1 for t in (turns if isinstance(turns, list) else [turns])
-                          if isinstance(t, dict) and t.get("role") == "model")
+        listed = [t for t in (turns if isinstance(turns, list) else [turns]) if isinstance(t, dict)]
+        model_turns = sum(1 for t in listed if t.get("role") == "model")
+        if model_turns:  # restored history: its user turns were the caller's (notes are [bracketed])
+            self.conv.caller_turns_restored = max(self.conv.caller_turns_restored, sum(
+                1 for t in listed if t.get("role") == "user" and not _text_of([t]).lstrip().startswith("[")))
         if model_turns and not self.panel_voice:
             # The client restored a conversation as history (e.g. after a stale handle): the
             # model has greeted already and continues its questions from where it was.
