@@ -102,6 +102,15 @@ def core_times(cpu: int | None) -> tuple[float, float, float]:
     return (0.0, 0.0, 0.0)
 
 
+def rss_mb() -> float:
+    """This process's resident set size, MiB (/proc/self/statm)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return 0.0
+
+
 def pin(cpu: int) -> str:
     """Pin this process to one CPU when the machine has at least two; returns what was done."""
     if not hasattr(os, "sched_setaffinity"):
@@ -172,10 +181,20 @@ async def emulator_role(args: argparse.Namespace) -> None:
             counts["errors"] += 1
             raise
 
+    gaps: list[float] = []  # ms between consecutive caller-audio messages of a session (steady state)
+
     async def drain(ws: Any) -> None:
+        n = 0
+        last = 0.0
         try:
-            async for _ in ws:
+            async for m in ws:
                 counts["received"] += 1
+                if m[2:15] == "realtimeInput" and m[19:24] == "audio":
+                    t = loop.time()
+                    n += 1
+                    if n > 25:  # past the setup burst (pending audio sent at once)
+                        gaps.append(1000 * (t - last))
+                    last = t
         except ConnectionClosed:
             pass
 
@@ -219,7 +238,12 @@ async def emulator_role(args: argparse.Namespace) -> None:
         print("READY", f"ws://127.0.0.1:{port}/ws", flush=True)
         t0, c0 = time.monotonic(), time.process_time()
         lag = LoopLag()
-        await loop.run_in_executor(None, sys.stdin.readline)  # the parent says when to report
+        while True:  # the parent asks for each step's input gaps, then for the report
+            cmd = (await loop.run_in_executor(None, sys.stdin.readline)).strip()
+            if cmd != "gaps":
+                break
+            print(json.dumps({"p99": pct(gaps, 99), "max": max(gaps, default=0.0), "n": len(gaps)}), flush=True)
+            gaps.clear()
         tick.cancel()
         out = {"cpu_s": time.process_time() - c0, "wall_s": time.monotonic() - t0, "lag": lag.stop(), **counts}
     print(json.dumps(out), flush=True)
@@ -425,7 +449,7 @@ async def bench(args: argparse.Namespace) -> bool:
     steps = [n for n in args.steps if n <= args.max_calls]
     bridge = LocalBridge(Settings(
         gemini_api_key=DEMO_KEY, public_url="http://127.0.0.1", gemini_live_url=line[1],
-        twilio_auth_token=token, playback_lead_ms=args.lead_ms, max_concurrent_calls=max(steps) + 10,
+        twilio_auth_token=token, playback_lead_ms=args.lead_ms, gemini_input_chunk_ms=args.input_chunk_ms, max_concurrent_calls=max(steps) + 10,
         sqlite_path=str(Path(tmp.name) / "calls.sqlite3"),
     ))
     await bridge.start()
@@ -439,6 +463,13 @@ async def bench(args: argparse.Namespace) -> bool:
         import cProfile
         profiler = cProfile.Profile()
 
+    async def emu_gaps() -> dict[str, float]:
+        emu.stdin.write(b"gaps\n")
+        await emu.stdin.drain()
+        return json.loads((await emu.stdout.readline()).decode())
+
+    rss_base = rss_mb()
+
     def counters() -> tuple[int, int, int]:
         cores = list(calls.active.values())
         return (sum(c.counters["twilio_frames_in"] for c in cores),
@@ -449,9 +480,14 @@ async def bench(args: argparse.Namespace) -> bool:
           f"python {sys.version.split()[0]}; uvicorn ws={_ws()}")
     print(f"each step: starts over {args.spread:.0f} s, {args.warmup:.0f} s settle, {args.window:.0f} s measured; "
           f"playback lead {args.lead_ms} ms; echo gate on; agent audio ~half the time")
+    print(f"levers: Gemini input chunk {args.input_chunk_ms} ms; event loop {args.loop}; "
+          f"load average at start {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print("gap p99/max: ms between a call's consecutive caller-audio messages at the emulator (nominal = the chunk); "
+          "KB/call: bridge RSS growth over its idle size / calls; load1: the machine's 1-min load average")
     print()
     head = (f"{'calls':>5s} {'CPU ms/call-s':>13s} {'CPU %':>6s} {'sys':>4s} {'core %':>6s} {'irq':>4s} {'steal':>5s} {'lag p50':>8s} {'p99':>6s} {'max':>6s} "
-            f"{'in fps':>7s} {'out fps':>7s} {'underrun %':>10s} {'callers p99':>11s} {'CPU':>5s}")
+            f"{'in fps':>7s} {'out fps':>7s} {'underrun %':>10s} {'callers p99':>11s} {'CPU':>5s} "
+            f"{'gap p99':>7s} {'max':>6s} {'KB/call':>7s} {'load1':>5s}")
     print(head)
     for n in steps:
         spread = max(args.spread, n / 60)
@@ -464,6 +500,8 @@ async def bench(args: argparse.Namespace) -> bool:
         w0 = start_at + spread + args.warmup
         await asyncio.sleep(max(0.0, w0 - loop.time()))
         gc.collect()
+        await emu_gaps()  # drops the gaps seen before the window
+        rss0 = rss_mb()
         f0 = counters()
         lag_i = len(lag.lags)
         t0, c0, r0, k0 = loop.time(), time.process_time(), os.times(), core_times(bridge_cpu)
@@ -478,6 +516,8 @@ async def bench(args: argparse.Namespace) -> bool:
         core_steal = (k1[2] - k0[2]) / hz / wall
         sys_share = (r1.system - r0.system) / max(1e-9, (r1.user - r0.user) + (r1.system - r0.system))
         f1 = counters()
+        gaps = await emu_gaps()
+        rss1 = rss_mb()
         window_lag = [1000 * x for x in lag.lags[lag_i:]]
         out = json.loads((await out_task)[0].decode())
         deadline = time.monotonic() + 20
@@ -503,11 +543,14 @@ async def bench(args: argparse.Namespace) -> bool:
             "underrun_pct": 100 * under / max(1, played + under),
             "callers_p99": pct([1000 * x for x in out["lag"]], 99),
             "callers_cpu_pct": 100 * out["cpu_s"] / out["wall_s"], "failed": len(bad), "up": up,
+            "gap_p99": gaps["p99"], "gap_max": gaps["max"], "rss_mb": rss1,
+            "kb_per_call": 1024 * (max(rss0, rss1) - rss_base) / n, "load1": os.getloadavg()[0],
         }
         rows.append(row)
         print(f"{n:5d} {row['cpu_ms_per_call_s']:13.2f} {row['cpu_pct']:5.0f}% {row['sys_pct']:3.0f}% {row['core_pct']:5.0f}% {row['irq_pct']:3.0f}% {row['steal_pct']:4.0f}% {row['lag_p50']:8.1f} "
               f"{row['lag_p99']:6.1f} {row['lag_max']:6.0f} {row['in_fps']:7.1f} {row['out_fps']:7.1f} "
-              f"{row['underrun_pct']:10.2f} {row['callers_p99']:9.1f}ms {row['callers_cpu_pct']:4.0f}%{notes}",
+              f"{row['underrun_pct']:10.2f} {row['callers_p99']:9.1f}ms {row['callers_cpu_pct']:4.0f}% "
+              f"{row['gap_p99']:7.1f} {row['gap_max']:6.0f} {row['kb_per_call']:7.0f} {row['load1']:5.2f}{notes}",
               flush=True)
     lag.stop()
     await bridge.stop()
@@ -572,6 +615,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--spread", type=float, default=3.0, help="seconds over which a step's calls start (at least "
                     "calls/60)")
     ap.add_argument("--lead-ms", type=int, default=160)
+    ap.add_argument("--input-chunk-ms", type=int, default=None, help="caller audio per realtimeInput message "
+                    "(default: the bridge's GEMINI_INPUT_CHUNK_MS default)")
+    ap.add_argument("--loop", choices=("asyncio", "uvloop"), default=None,
+                    help="the bridge's event loop (default: uvloop when installed, as `serve` runs it)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--profile", help="cProfile the bridge during the last step's window into this file")
     ap.add_argument("--no-save", action="store_true", help="do not write benchmarks/load-latest.txt")
@@ -599,8 +646,21 @@ def main(argv: list[str] | None = None) -> int:
             buf.write(s)
             return len(s)
 
+    if args.input_chunk_ms is None:
+        args.input_chunk_ms = Settings.gemini_input_chunk_ms
+    if args.loop is None:
+        try:
+            import uvloop  # noqa: F401
+            args.loop = "uvloop"
+        except ImportError:
+            args.loop = "asyncio"
+    factory = None
+    if args.loop == "uvloop":
+        import uvloop
+        factory = uvloop.new_event_loop
     with redirect_stdout(Tee()):
-        ok = asyncio.run(bench(args))
+        with asyncio.Runner(loop_factory=factory) as runner:
+            ok = runner.run(bench(args))
     if not args.no_save:
         (ROOT / "benchmarks" / "load-latest.txt").write_text(buf.getvalue())
     return 0 if ok else 1

@@ -126,6 +126,7 @@ class CallBridge:
         self._handover_task: asyncio.Task[None] | None = None
         self._tool_tasks: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[Any]] = set()
+        self._tasks: list[asyncio.Task[None]] = []
         core = self.core
         self._to_twilio = _Writer(core.twilio_out, websocket.send_text, lambda: core.clear_message,
                                   lambda: core.clear_written(self.loop.time()),
@@ -137,7 +138,7 @@ class CallBridge:
 
     async def run(self) -> None:
         core = self.core
-        tasks = [
+        tasks = self._tasks = [
             asyncio.create_task(self._twilio_loop(), name="twilio"),
             asyncio.create_task(self._gemini_loop(), name="gemini"),
             asyncio.create_task(self._timer_loop(), name="timer"),
@@ -173,6 +174,14 @@ class CallBridge:
             await self._shutdown()
             if self.on_finish is not None:
                 self.on_finish(core)
+
+    def hand_over(self, reason: str) -> None:
+        """Drain (drain.py): end this stream now, the call's stored state left active (``reason``
+        starts with "bridge-closed"), so Twilio's <Connect action> resumes it on another replica."""
+        if self.core.ended is None:
+            self.core.end(reason, self.loop.time())
+        for task in self._tasks:
+            task.cancel()
 
     async def _shutdown(self) -> None:
         # Best effort: flush what is queued for the caller, then close both sockets.
