@@ -453,6 +453,9 @@ async def bench(args: argparse.Namespace) -> bool:
         sqlite_path=str(Path(tmp.name) / "calls.sqlite3"),
     ))
     await bridge.start()
+    if args.gc_threshold:
+        gc.freeze()  # what start-up allocated is never collected again
+        gc.set_threshold(args.gc_threshold, 20, 20)
     calls = bridge.app.state.calls
     loop = asyncio.get_running_loop()
     lag = LoopLag()
@@ -481,6 +484,7 @@ async def bench(args: argparse.Namespace) -> bool:
     print(f"each step: starts over {args.spread:.0f} s, {args.warmup:.0f} s settle, {args.window:.0f} s measured; "
           f"playback lead {args.lead_ms} ms; echo gate on; agent audio ~half the time")
     print(f"levers: Gemini input chunk {args.input_chunk_ms} ms; event loop {args.loop}; "
+          f"gc threshold {args.gc_threshold or 'default'}; "
           f"load average at start {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print("gap p99/max: ms between a call's consecutive caller-audio messages at the emulator (nominal = the chunk); "
           "KB/call: bridge RSS growth over its idle size / calls; load1: the machine's 1-min load average")
@@ -599,6 +603,120 @@ async def bench(args: argparse.Namespace) -> bool:
     return not problems
 
 
+def proc_cpu_s(pid: int) -> float:
+    """utime + stime of one process, seconds (/proc/PID/stat)."""
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def proc_children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            out += [int(x) for x in open(f"/proc/{pid}/task/{task}/children").read().split()]
+    except OSError:
+        pass
+    return out
+
+
+async def bench_workers(args: argparse.Namespace) -> bool:
+    """``telephony-bridge serve --workers N`` as its own process tree (taskset to CPUs 0..N-1),
+    the same emulator and callers: per step, each worker's CPU and the calls' outcome."""
+    import subprocess
+    import urllib.request
+
+    me = [sys.executable, str(Path(__file__).resolve())]
+    ncpu = os.cpu_count() or 1
+    cpus = ",".join(str(i) for i in range(min(args.workers, ncpu)))
+    emu = await asyncio.create_subprocess_exec(*me, "--role", "emulator", "--seed", str(args.seed),
+                                               stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+    assert emu.stdout is not None and emu.stdin is not None
+    line = (await emu.stdout.readline()).decode().split()
+    token = secrets.token_hex(16)
+    tmp = tempfile.TemporaryDirectory()
+    port = 20000 + secrets.randbelow(20000)
+    steps = [n for n in args.steps if n <= args.max_calls]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEMINI_", "TWILIO_", "REDIS_"))}
+    env.update(GEMINI_API_KEY=DEMO_KEY, PUBLIC_URL=f"http://127.0.0.1:{port}", GEMINI_LIVE_URL=line[1],
+               TWILIO_AUTH_TOKEN=token, STREAM_TOKEN_SECRET=secrets.token_urlsafe(32), HOST="127.0.0.1",
+               PORT=str(port), LOG_LEVEL="WARNING", CALLS_DB=str(Path(tmp.name) / "calls.sqlite3"),
+               MAX_CONCURRENT_CALLS=str(max(steps) + 10), PLAYBACK_LEAD_MS=str(args.lead_ms),
+               GEMINI_INPUT_CHUNK_MS=str(args.input_chunk_ms), PYTHONPATH=str(ROOT))
+    log = open(Path(tmp.name) / "serve.log", "wb")  # noqa: SIM115
+    serve = subprocess.Popen(["taskset", "-c", cpus, sys.executable, "-m", "telephony_bridge", "serve",
+                              "--workers", str(args.workers)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    workers: list[int] = []
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.3)
+        workers = [c for c in proc_children(serve.pid)
+                   if "resource_tracker" not in open(f"/proc/{c}/cmdline").read()] if args.workers > 1 else [serve.pid]
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1):
+                pass
+        except OSError:
+            continue
+        if len(workers) >= args.workers:
+            break
+    loop = asyncio.get_running_loop()
+    print(f"Load benchmark, workers  (python benchmarks/load.py {' '.join(args.argv)})")
+    print(f"machine: {ncpu} CPUs; `telephony-bridge serve --workers {args.workers}` on CPUs {cpus} (taskset), "
+          f"emulator and callers on CPU 1 (shared with a worker when N=2); python {sys.version.split()[0]}")
+    print(f"Gemini input chunk {args.input_chunk_ms} ms; load average at start "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print()
+    print(f"{'calls':>5s} {'CPU ms/call-s':>13s} {'CPU % per worker':>22s} {'failed':>6s} {'underrun %':>10s} "
+          f"{'callers p99':>11s} {'gap p99':>7s} {'load1':>5s}")
+    ok = True
+    for n in steps:
+        spread = max(args.spread, n / 60)
+        start_at = loop.time() + 1.0
+        callers = await asyncio.create_subprocess_exec(
+            *me, "--role", "callers", "--twiml-url", f"http://127.0.0.1:{port}/twiml", "--auth-token", token,
+            "--calls", str(n), "--spread", str(spread), "--warmup", str(args.warmup), "--window", str(args.window),
+            "--start-at", repr(start_at), "--seed", str(args.seed), stdout=asyncio.subprocess.PIPE)
+        out_task = asyncio.create_task(callers.communicate())
+        w0 = start_at + spread + args.warmup
+        await asyncio.sleep(max(0.0, w0 - loop.time()))
+        emu.stdin.write(b"gaps\n")
+        await emu.stdin.drain()
+        await emu.stdout.readline()
+        c0 = {w: proc_cpu_s(w) for w in workers}
+        t0 = loop.time()
+        await asyncio.sleep(max(0.0, w0 + args.window - loop.time()))
+        wall = loop.time() - t0
+        per = {w: (proc_cpu_s(w) - c0[w]) / wall for w in workers}
+        emu.stdin.write(b"gaps\n")
+        await emu.stdin.drain()
+        gaps = json.loads((await emu.stdout.readline()).decode())
+        out = json.loads((await out_task)[0].decode())
+        bad = [c for c in out["calls"] if c["ended"] != "ok"]
+        played = sum(c["window_played"] for c in out["calls"])
+        under = sum(c["window_underrun"] for c in out["calls"])
+        total = sum(per.values())
+        ok = ok and not bad
+        print(f"{n:5d} {1000 * total / n:13.2f} {' '.join(f'{100 * v:5.0f}%' for v in per.values()):>22s} "
+              f"{len(bad):6d} {100 * under / max(1, played + under):10.2f} "
+              f"{pct([1000 * x for x in out['lag']], 99):9.1f}ms {gaps['p99']:7.1f} {os.getloadavg()[0]:5.2f}",
+              flush=True)
+        await asyncio.sleep(3)  # hang-ups
+    serve.send_signal(2)
+    try:
+        serve.wait(30)
+    except subprocess.TimeoutExpired:
+        serve.kill()
+    log.close()
+    emu.stdin.write(b"report\n")
+    await emu.stdin.drain()
+    await emu.stdout.read()
+    await emu.wait()
+    tmp.cleanup()
+    return ok
+
+
 def _ws() -> str:
     from telephony_bridge.server import uvicorn_options
     from telephony_bridge.settings import Settings as S
@@ -622,6 +740,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--profile", help="cProfile the bridge during the last step's window into this file")
     ap.add_argument("--no-save", action="store_true", help="do not write benchmarks/load-latest.txt")
+    ap.add_argument("--gc-threshold", type=int, default=20000, help="lever: gc.freeze() after start-up and this "
+                    "generation-0 threshold, as `serve` does (0: Python's default, 700)")
+    ap.add_argument("--workers", type=int, default=0, help="run `telephony-bridge serve --workers N` as its own "
+                    "process tree instead of the in-process bridge (no save)")
     ap.add_argument("--role", choices=("bench", "emulator", "callers"), default="bench", help=argparse.SUPPRESS)
     ap.add_argument("--twiml-url", help=argparse.SUPPRESS)
     ap.add_argument("--auth-token", help=argparse.SUPPRESS)
@@ -658,6 +780,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.loop == "uvloop":
         import uvloop
         factory = uvloop.new_event_loop
+    if args.workers:
+        return 0 if asyncio.run(bench_workers(args)) else 1
     with redirect_stdout(Tee()):
         with asyncio.Runner(loop_factory=factory) as runner:
             ok = runner.run(bench(args))
