@@ -85,6 +85,7 @@ DEFAULT_STEPS = (25, 50, 75, 100, 150, 200, 300)
 from probes import LoopLag, pct  # noqa: E402
 
 GROUPS = 10  # phase groups of the shared tickers
+EVENTS = {"media": "media", "mark": 'mark"', "clear": "clear"}
 
 
 def core_times(cpu: int | None) -> tuple[float, float, float]:
@@ -100,6 +101,22 @@ def core_times(cpu: int | None) -> tuple[float, float, float]:
     except OSError:
         pass
     return (0.0, 0.0, 0.0)
+
+
+def tls_args(args: argparse.Namespace) -> list[str]:
+    return ["--tls-cert", args.tls_cert, "--tls-key", args.tls_key] if args.tls_cert else []
+
+
+def make_tls(args: argparse.Namespace) -> None:
+    """A self-signed certificate for 127.0.0.1 (openssl), trusted by this process and its
+    children through SSL_CERT_FILE: the emulator then serves wss://, as Gemini does."""
+    import subprocess
+    d = tempfile.mkdtemp(prefix="load-tls-")
+    args.tls_cert, args.tls_key = f"{d}/cert.pem", f"{d}/key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", args.tls_key, "-out", args.tls_cert, "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    os.environ["SSL_CERT_FILE"] = args.tls_cert
 
 
 def rss_mb() -> float:
@@ -189,7 +206,8 @@ async def emulator_role(args: argparse.Namespace) -> None:
         try:
             async for m in ws:
                 counts["received"] += 1
-                if m[2:15] == "realtimeInput" and m[19:24] == "audio":
+                head = m[:64].lower()  # any client's JSON: ours, or google-genai's layout
+                if "realtime" in head and ("audio" in head or "media" in head):
                     t = loop.time()
                     n += 1
                     if n > 25:  # past the setup burst (pending audio sent at once)
@@ -232,10 +250,16 @@ async def emulator_role(args: argparse.Namespace) -> None:
                     keep.append(item)
             group.extend(keep)
 
-    async with serve(session, "127.0.0.1", 0, compression=None, max_size=None, ping_interval=None) as server:
+    tls = None
+    if args.tls_cert:
+        import ssl
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
+    async with serve(session, "127.0.0.1", 0, compression=None, max_size=None, ping_interval=None,
+                     ssl=tls) as server:
         port = server.sockets[0].getsockname()[1]
         tick = asyncio.ensure_future(ticker())
-        print("READY", f"ws://127.0.0.1:{port}/ws", flush=True)
+        print("READY", f"{'wss' if tls else 'ws'}://127.0.0.1:{port}/ws", flush=True)
         t0, c0 = time.monotonic(), time.process_time()
         lag = LoopLag()
         while True:  # the parent asks for each step's input gaps, then for the report
@@ -301,12 +325,15 @@ async def callers_role(args: argparse.Namespace) -> None:
     media_head = '{"event":"media","sequenceNumber":"%d","media":{"track":"inbound","chunk":"%d","timestamp":"%d",' \
                  '"payload":"%s"},"streamSid":"%s"}'
     mark_head = '{"event":"mark","sequenceNumber":"%d","streamSid":"%s","mark":{"name":%s}}'
-    name_re = re.compile(r'"name":("(?:[^"\\]|\\.)*")')
+    name_re = re.compile(r'"name":\s*("(?:[^"\\]|\\.)*")')
 
     async def receive(c: _Call) -> None:
         try:
             async for raw in c.ws:
-                e = raw[10:15]
+                if raw.startswith('{"event":"'):
+                    e = raw[10:15]
+                else:  # another server's JSON layout (pipecat's has spaces)
+                    e = EVENTS.get(json.loads(raw).get("event", ""), "")
                 if e == "media":
                     c.media_in += 1
                     c.buf += 1
@@ -407,8 +434,10 @@ async def callers_role(args: argparse.Namespace) -> None:
     t0, c0 = time.monotonic(), time.process_time()
     lag = LoopLag()
     tick = asyncio.ensure_future(ticker())
-    await asyncio.gather(*(one(c) for c in calls), tick, return_exceptions=True)
-    # The ticker stopped at stop_at; hang up the calls still up.
+    ones = [asyncio.ensure_future(one(c)) for c in calls]
+    await asyncio.gather(tick, return_exceptions=True)
+    # The ticker stopped at stop_at; hang up the calls still up (a peer that does not close the
+    # stream on `stop` is closed from here).
     lags = lag.stop()
     for c in calls:
         if c.ws is not None and c.ended is None:
@@ -417,7 +446,11 @@ async def callers_role(args: argparse.Namespace) -> None:
                                             "stop": {"accountSid": "AC" + "0" * 32, "callSid": ""}}))
             except Exception:
                 pass
+    await asyncio.wait(ones, timeout=5)  # the bridge closes each stream after `stop`
     await asyncio.gather(*(c.ws.close() for c in calls if c.ws is not None), return_exceptions=True)
+    await asyncio.wait(ones, timeout=10)
+    for task in ones:
+        task.cancel()
     print(json.dumps({
         "cpu_s": time.process_time() - c0, "wall_s": time.monotonic() - t0, "lag": lags,
         "calls": [{"ended": c.ended, "error": c.error, "sent": c.sent, "media_in": c.media_in, "played": c.played,
@@ -435,7 +468,7 @@ async def bench(args: argparse.Namespace) -> bool:
     where = pin(0)
     bridge_cpu = int(where.split()[1]) if where.startswith("CPU ") else None
     hz = os.sysconf("SC_CLK_TCK")
-    emu = await asyncio.create_subprocess_exec(*me, "--role", "emulator", "--seed", str(args.seed),
+    emu = await asyncio.create_subprocess_exec(*me, "--role", "emulator", "--seed", str(args.seed), *tls_args(args),
                                                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
     assert emu.stdout is not None and emu.stdin is not None
     line = (await emu.stdout.readline()).decode().split()
@@ -482,7 +515,8 @@ async def bench(args: argparse.Namespace) -> bool:
     print(f"machine: {os.cpu_count()} CPUs; bridge {where}, emulator and callers on the other; "
           f"python {sys.version.split()[0]}; uvicorn ws={_ws()}")
     print(f"each step: starts over {args.spread:.0f} s, {args.warmup:.0f} s settle, {args.window:.0f} s measured; "
-          f"playback lead {args.lead_ms} ms; echo gate on; agent audio ~half the time")
+          f"playback lead {args.lead_ms} ms; echo gate on; agent audio ~half the time; "
+          f"Gemini stand-in over {'TLS (wss)' if args.tls_cert else 'plain ws'}")
     print(f"levers: Gemini input chunk {args.input_chunk_ms} ms; event loop {args.loop}; "
           f"gc threshold {args.gc_threshold or 'default'}; "
           f"load average at start {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
@@ -600,6 +634,16 @@ async def bench(args: argparse.Namespace) -> bool:
         print(f"{len(problems)} problem(s):")
         for p in problems[:20]:
             print(f"  {p}")
+    if args.pipecat:
+        print()
+        prows = await bench_workers(args, pipecat=args.pipecat)
+        ours = {r["calls"]: r for r in rows}
+        for r in prows:
+            mine = ours.get(r["calls"])
+            if mine is not None and not r["failed"]:
+                print(f"  at {r['calls']} calls: pipecat {r['cpu_ms_per_call_s']:.2f} CPU ms per call-second, the bridge "
+                      f"{mine['cpu_ms_per_call_s']:.2f}: pipecat costs {r['cpu_ms_per_call_s'] / mine['cpu_ms_per_call_s']:.1f}x "
+                      f"(target >= 5x)")
     return not problems
 
 
@@ -622,16 +666,18 @@ def proc_children(pid: int) -> list[int]:
     return out
 
 
-async def bench_workers(args: argparse.Namespace) -> bool:
+async def bench_workers(args: argparse.Namespace, pipecat: str | None = None) -> list[dict[str, Any]]:
     """``telephony-bridge serve --workers N`` as its own process tree (taskset to CPUs 0..N-1),
-    the same emulator and callers: per step, each worker's CPU and the calls' outcome."""
+    or (``pipecat``: its Python) the pipecat peer (pipecat_peer.py) pinned to CPU 0, with the
+    same emulator and callers: per step, each process's CPU and the calls' outcome."""
     import subprocess
     import urllib.request
 
     me = [sys.executable, str(Path(__file__).resolve())]
     ncpu = os.cpu_count() or 1
-    cpus = ",".join(str(i) for i in range(min(args.workers, ncpu)))
-    emu = await asyncio.create_subprocess_exec(*me, "--role", "emulator", "--seed", str(args.seed),
+    nproc = 1 if pipecat else args.workers
+    cpus = ",".join(str(i) for i in range(min(nproc, ncpu)))
+    emu = await asyncio.create_subprocess_exec(*me, "--role", "emulator", "--seed", str(args.seed), *tls_args(args),
                                                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
     assert emu.stdout is not None and emu.stdin is not None
     line = (await emu.stdout.readline()).decode().split()
@@ -646,32 +692,39 @@ async def bench_workers(args: argparse.Namespace) -> bool:
                MAX_CONCURRENT_CALLS=str(max(steps) + 10), PLAYBACK_LEAD_MS=str(args.lead_ms),
                GEMINI_INPUT_CHUNK_MS=str(args.input_chunk_ms), PYTHONPATH=str(ROOT))
     log = open(Path(tmp.name) / "serve.log", "wb")  # noqa: SIM115
-    serve = subprocess.Popen(["taskset", "-c", cpus, sys.executable, "-m", "telephony_bridge", "serve",
-                              "--workers", str(args.workers)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    if pipecat:
+        cmd = [pipecat, str(ROOT / "benchmarks" / "pipecat_peer.py"), "--port", str(port), "--gemini-url", line[1]]
+    else:
+        cmd = [sys.executable, "-m", "telephony_bridge", "serve", "--workers", str(args.workers)]
+    serve = subprocess.Popen(["taskset", "-c", cpus, *cmd], env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30
     workers: list[int] = []
     while time.monotonic() < deadline:
         await asyncio.sleep(0.3)
         workers = [c for c in proc_children(serve.pid)
-                   if "resource_tracker" not in open(f"/proc/{c}/cmdline").read()] if args.workers > 1 else [serve.pid]
+                   if "resource_tracker" not in open(f"/proc/{c}/cmdline").read()] if nproc > 1 else [serve.pid]
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/{'docs' if pipecat else 'readyz'}", timeout=1):
                 pass
         except OSError:
             continue
-        if len(workers) >= args.workers:
+        if len(workers) >= nproc:
             break
     loop = asyncio.get_running_loop()
-    print(f"Load benchmark, workers  (python benchmarks/load.py {' '.join(args.argv)})")
-    print(f"machine: {ncpu} CPUs; `telephony-bridge serve --workers {args.workers}` on CPUs {cpus} (taskset), "
-          f"emulator and callers on CPU 1 (shared with a worker when N=2); python {sys.version.split()[0]}")
+    if pipecat:
+        print(f"pipecat {_pipecat_version(pipecat)} (benchmarks/pipecat_peer.py: TwilioFrameSerializer + "
+              f"GeminiLiveLLMService at the emulator) on CPU {cpus} (taskset), the same emulator and callers")
+    else:
+        print(f"Load benchmark, workers  (python benchmarks/load.py {' '.join(args.argv)})")
+        print(f"machine: {ncpu} CPUs; `telephony-bridge serve --workers {args.workers}` on CPUs {cpus} (taskset), "
+              f"emulator and callers on CPU 1 (shared with a worker when N=2); python {sys.version.split()[0]}")
     print(f"Gemini input chunk {args.input_chunk_ms} ms; load average at start "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print()
-    print(f"{'calls':>5s} {'CPU ms/call-s':>13s} {'CPU % per worker':>22s} {'failed':>6s} {'underrun %':>10s} "
+    print(f"{'calls':>5s} {'CPU ms/call-s':>13s} {'CPU % per worker':>22s} {'failed':>6s} {'out fps':>7s} {'underrun %':>10s} "
           f"{'callers p99':>11s} {'gap p99':>7s} {'load1':>5s}")
-    ok = True
-    for n in steps:
+    rows: list[dict[str, Any]] = []
+    for n in (args.pipecat_steps or steps) if pipecat else steps:
         spread = max(args.spread, n / 60)
         start_at = loop.time() + 1.0
         callers = await asyncio.create_subprocess_exec(
@@ -696,10 +749,12 @@ async def bench_workers(args: argparse.Namespace) -> bool:
         bad = [c for c in out["calls"] if c["ended"] != "ok"]
         played = sum(c["window_played"] for c in out["calls"])
         under = sum(c["window_underrun"] for c in out["calls"])
+        for c in bad[:3]:
+            print(f"  a call ended {c['ended']}: {c['error']}")
         total = sum(per.values())
-        ok = ok and not bad
+        rows.append({"calls": n, "cpu_ms_per_call_s": 1000 * total / n, "failed": len(bad), "per": per})
         print(f"{n:5d} {1000 * total / n:13.2f} {' '.join(f'{100 * v:5.0f}%' for v in per.values()):>22s} "
-              f"{len(bad):6d} {100 * under / max(1, played + under):10.2f} "
+              f"{len(bad):6d} {played / (n * args.window):7.1f} {100 * under / max(1, played + under):10.2f} "
               f"{pct([1000 * x for x in out['lag']], 99):9.1f}ms {gaps['p99']:7.1f} {os.getloadavg()[0]:5.2f}",
               flush=True)
         await asyncio.sleep(3)  # hang-ups
@@ -713,8 +768,19 @@ async def bench_workers(args: argparse.Namespace) -> bool:
     await emu.stdin.drain()
     await emu.stdout.read()
     await emu.wait()
+    if pipecat and (not rows or any(r["failed"] for r in rows)):
+        print("pipecat did not run: " + (Path(tmp.name) / "serve.log").read_text()[-1500:])
     tmp.cleanup()
-    return ok
+    return rows
+
+
+def _pipecat_version(python: str) -> str:
+    import subprocess
+    try:
+        return subprocess.run([python, "-c", "import importlib.metadata as m; print(m.version('pipecat-ai'))"],
+                              capture_output=True, text=True, timeout=30).stdout.strip()
+    except OSError:
+        return "?"
 
 
 def _ws() -> str:
@@ -742,8 +808,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-save", action="store_true", help="do not write benchmarks/load-latest.txt")
     ap.add_argument("--gc-threshold", type=int, default=20000, help="lever: gc.freeze() after start-up and this "
                     "generation-0 threshold, as `serve` does (0: Python's default, 700)")
+    ap.add_argument("--pipecat", metavar="PYTHON", help="also run pipecat (benchmarks/pipecat_peer.py, with this "
+                    "interpreter: a venv with pipecat-ai[google,websocket], fastapi, uvicorn) on the same load")
+    ap.add_argument("--pipecat-steps", type=lambda s: [int(x) for x in s.split(",")], default=None,
+                    help="pipecat's steps (default: the bridge's)")
     ap.add_argument("--workers", type=int, default=0, help="run `telephony-bridge serve --workers N` as its own "
                     "process tree instead of the in-process bridge (no save)")
+    ap.add_argument("--tls", action=argparse.BooleanOptionalAction, default=True,
+                    help="the emulator serves wss:// with a self-signed certificate, as Gemini serves TLS (default on)")
+    ap.add_argument("--tls-cert", help=argparse.SUPPRESS)
+    ap.add_argument("--tls-key", help=argparse.SUPPRESS)
     ap.add_argument("--role", choices=("bench", "emulator", "callers"), default="bench", help=argparse.SUPPRESS)
     ap.add_argument("--twiml-url", help=argparse.SUPPRESS)
     ap.add_argument("--auth-token", help=argparse.SUPPRESS)
@@ -780,8 +854,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.loop == "uvloop":
         import uvloop
         factory = uvloop.new_event_loop
+    if args.tls:
+        make_tls(args)
     if args.workers:
-        return 0 if asyncio.run(bench_workers(args)) else 1
+        rows = asyncio.run(bench_workers(args))
+        return 0 if rows and not any(r["failed"] for r in rows) else 1
     with redirect_stdout(Tee()):
         with asyncio.Runner(loop_factory=factory) as runner:
             ok = runner.run(bench(args))
