@@ -51,6 +51,7 @@ from telephony_bridge.testing.processes import free_port, start_redis, start_rep
 from telephony_bridge.testing.simulator import loopback_rewrite
 
 TURNS = 3
+DRAIN_TURNS = 5  # long enough for two replicas to restart one after the other
 SILENCE_MS = 500
 DEBUG = False  # Gemini's end-of-turn silence in these calls: short, so gaps are the faults'
 
@@ -201,11 +202,89 @@ async def kill_call(redis_url: str, workdir: Path) -> Outcome:
     return outcome
 
 
+async def drain_calls(n: int, redis_url: str, workdir: Path) -> list[Outcome]:
+    """A rolling restart of two replicas behind a proxy (testing/proxy.py: routes new connections
+    to replicas whose /readyz is 200), sharing Redis, with ``n`` calls up: SIGTERM replica 0
+    (it drains: unready, its calls handed over at a quiet moment through <Connect action>),
+    start it again, then the same for replica 1. Each call must go on to the end of its script."""
+    from telephony_bridge.testing.proxy import ReadyProxy
+
+    token = secrets.token_hex(16)
+    public = "https://bridge.test"
+    emulator = GeminiEmulator(Scenario(), api_key=DEMO_KEY)
+    await emulator.start()
+    env = dict(GEMINI_API_KEY=DEMO_KEY, PUBLIC_URL=public, GEMINI_LIVE_URL=emulator.url, TWILIO_AUTH_TOKEN=token,
+               STREAM_TOKEN_SECRET=secrets.token_urlsafe(32), REDIS_URL=redis_url, HOST="127.0.0.1",
+               SILENCE_DURATION_MS=str(SILENCE_MS), LOG_LEVEL="INFO", CALLS_DB=str(workdir / "unused.sqlite3"),
+               DRAIN_FINISH_S="0", DRAIN_HANDOVER_S="20", DRAIN_MAX_S="30")
+    ports = [free_port(), free_port()]
+    replicas = [start_replica(env, p, workdir / f"drain{i}-{p}.log") for i, p in enumerate(ports)]
+    proxy = ReadyProxy(ports)
+    await proxy.start()
+    route = loopback_rewrite(f"http://127.0.0.1:{proxy.port}", public)
+    loop = asyncio.get_running_loop()
+    restarts: list[float] = []
+    says: list[int] = [0] * n
+
+    async def rolling() -> None:
+        while min(says) < 2:  # every call is up and has heard the greeting
+            await asyncio.sleep(0.05)
+        for i, port in enumerate(ports):
+            restarts.append(loop.time())
+            replicas[i].send_signal(signal.SIGTERM)
+            await loop.run_in_executor(None, replicas[i].wait, 30)
+            replicas[i] = await loop.run_in_executor(
+                None, start_replica, env, port, workdir / f"drain{i}-{port}-2.log")
+            while not proxy.ready.get(port):
+                await asyncio.sleep(0.05)
+
+    def on_event(k: int) -> Any:
+        def seen(event: dict[str, Any]) -> None:
+            if event["kind"] == "say_start":
+                says[k] += 1
+        return seen
+
+    sims = [CallerSimulator(f"{public}/twiml", CallerScript.from_founder_turns(founder_turns()[:DRAIN_TURNS],
+                                                                            think_ms=300, quiet_ms=500),
+                            auth_token=token, url_rewrite=route, timeout=180, on_event=on_event(k))
+            for k in range(n)]
+    try:
+        roller = asyncio.ensure_future(rolling())
+        results = await asyncio.gather(*(sim.run() for sim in sims))
+        rolled = roller.done() and not roller.cancelled() and roller.exception() is None
+        roller.cancel()
+    finally:
+        await proxy.stop()
+        for proc in replicas:
+            stop(proc)
+        await emulator.stop()
+    # Caller audio that never reached Gemini, over all calls (sessions are not told apart by call).
+    sent_s = sum(len(r.sent_ulaw) for r in results) / 8000
+    lost_each_ms = max(0.0, sent_s - sum(x.audio_in_seconds for x in emulator.sessions)) * 1000 / n
+    extra_greetings = max(0, greetings(emulator) - n)
+    outcomes = []
+    for k, result in enumerate(results):
+        after = restarts[-1] - result.origin if restarts and result.origin is not None else None
+        answered = [e for e in result.events if e["kind"] == "agent_audio_start" and after is not None
+                    and e["t"] > after]
+        gap_ms = sum(e["details"].get("lost_ms", 0) for e in result.events if e["kind"] == "say_resumed")
+        o = Outcome(result.ended_by == "caller" and bool(answered) and rolled, extra_greetings if k == 0 else 0,
+                    longest_line_silence(result), round(lost_each_ms + gap_ms, 1))
+        o.reconnects = len(result.stream_sids) - 1
+        if not rolled:
+            o.notes.append("the rolling restart did not finish while the call was up")
+        elif not answered:
+            o.notes.append("no agent audio after the second restart")
+        outcomes.append(o)
+    return outcomes
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=3, help="calls per fault kind")
     parser.add_argument("--stall-calls", type=int, default=20, help="calls for the stall rows")
-    parser.add_argument("--kinds", default=",".join([*FAULTS, "kill", "stall", "stall-off"]))
+    parser.add_argument("--drain-calls", type=int, default=6, help="calls up across the rolling restart ('drain')")
+    parser.add_argument("--kinds", default=",".join([*FAULTS, "kill", "drain", "stall", "stall-off"]))
     args = parser.parse_args(argv)
     setup_logging("ERROR")  # the bridges' structured logs would drown the table
     kinds = [k for k in args.kinds.split(",") if k]
@@ -219,6 +298,10 @@ def main(argv: list[str] | None = None) -> int:
                 if redis is None:
                     redis = start_redis(workdir)
                 outcomes = [asyncio.run(kill_call(redis[1], workdir)) for _ in range(args.calls)]
+            elif kind == "drain":
+                if redis is None:
+                    redis = start_redis(workdir)
+                outcomes = asyncio.run(drain_calls(args.drain_calls, redis[1], workdir))
             elif kind in ("stall", "stall-off"):
                 async def stall_batch(watch: bool = kind == "stall") -> list[Outcome]:
                     return list(await asyncio.gather(*stall_calls(args.stall_calls, watch)))

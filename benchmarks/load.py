@@ -85,6 +85,7 @@ DEFAULT_STEPS = (25, 50, 75, 100, 150, 200, 300)
 from probes import LoopLag, pct  # noqa: E402
 
 GROUPS = 10  # phase groups of the shared tickers
+EVENTS = {"media": "media", "mark": 'mark"', "clear": "clear"}
 
 
 def core_times(cpu: int | None) -> tuple[float, float, float]:
@@ -100,6 +101,31 @@ def core_times(cpu: int | None) -> tuple[float, float, float]:
     except OSError:
         pass
     return (0.0, 0.0, 0.0)
+
+
+def tls_args(args: argparse.Namespace) -> list[str]:
+    return ["--tls-cert", args.tls_cert, "--tls-key", args.tls_key] if args.tls_cert else []
+
+
+def make_tls(args: argparse.Namespace) -> None:
+    """A self-signed certificate for 127.0.0.1 (openssl), trusted by this process and its
+    children through SSL_CERT_FILE: the emulator then serves wss://, as Gemini does."""
+    import subprocess
+    d = tempfile.mkdtemp(prefix="load-tls-")
+    args.tls_cert, args.tls_key = f"{d}/cert.pem", f"{d}/key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", args.tls_key, "-out", args.tls_cert, "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    os.environ["SSL_CERT_FILE"] = args.tls_cert
+
+
+def rss_mb() -> float:
+    """This process's resident set size, MiB (/proc/self/statm)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return 0.0
 
 
 def pin(cpu: int) -> str:
@@ -172,10 +198,21 @@ async def emulator_role(args: argparse.Namespace) -> None:
             counts["errors"] += 1
             raise
 
+    gaps: list[float] = []  # ms between consecutive caller-audio messages of a session (steady state)
+
     async def drain(ws: Any) -> None:
+        n = 0
+        last = 0.0
         try:
-            async for _ in ws:
+            async for m in ws:
                 counts["received"] += 1
+                head = m[:64].lower()  # any client's JSON: ours, or google-genai's layout
+                if "realtime" in head and ("audio" in head or "media" in head):
+                    t = loop.time()
+                    n += 1
+                    if n > 25:  # past the setup burst (pending audio sent at once)
+                        gaps.append(1000 * (t - last))
+                    last = t
         except ConnectionClosed:
             pass
 
@@ -213,13 +250,24 @@ async def emulator_role(args: argparse.Namespace) -> None:
                     keep.append(item)
             group.extend(keep)
 
-    async with serve(session, "127.0.0.1", 0, compression=None, max_size=None, ping_interval=None) as server:
+    tls = None
+    if args.tls_cert:
+        import ssl
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
+    async with serve(session, "127.0.0.1", 0, compression=None, max_size=None, ping_interval=None,
+                     ssl=tls) as server:
         port = server.sockets[0].getsockname()[1]
         tick = asyncio.ensure_future(ticker())
-        print("READY", f"ws://127.0.0.1:{port}/ws", flush=True)
+        print("READY", f"{'wss' if tls else 'ws'}://127.0.0.1:{port}/ws", flush=True)
         t0, c0 = time.monotonic(), time.process_time()
         lag = LoopLag()
-        await loop.run_in_executor(None, sys.stdin.readline)  # the parent says when to report
+        while True:  # the parent asks for each step's input gaps, then for the report
+            cmd = (await loop.run_in_executor(None, sys.stdin.readline)).strip()
+            if cmd != "gaps":
+                break
+            print(json.dumps({"p99": pct(gaps, 99), "max": max(gaps, default=0.0), "n": len(gaps)}), flush=True)
+            gaps.clear()
         tick.cancel()
         out = {"cpu_s": time.process_time() - c0, "wall_s": time.monotonic() - t0, "lag": lag.stop(), **counts}
     print(json.dumps(out), flush=True)
@@ -277,12 +325,15 @@ async def callers_role(args: argparse.Namespace) -> None:
     media_head = '{"event":"media","sequenceNumber":"%d","media":{"track":"inbound","chunk":"%d","timestamp":"%d",' \
                  '"payload":"%s"},"streamSid":"%s"}'
     mark_head = '{"event":"mark","sequenceNumber":"%d","streamSid":"%s","mark":{"name":%s}}'
-    name_re = re.compile(r'"name":("(?:[^"\\]|\\.)*")')
+    name_re = re.compile(r'"name":\s*("(?:[^"\\]|\\.)*")')
 
     async def receive(c: _Call) -> None:
         try:
             async for raw in c.ws:
-                e = raw[10:15]
+                if raw.startswith('{"event":"'):
+                    e = raw[10:15]
+                else:  # another server's JSON layout (pipecat's has spaces)
+                    e = EVENTS.get(json.loads(raw).get("event", ""), "")
                 if e == "media":
                     c.media_in += 1
                     c.buf += 1
@@ -383,8 +434,10 @@ async def callers_role(args: argparse.Namespace) -> None:
     t0, c0 = time.monotonic(), time.process_time()
     lag = LoopLag()
     tick = asyncio.ensure_future(ticker())
-    await asyncio.gather(*(one(c) for c in calls), tick, return_exceptions=True)
-    # The ticker stopped at stop_at; hang up the calls still up.
+    ones = [asyncio.ensure_future(one(c)) for c in calls]
+    await asyncio.gather(tick, return_exceptions=True)
+    # The ticker stopped at stop_at; hang up the calls still up (a peer that does not close the
+    # stream on `stop` is closed from here).
     lags = lag.stop()
     for c in calls:
         if c.ws is not None and c.ended is None:
@@ -393,7 +446,11 @@ async def callers_role(args: argparse.Namespace) -> None:
                                             "stop": {"accountSid": "AC" + "0" * 32, "callSid": ""}}))
             except Exception:
                 pass
+    await asyncio.wait(ones, timeout=5)  # the bridge closes each stream after `stop`
     await asyncio.gather(*(c.ws.close() for c in calls if c.ws is not None), return_exceptions=True)
+    await asyncio.wait(ones, timeout=10)
+    for task in ones:
+        task.cancel()
     print(json.dumps({
         "cpu_s": time.process_time() - c0, "wall_s": time.monotonic() - t0, "lag": lags,
         "calls": [{"ended": c.ended, "error": c.error, "sent": c.sent, "media_in": c.media_in, "played": c.played,
@@ -411,7 +468,7 @@ async def bench(args: argparse.Namespace) -> bool:
     where = pin(0)
     bridge_cpu = int(where.split()[1]) if where.startswith("CPU ") else None
     hz = os.sysconf("SC_CLK_TCK")
-    emu = await asyncio.create_subprocess_exec(*me, "--role", "emulator", "--seed", str(args.seed),
+    emu = await asyncio.create_subprocess_exec(*me, "--role", "emulator", "--seed", str(args.seed), *tls_args(args),
                                                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
     assert emu.stdout is not None and emu.stdin is not None
     line = (await emu.stdout.readline()).decode().split()
@@ -425,10 +482,14 @@ async def bench(args: argparse.Namespace) -> bool:
     steps = [n for n in args.steps if n <= args.max_calls]
     bridge = LocalBridge(Settings(
         gemini_api_key=DEMO_KEY, public_url="http://127.0.0.1", gemini_live_url=line[1],
-        twilio_auth_token=token, playback_lead_ms=args.lead_ms, max_concurrent_calls=max(steps) + 10,
+        twilio_auth_token=token, playback_lead_ms=args.lead_ms, gemini_input_chunk_ms=args.input_chunk_ms, max_concurrent_calls=max(steps) + 10,
         sqlite_path=str(Path(tmp.name) / "calls.sqlite3"),
+        report=False,  # no REST peer here: the report is not what this measures
     ))
     await bridge.start()
+    if args.gc_threshold:
+        gc.freeze()  # what start-up allocated is never collected again
+        gc.set_threshold(args.gc_threshold, 20, 20)
     calls = bridge.app.state.calls
     loop = asyncio.get_running_loop()
     lag = LoopLag()
@@ -439,6 +500,13 @@ async def bench(args: argparse.Namespace) -> bool:
         import cProfile
         profiler = cProfile.Profile()
 
+    async def emu_gaps() -> dict[str, float]:
+        emu.stdin.write(b"gaps\n")
+        await emu.stdin.drain()
+        return json.loads((await emu.stdout.readline()).decode())
+
+    rss_base = rss_mb()
+
     def counters() -> tuple[int, int, int]:
         cores = list(calls.active.values())
         return (sum(c.counters["twilio_frames_in"] for c in cores),
@@ -448,10 +516,17 @@ async def bench(args: argparse.Namespace) -> bool:
     print(f"machine: {os.cpu_count()} CPUs; bridge {where}, emulator and callers on the other; "
           f"python {sys.version.split()[0]}; uvicorn ws={_ws()}")
     print(f"each step: starts over {args.spread:.0f} s, {args.warmup:.0f} s settle, {args.window:.0f} s measured; "
-          f"playback lead {args.lead_ms} ms; echo gate on; agent audio ~half the time")
+          f"playback lead {args.lead_ms} ms; echo gate on; agent audio ~half the time; "
+          f"Gemini stand-in over {'TLS (wss)' if args.tls_cert else 'plain ws'}")
+    print(f"levers: Gemini input chunk {args.input_chunk_ms} ms; event loop {args.loop}; "
+          f"gc threshold {args.gc_threshold or 'default'}; "
+          f"load average at start {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print("gap p99/max: ms between a call's consecutive caller-audio messages at the emulator (nominal = the chunk); "
+          "KB/call: bridge RSS growth over its idle size / calls; load1: the machine's 1-min load average")
     print()
     head = (f"{'calls':>5s} {'CPU ms/call-s':>13s} {'CPU %':>6s} {'sys':>4s} {'core %':>6s} {'irq':>4s} {'steal':>5s} {'lag p50':>8s} {'p99':>6s} {'max':>6s} "
-            f"{'in fps':>7s} {'out fps':>7s} {'underrun %':>10s} {'callers p99':>11s} {'CPU':>5s}")
+            f"{'in fps':>7s} {'out fps':>7s} {'underrun %':>10s} {'callers p99':>11s} {'CPU':>5s} "
+            f"{'gap p99':>7s} {'max':>6s} {'KB/call':>7s} {'load1':>5s}")
     print(head)
     for n in steps:
         spread = max(args.spread, n / 60)
@@ -464,6 +539,8 @@ async def bench(args: argparse.Namespace) -> bool:
         w0 = start_at + spread + args.warmup
         await asyncio.sleep(max(0.0, w0 - loop.time()))
         gc.collect()
+        await emu_gaps()  # drops the gaps seen before the window
+        rss0 = rss_mb()
         f0 = counters()
         lag_i = len(lag.lags)
         t0, c0, r0, k0 = loop.time(), time.process_time(), os.times(), core_times(bridge_cpu)
@@ -478,6 +555,8 @@ async def bench(args: argparse.Namespace) -> bool:
         core_steal = (k1[2] - k0[2]) / hz / wall
         sys_share = (r1.system - r0.system) / max(1e-9, (r1.user - r0.user) + (r1.system - r0.system))
         f1 = counters()
+        gaps = await emu_gaps()
+        rss1 = rss_mb()
         window_lag = [1000 * x for x in lag.lags[lag_i:]]
         out = json.loads((await out_task)[0].decode())
         deadline = time.monotonic() + 20
@@ -503,11 +582,14 @@ async def bench(args: argparse.Namespace) -> bool:
             "underrun_pct": 100 * under / max(1, played + under),
             "callers_p99": pct([1000 * x for x in out["lag"]], 99),
             "callers_cpu_pct": 100 * out["cpu_s"] / out["wall_s"], "failed": len(bad), "up": up,
+            "gap_p99": gaps["p99"], "gap_max": gaps["max"], "rss_mb": rss1,
+            "kb_per_call": 1024 * (max(rss0, rss1) - rss_base) / n, "load1": os.getloadavg()[0],
         }
         rows.append(row)
         print(f"{n:5d} {row['cpu_ms_per_call_s']:13.2f} {row['cpu_pct']:5.0f}% {row['sys_pct']:3.0f}% {row['core_pct']:5.0f}% {row['irq_pct']:3.0f}% {row['steal_pct']:4.0f}% {row['lag_p50']:8.1f} "
               f"{row['lag_p99']:6.1f} {row['lag_max']:6.0f} {row['in_fps']:7.1f} {row['out_fps']:7.1f} "
-              f"{row['underrun_pct']:10.2f} {row['callers_p99']:9.1f}ms {row['callers_cpu_pct']:4.0f}%{notes}",
+              f"{row['underrun_pct']:10.2f} {row['callers_p99']:9.1f}ms {row['callers_cpu_pct']:4.0f}% "
+              f"{row['gap_p99']:7.1f} {row['gap_max']:6.0f} {row['kb_per_call']:7.0f} {row['load1']:5.2f}{notes}",
               flush=True)
     lag.stop()
     await bridge.stop()
@@ -553,7 +635,155 @@ async def bench(args: argparse.Namespace) -> bool:
         print(f"{len(problems)} problem(s):")
         for p in problems[:20]:
             print(f"  {p}")
+    if args.pipecat:
+        print()
+        prows = await bench_workers(args, pipecat=args.pipecat)
+        ours = {r["calls"]: r for r in rows}
+        for r in prows:
+            mine = ours.get(r["calls"])
+            if mine is not None and not r["failed"]:
+                print(f"  at {r['calls']} calls: pipecat {r['cpu_ms_per_call_s']:.2f} CPU ms per call-second, the bridge "
+                      f"{mine['cpu_ms_per_call_s']:.2f}: pipecat costs {r['cpu_ms_per_call_s'] / mine['cpu_ms_per_call_s']:.1f}x "
+                      f"(target >= 5x)")
     return not problems
+
+
+def proc_cpu_s(pid: int) -> float:
+    """utime + stime of one process, seconds (/proc/PID/stat)."""
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def proc_children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            out += [int(x) for x in open(f"/proc/{pid}/task/{task}/children").read().split()]
+    except OSError:
+        pass
+    return out
+
+
+async def bench_workers(args: argparse.Namespace, pipecat: str | None = None) -> list[dict[str, Any]]:
+    """``telephony-bridge serve --workers N`` as its own process tree (taskset to CPUs 0..N-1),
+    or (``pipecat``: its Python) the pipecat peer (pipecat_peer.py) pinned to CPU 0, with the
+    same emulator and callers: per step, each process's CPU and the calls' outcome."""
+    import subprocess
+    import urllib.request
+
+    me = [sys.executable, str(Path(__file__).resolve())]
+    ncpu = os.cpu_count() or 1
+    nproc = 1 if pipecat else args.workers
+    cpus = ",".join(str(i) for i in range(min(nproc, ncpu)))
+    emu = await asyncio.create_subprocess_exec(*me, "--role", "emulator", "--seed", str(args.seed), *tls_args(args),
+                                               stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+    assert emu.stdout is not None and emu.stdin is not None
+    line = (await emu.stdout.readline()).decode().split()
+    token = secrets.token_hex(16)
+    tmp = tempfile.TemporaryDirectory()
+    port = 20000 + secrets.randbelow(20000)
+    steps = [n for n in args.steps if n <= args.max_calls]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEMINI_", "TWILIO_", "REDIS_"))}
+    env.update(GEMINI_API_KEY=DEMO_KEY, PUBLIC_URL=f"http://127.0.0.1:{port}", GEMINI_LIVE_URL=line[1],
+               TWILIO_AUTH_TOKEN=token, STREAM_TOKEN_SECRET=secrets.token_urlsafe(32), HOST="127.0.0.1",
+               PORT=str(port), LOG_LEVEL="WARNING", CALLS_DB=str(Path(tmp.name) / "calls.sqlite3"),
+               MAX_CONCURRENT_CALLS=str(max(steps) + 10), PLAYBACK_LEAD_MS=str(args.lead_ms),
+               GEMINI_INPUT_CHUNK_MS=str(args.input_chunk_ms), PYTHONPATH=str(ROOT),
+               # As the in-process bridge: no recording, no report, no TTS phrases (no REST peer).
+               RECORDINGS="off", REPORT="off", TTS_PHRASES="off")
+    log = open(Path(tmp.name) / "serve.log", "wb")  # noqa: SIM115
+    if pipecat:
+        cmd = [pipecat, str(ROOT / "benchmarks" / "pipecat_peer.py"), "--port", str(port), "--gemini-url", line[1]]
+    else:
+        cmd = [sys.executable, "-m", "telephony_bridge", "serve", "--workers", str(args.workers)]
+    serve = subprocess.Popen(["taskset", "-c", cpus, *cmd], env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    workers: list[int] = []
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.3)
+        workers = [c for c in proc_children(serve.pid)
+                   if "resource_tracker" not in open(f"/proc/{c}/cmdline").read()] if nproc > 1 else [serve.pid]
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/{'docs' if pipecat else 'readyz'}", timeout=1):
+                pass
+        except OSError:
+            continue
+        if len(workers) >= nproc:
+            break
+    loop = asyncio.get_running_loop()
+    if pipecat:
+        print(f"pipecat {_pipecat_version(pipecat)} (benchmarks/pipecat_peer.py: TwilioFrameSerializer + "
+              f"GeminiLiveLLMService at the emulator) on CPU {cpus} (taskset), the same emulator and callers")
+    else:
+        print(f"Load benchmark, workers  (python benchmarks/load.py {' '.join(args.argv)})")
+        print(f"machine: {ncpu} CPUs; `telephony-bridge serve --workers {args.workers}` on CPUs {cpus} (taskset), "
+              f"emulator and callers on CPU 1 (shared with a worker when N=2); python {sys.version.split()[0]}")
+    print(f"Gemini input chunk {args.input_chunk_ms} ms; load average at start "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print()
+    print(f"{'calls':>5s} {'CPU ms/call-s':>13s} {'CPU % per worker':>22s} {'failed':>6s} {'out fps':>7s} {'underrun %':>10s} "
+          f"{'callers p99':>11s} {'gap p99':>7s} {'load1':>5s}")
+    rows: list[dict[str, Any]] = []
+    for n in (args.pipecat_steps or steps) if pipecat else steps:
+        spread = max(args.spread, n / 60)
+        start_at = loop.time() + 1.0
+        callers = await asyncio.create_subprocess_exec(
+            *me, "--role", "callers", "--twiml-url", f"http://127.0.0.1:{port}/twiml", "--auth-token", token,
+            "--calls", str(n), "--spread", str(spread), "--warmup", str(args.warmup), "--window", str(args.window),
+            "--start-at", repr(start_at), "--seed", str(args.seed), stdout=asyncio.subprocess.PIPE)
+        out_task = asyncio.create_task(callers.communicate())
+        w0 = start_at + spread + args.warmup
+        await asyncio.sleep(max(0.0, w0 - loop.time()))
+        emu.stdin.write(b"gaps\n")
+        await emu.stdin.drain()
+        await emu.stdout.readline()
+        c0 = {w: proc_cpu_s(w) for w in workers}
+        t0 = loop.time()
+        await asyncio.sleep(max(0.0, w0 + args.window - loop.time()))
+        wall = loop.time() - t0
+        per = {w: (proc_cpu_s(w) - c0[w]) / wall for w in workers}
+        emu.stdin.write(b"gaps\n")
+        await emu.stdin.drain()
+        gaps = json.loads((await emu.stdout.readline()).decode())
+        out = json.loads((await out_task)[0].decode())
+        bad = [c for c in out["calls"] if c["ended"] != "ok"]
+        played = sum(c["window_played"] for c in out["calls"])
+        under = sum(c["window_underrun"] for c in out["calls"])
+        for c in bad[:3]:
+            print(f"  a call ended {c['ended']}: {c['error']}")
+        total = sum(per.values())
+        rows.append({"calls": n, "cpu_ms_per_call_s": 1000 * total / n, "failed": len(bad), "per": per})
+        print(f"{n:5d} {1000 * total / n:13.2f} {' '.join(f'{100 * v:5.0f}%' for v in per.values()):>22s} "
+              f"{len(bad):6d} {played / (n * args.window):7.1f} {100 * under / max(1, played + under):10.2f} "
+              f"{pct([1000 * x for x in out['lag']], 99):9.1f}ms {gaps['p99']:7.1f} {os.getloadavg()[0]:5.2f}",
+              flush=True)
+        await asyncio.sleep(3)  # hang-ups
+    serve.send_signal(2)
+    try:
+        serve.wait(30)
+    except subprocess.TimeoutExpired:
+        serve.kill()
+    log.close()
+    emu.stdin.write(b"report\n")
+    await emu.stdin.drain()
+    await emu.stdout.read()
+    await emu.wait()
+    if pipecat and (not rows or any(r["failed"] for r in rows)):
+        print("pipecat did not run: " + (Path(tmp.name) / "serve.log").read_text()[-1500:])
+    tmp.cleanup()
+    return rows
+
+
+def _pipecat_version(python: str) -> str:
+    import subprocess
+    try:
+        return subprocess.run([python, "-c", "import importlib.metadata as m; print(m.version('pipecat-ai'))"],
+                              capture_output=True, text=True, timeout=30).stdout.strip()
+    except OSError:
+        return "?"
 
 
 def _ws() -> str:
@@ -572,9 +802,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--spread", type=float, default=3.0, help="seconds over which a step's calls start (at least "
                     "calls/60)")
     ap.add_argument("--lead-ms", type=int, default=160)
+    ap.add_argument("--input-chunk-ms", type=int, default=None, help="caller audio per realtimeInput message "
+                    "(default: the bridge's GEMINI_INPUT_CHUNK_MS default)")
+    ap.add_argument("--loop", choices=("asyncio", "uvloop"), default=None,
+                    help="the bridge's event loop (default: uvloop when installed, as `serve` runs it)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--profile", help="cProfile the bridge during the last step's window into this file")
     ap.add_argument("--no-save", action="store_true", help="do not write benchmarks/load-latest.txt")
+    ap.add_argument("--gc-threshold", type=int, default=20000, help="lever: gc.freeze() after start-up and this "
+                    "generation-0 threshold, as `serve` does (0: Python's default, 700)")
+    ap.add_argument("--pipecat", metavar="PYTHON", help="also run pipecat (benchmarks/pipecat_peer.py, with this "
+                    "interpreter: a venv with pipecat-ai[google,websocket], fastapi, uvicorn) on the same load")
+    ap.add_argument("--pipecat-steps", type=lambda s: [int(x) for x in s.split(",")], default=None,
+                    help="pipecat's steps (default: the bridge's)")
+    ap.add_argument("--workers", type=int, default=0, help="run `telephony-bridge serve --workers N` as its own "
+                    "process tree instead of the in-process bridge (no save)")
+    ap.add_argument("--tls", action=argparse.BooleanOptionalAction, default=True,
+                    help="the emulator serves wss:// with a self-signed certificate, as Gemini serves TLS (default on)")
+    ap.add_argument("--tls-cert", help=argparse.SUPPRESS)
+    ap.add_argument("--tls-key", help=argparse.SUPPRESS)
     ap.add_argument("--role", choices=("bench", "emulator", "callers"), default="bench", help=argparse.SUPPRESS)
     ap.add_argument("--twiml-url", help=argparse.SUPPRESS)
     ap.add_argument("--auth-token", help=argparse.SUPPRESS)
@@ -599,8 +845,26 @@ def main(argv: list[str] | None = None) -> int:
             buf.write(s)
             return len(s)
 
+    if args.input_chunk_ms is None:
+        args.input_chunk_ms = Settings.gemini_input_chunk_ms
+    if args.loop is None:
+        try:
+            import uvloop  # noqa: F401
+            args.loop = "uvloop"
+        except ImportError:
+            args.loop = "asyncio"
+    factory = None
+    if args.loop == "uvloop":
+        import uvloop
+        factory = uvloop.new_event_loop
+    if args.tls:
+        make_tls(args)
+    if args.workers:
+        rows = asyncio.run(bench_workers(args))
+        return 0 if rows and not any(r["failed"] for r in rows) else 1
     with redirect_stdout(Tee()):
-        ok = asyncio.run(bench(args))
+        with asyncio.Runner(loop_factory=factory) as runner:
+            ok = runner.run(bench(args))
     if not args.no_save:
         (ROOT / "benchmarks" / "load-latest.txt").write_text(buf.getvalue())
     return 0 if ok else 1

@@ -139,6 +139,7 @@ class CallBridge:
         self._outgoing: _Connection | None = None
         self._tool_tasks: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[Any]] = set()
+        self._tasks: list[asyncio.Task[None]] = []
         core = self.core
         self._to_twilio = _Writer(core.twilio_out, websocket.send_text, lambda: core.clear_message,
                                   lambda: core.clear_written(self.loop.time()),
@@ -150,7 +151,7 @@ class CallBridge:
 
     async def run(self) -> None:
         core = self.core
-        tasks = [
+        tasks = self._tasks = [
             asyncio.create_task(self._twilio_loop(), name="twilio"),
             asyncio.create_task(self._gemini_loop(), name="gemini"),
             asyncio.create_task(self._timer_loop(), name="timer"),
@@ -193,6 +194,14 @@ class CallBridge:
                 self.recording_meta = await self.recordings.finish(self.recording)
             if self.on_finish is not None:
                 self.on_finish(core)
+
+    def hand_over(self, reason: str) -> None:
+        """Drain (drain.py): end this stream now, the call's stored state left active (``reason``
+        starts with "bridge-closed"), so Twilio's <Connect action> resumes it on another replica."""
+        if self.core.ended is None:
+            self.core.end(reason, self.loop.time())
+        for task in self._tasks:
+            task.cancel()
 
     async def _shutdown(self) -> None:
         # Best effort: flush what is queued for the caller, then close both sockets.

@@ -12,6 +12,14 @@ def _serve(args: argparse.Namespace) -> int:
     from .settings import load_settings
 
     settings = load_settings()  # a missing setting fails here, before anything heavy is imported
+    if args.workers > 1:  # several processes on one port (serving.py)
+        from .log import setup_logging
+        from .server import warn_at_startup
+        from .serving import serve_workers
+
+        setup_logging(settings.log_level)
+        warn_at_startup(settings)
+        return serve_workers(settings, args.workers)
     from .server import serve
 
     serve(settings)
@@ -53,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("serve", help="run the bridge (settings from the environment)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes sharing the port (SO_REUSEPORT; calls resume across them via the store)")
     p.set_defaults(func=_serve)
     p = sub.add_parser("doctor", help="check this deployment's configuration for real (settings from the environment)")
     p.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for each network check")

@@ -72,7 +72,8 @@ from .settings import Settings
 from .recording.service import open_recordings, recording_parameters, with_recording_notice
 from .review import install_review
 from .twilio.events import Connected, Event, Start, Unknown, parse_event
-from .twilio.twiml import connect_twiml, hangup_twiml
+from .twilio.twiml import connect_twiml, hangup_twiml, redirect_twiml
+from .drain import Drain, DrainPlan
 
 logger = logging.getLogger("telephony_bridge.server")
 
@@ -95,6 +96,12 @@ PROBE_TIMEOUT_S = 10.0
 
 def _xml(text: str, status: int = 200) -> Response:
     return Response(text, status_code=status, media_type="application/xml")
+
+
+def _draining_xml(text: str) -> Response:
+    # Connection: close: the next request opens a new connection, which the load balancer sends
+    # to a ready replica (a kept-alive one would come back here).
+    return Response(text, media_type="application/xml", headers={"Connection": "close"})
 
 
 def _safe_sid(value: Any) -> str | None:
@@ -126,6 +133,7 @@ def call_config(settings: Settings, persona: Persona | None = None, tools: ToolR
         pause_confirm_s=settings.barge_confirm_ms / 1000,
         max_call_s=float(settings.max_call_s),
         no_media_timeout_s=float(settings.no_media_timeout_s),
+        input_chunk_ms=settings.gemini_input_chunk_ms,
     )
     if persona is not None:
         config.greeting_prompt = persona.greeting
@@ -234,6 +242,7 @@ def create_app(settings: Settings, *, call_overrides: dict[str, Any] | None = No
     breaker = RefusalBreaker(settings.breaker_calls, probe_delays(settings.breaker_probe_s))
     probing: list[asyncio.Task[None]] = []  # the one probe task, while the breaker is open
     recordings = open_recordings(settings)  # None: calls are not recorded (recording/)
+    drain = Drain(DrainPlan(settings.drain_finish_s, settings.drain_handover_s, settings.drain_max_s))
 
     def apology_twiml() -> str:
         return hangup_twiml(say=goodbye_text, language=goodbye_language)
@@ -318,6 +327,9 @@ def create_app(settings: Settings, *, call_overrides: dict[str, Any] | None = No
         if call_sid is None:
             refuse("webhook", "no-call-sid", path="/twiml")
             return PlainTextResponse("Bad Request", status_code=400)
+        if drain.draining:  # another replica takes the call (drain.py)
+            refuse("webhook", "draining", path="/twiml", call_sid=call_sid)
+            return _draining_xml(redirect_twiml(settings.public("/twiml"), pause_s=1))
         if len(calls.active) >= settings.max_concurrent_calls:
             refuse("webhook", "busy", path="/twiml", call_sid=call_sid, active_calls=len(calls.active))
             return _xml(hangup_twiml(say=BUSY_MESSAGE))
@@ -339,6 +351,9 @@ def create_app(settings: Settings, *, call_overrides: dict[str, Any] | None = No
         if isinstance(form, Response):
             return form
         call_sid = _safe_sid(form.get("CallSid"))
+        if drain.draining:
+            log_event(logger, "webhook.continue", call_sid=call_sid, action="redirect-draining")
+            return _draining_xml(redirect_twiml(settings.public("/twiml/continue")))
         if call_sid is not None and call_sid in busy_calls:
             log_event(logger, "webhook.continue", call_sid=call_sid, action="busy")
             return _xml(hangup_twiml(say=BUSY_MESSAGE))
@@ -369,8 +384,15 @@ def create_app(settings: Settings, *, call_overrides: dict[str, Any] | None = No
     async def healthz(request: Request) -> Response:
         # "ok" is liveness: a process whose Gemini refuses calls is alive (restarting it fixes
         # nothing); "gemini" says whether new calls get a stream or the apology.
-        return JSONResponse({"ok": True, "active_calls": len(calls.active),
+        return JSONResponse({"ok": True, "active_calls": len(calls.active), "draining": drain.draining,
                              "gemini": breaker.snapshot(asyncio.get_running_loop().time())})
+
+    async def readyz(request: Request) -> Response:
+        # Readiness: unready while draining (the load balancer stops sending new requests).
+        if drain.draining:
+            return JSONResponse({"ready": False, "draining": True, "active_calls": len(calls.active)},
+                                status_code=503)
+        return JSONResponse({"ready": True, "active_calls": len(calls.active)})
 
     @operator_only(settings.operator_token)
     async def metrics_endpoint(request: Request) -> Response:
@@ -444,6 +466,10 @@ def create_app(settings: Settings, *, call_overrides: dict[str, Any] | None = No
             await websocket.close(code=CLOSE_POLICY)
             return
         # 3. Capacity (the webhook already turned callers away; this covers a burst of answers).
+        if drain.draining:  # Twilio asks <Connect action>, which another replica answers
+            refuse("stream", "draining", call_sid=start.call_sid)
+            await websocket.close(code=CLOSE_BUSY)
+            return
         if len(calls.active) >= settings.max_concurrent_calls:
             refuse("stream", "busy", call_sid=start.call_sid)
             busy_calls.append(start.call_sid)
@@ -453,6 +479,7 @@ def create_app(settings: Settings, *, call_overrides: dict[str, Any] | None = No
         key = id(websocket)
 
         def finished(core: CallCore) -> None:
+            drain.untrack(bridge)
             calls.active.pop(key, None)
             calls.finished.append(core)
             metrics.active_calls.dec()
@@ -477,6 +504,7 @@ def create_app(settings: Settings, *, call_overrides: dict[str, Any] | None = No
         for voice in voices:  # first need: render what is not cached yet, in the background
             for kind in ("filler", "one_moment", "apology"):
                 phrase_voices.want(voice, call_phrases.language(), kind)
+        drain.track(bridge)
         metrics.active_calls.inc()
         metrics.calls_total.inc()
         await bridge.run()
@@ -497,6 +525,7 @@ def create_app(settings: Settings, *, call_overrides: dict[str, Any] | None = No
         Route("/twiml", twiml, methods=["POST"]),
         Route("/twiml/continue", twiml_continue, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/calls/{call_sid}", call_record, methods=["GET"]),
         Route("/calls/{call_sid}/report", call_report, methods=["GET"]),
@@ -515,6 +544,7 @@ def create_app(settings: Settings, *, call_overrides: dict[str, Any] | None = No
     app.state.recordings = recordings
     app.state.reports = reports
     install_review(app, settings, store, recordings, calls)  # /calls, /calls/{sid}/view (review/)
+    app.state.drain = drain
     #: Cancels the breaker's probe task (the lifespan does it; so must an embedder without one).
     app.state.stop_background = stop_background
     return app
@@ -547,8 +577,9 @@ def serve(settings: Settings) -> None:
     setup_logging(settings.log_level)
     app = create_app(settings)  # refuses a configuration that cannot check signatures
     warn_at_startup(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", proxy_headers=True,
-                timeout_graceful_shutdown=30, **uvicorn_options(settings))
+    from .serving import run_server
+
+    run_server(app, settings)
 
 
 __all__: list[Any] = ["create_app", "serve", "CallRegistry", "call_config", "uvicorn_options", "warn_at_startup",

@@ -117,6 +117,13 @@ class Settings:
     barge_pause: bool = True
     barge_onset_ms: int = 40
     barge_confirm_ms: int = 700
+    #: Caller audio per realtimeInput message to Gemini (multiple of 20 ms; benchmarks/load.py).
+    gemini_input_chunk_ms: int = 100
+    #: SIGTERM (drain.py): calls may finish on their own this long, are then handed over to
+    #: another replica at a quiet moment, by drain_handover_s at the latest; exit by drain_max_s.
+    drain_finish_s: float = 10.0
+    drain_handover_s: float = 25.0
+    drain_max_s: float = 40.0
     #: Gemini's end-of-turn silence; None: the persona's (2500 ms: founders think).
     silence_duration_ms: int | None = None
     voice: str | None = None
@@ -330,6 +337,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         tts_phrases=_switch(env, "TTS_PHRASES", True),
         barge_onset_ms=_int(env, "BARGE_ONSET_MS", 40, 20, 500),
         barge_confirm_ms=_int(env, "BARGE_CONFIRM_MS", 700, 100, 3000),
+        gemini_input_chunk_ms=_int(env, "GEMINI_INPUT_CHUNK_MS", 100, 20, 200) // 20 * 20,
+        drain_finish_s=float(_int(env, "DRAIN_FINISH_S", 10, 0, 3600)),
+        drain_handover_s=float(_int(env, "DRAIN_HANDOVER_S", 25, 0, 3600)),
+        drain_max_s=float(_int(env, "DRAIN_MAX_S", 40, 1, 3600)),
         silence_duration_ms=(_int(env, "SILENCE_DURATION_MS", 2500, 100, 10000)
                              if env.get("SILENCE_DURATION_MS") else None),
         voice=env.get("GEMINI_VOICE") or None,

@@ -219,10 +219,13 @@ def test_signature_check_off_lets_unsigned_webhooks_through_and_serve_warns_loud
 
 
 def test_serve_passes_the_limits_to_uvicorn_and_warns(monkeypatch, capsys):
-    import uvicorn
+    from telephony_bridge import serving
 
     seen = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(kw))
+    # serve() runs uvicorn's server through serving.DrainingServer (SIGTERM drains first).
+    monkeypatch.setattr(serving.DrainingServer, "run", lambda self, sockets=None: seen.update(
+        ws_max_size=self.config.ws_max_size, ws=self.config.ws,
+        ws_per_message_deflate=self.config.ws_per_message_deflate))
     root = logging.getLogger("telephony_bridge")
     saved = (list(root.handlers), root.level, root.propagate, logging.Formatter.converter)
     try:

@@ -33,6 +33,8 @@ class CallConfig:
     #: Caller audio already sent since the newest resumption handle, replayed to a resumed
     #: connection so nothing the caller said after that handle is lost.
     replay_input_s: float = 10.0
+    #: Caller audio per ``realtimeInput`` message (a multiple of 20 ms; 20: one per Twilio frame).
+    input_chunk_ms: int = 20
     #: Filler phrase when a tool call is still running after this long and nothing plays.
     filler_after_s: float = 0.8
     filler_repeat_s: float = 4.0

@@ -479,10 +479,20 @@ class CallCore:
             return True
         if self.ended is not None or not link.handover_pending():
             return False
+        return link.handover_now(now, quiet=self.quiet_moment(now))
+
+    def safe_to_move(self, now: float) -> bool:
+        """Drain (drain.py): the stream can move to another replica without the caller losing a
+        word: a quiet moment, and the caller has said nothing since the newest resumption handle
+        (a session resumed from it has heard all of it; no reply to a turn it never heard is due)."""
+        last, at = self.turns_part.last_caller_speech, self.link.handle_at
+        return self.quiet_moment(now) and at is not None and (last is None or last < at)
+
+    def quiet_moment(self, now: float) -> bool:
+        """Nobody speaking, no reply or tool under way: a stream or connection can change now."""
         last = self.turns_part.last_caller_speech
-        quiet = ((last is None or now - last > 0.6) and not self.playout.audible
-                 and not self.turns_part.model_turn_open and not self.tools.running)
-        return link.handover_now(now, quiet=quiet)
+        return ((last is None or now - last > 0.6) and not self.playout.audible
+                and not self.turns_part.model_turn_open and not self.tools.running)
 
     def begin_handover(self, now: float) -> str:
         """Start the next connection; caller audio is kept until it is ready. Returns its setup."""

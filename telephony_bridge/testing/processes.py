@@ -100,9 +100,14 @@ def start_replica(env: dict[str, str], port: int, log_path: Path, timeout: float
     """``telephony-bridge serve`` on ``port`` with ``env``; returns once /healthz answers."""
     base = {k: v for k, v in os.environ.items()
             if not k.startswith(("GEMINI_", "TWILIO_", "REDIS_", "PUBLIC_URL", "STREAM_TOKEN", "OPERATOR"))}
+    # A replica in a test: recordings beside its log (not in the working directory); no report
+    # and no TTS phrases unless asked for (there is no REST peer unless GEMINI_REST_URL names one).
+    quiet = {"RECORDINGS_DIR": str(log_path.parent / "recordings")}
+    if "GEMINI_REST_URL" not in env:
+        quiet.update(REPORT="off", TTS_PHRASES="off")
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "telephony_bridge", "serve"],
-                                env={**base, **env, "PORT": str(port)}, stdout=log, stderr=subprocess.STDOUT,
+                                env={**base, **quiet, **env, "PORT": str(port)}, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:

@@ -44,3 +44,13 @@ def hangup_twiml(say: str | None = None, *, language: str | None = None) -> str:
             response.say(say)
     response.hangup()
     return str(response)
+
+
+def redirect_twiml(url: str, *, pause_s: int = 0) -> str:
+    """``<Redirect method="POST">``: Twilio asks ``url`` (through the load balancer: another
+    replica) what to do, after ``<Pause>`` of ``pause_s`` seconds if given (a draining replica)."""
+    response = VoiceResponse()
+    if pause_s:
+        response.pause(length=pause_s)
+    response.redirect(url, method="POST")
+    return str(response)

@@ -184,8 +184,10 @@ class _MediaStream:
             self._echo.reset()  # the line was down in between
         s.t0 = self._origin + base * FRAME_S if base else s.t0
         s.base_frame = base
+        # A reply heard to its end before the stream changed stays heard (a drain handover between
+        # turns: the caller answers it); one cut mid-way is not the agent's answer.
+        self._agent_spoke = self._agent_spoke and not self._agent_playing
         self._agent_playing = False
-        self._agent_spoke = False
         self._stream = s
         self._stream_up.set()
         self._emit(
