@@ -47,7 +47,7 @@ from telephony_bridge.call.stall_watch import StallConfig
 from telephony_bridge.testing.local_call import (
     DEMO_KEY, dead_air_after_turns, founder_turns, greetings, longest_line_silence, place_local_call,
 )
-from telephony_bridge.testing.processes import free_port, start_redis, start_replica, stop
+from telephony_bridge.testing.processes import free_port, replica_env, start_redis, start_replica, stop
 from telephony_bridge.testing.simulator import loopback_rewrite
 
 TURNS = 3
@@ -162,9 +162,8 @@ async def kill_call(redis_url: str, workdir: Path) -> Outcome:
     public = "https://bridge.test"
     emulator = GeminiEmulator(Scenario(), api_key=DEMO_KEY)
     await emulator.start()
-    env = dict(GEMINI_API_KEY=DEMO_KEY, PUBLIC_URL=public, GEMINI_LIVE_URL=emulator.url, TWILIO_AUTH_TOKEN=token,
-               STREAM_TOKEN_SECRET=secrets.token_urlsafe(32), REDIS_URL=redis_url, HOST="127.0.0.1",
-               SILENCE_DURATION_MS=str(SILENCE_MS), LOG_LEVEL="INFO", CALLS_DB=str(workdir / "unused.sqlite3"))
+    env = replica_env(emulator.url, redis_url, token, workdir, demo_key=DEMO_KEY, public_url=public,
+                      silence_ms=SILENCE_MS)
     ports = [free_port(), free_port()]
     replicas = [start_replica(env, p, workdir / f"replica{i}-{p}.log") for i, p in enumerate(ports)]
     alive = {"port": ports[0]}
@@ -213,10 +212,8 @@ async def drain_calls(n: int, redis_url: str, workdir: Path) -> list[Outcome]:
     public = "https://bridge.test"
     emulator = GeminiEmulator(Scenario(), api_key=DEMO_KEY)
     await emulator.start()
-    env = dict(GEMINI_API_KEY=DEMO_KEY, PUBLIC_URL=public, GEMINI_LIVE_URL=emulator.url, TWILIO_AUTH_TOKEN=token,
-               STREAM_TOKEN_SECRET=secrets.token_urlsafe(32), REDIS_URL=redis_url, HOST="127.0.0.1",
-               SILENCE_DURATION_MS=str(SILENCE_MS), LOG_LEVEL="INFO", CALLS_DB=str(workdir / "unused.sqlite3"),
-               DRAIN_FINISH_S="0", DRAIN_HANDOVER_S="20", DRAIN_MAX_S="30")
+    env = replica_env(emulator.url, redis_url, token, workdir, demo_key=DEMO_KEY, public_url=public,
+                      silence_ms=SILENCE_MS, DRAIN_FINISH_S="0", DRAIN_HANDOVER_S="20", DRAIN_MAX_S="30")
     ports = [free_port(), free_port()]
     replicas = [start_replica(env, p, workdir / f"drain{i}-{p}.log") for i, p in enumerate(ports)]
     proxy = ReadyProxy(ports)

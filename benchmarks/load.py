@@ -142,6 +142,15 @@ def pin(cpu: int) -> str:
 # ------------------------------------------------------------------------------ lean emulator
 
 
+async def start_callers(me: list[str], twiml_url: str, token: str, n: int, spread: float, start_at: float,
+                        args: Any) -> asyncio.subprocess.Process:
+    """The callers process for one step: ``n`` calls to ``twiml_url``, starting at ``start_at``."""
+    return await asyncio.create_subprocess_exec(
+        *me, "--role", "callers", "--twiml-url", twiml_url, "--auth-token", token,
+        "--calls", str(n), "--spread", str(spread), "--warmup", str(args.warmup), "--window", str(args.window),
+        "--start-at", repr(start_at), "--seed", str(args.seed), stdout=asyncio.subprocess.PIPE)
+
+
 async def emulator_role(args: argparse.Namespace) -> None:
     from websockets.asyncio.server import serve
     from websockets.exceptions import ConnectionClosed
@@ -531,10 +540,7 @@ async def bench(args: argparse.Namespace) -> bool:
     for n in steps:
         spread = max(args.spread, n / 60)
         start_at = loop.time() + 1.0
-        callers = await asyncio.create_subprocess_exec(
-            *me, "--role", "callers", "--twiml-url", bridge.twiml_url, "--auth-token", token,
-            "--calls", str(n), "--spread", str(spread), "--warmup", str(args.warmup), "--window", str(args.window),
-            "--start-at", repr(start_at), "--seed", str(args.seed), stdout=asyncio.subprocess.PIPE)
+        callers = await start_callers(me, bridge.twiml_url, token, n, spread, start_at, args)
         out_task = asyncio.create_task(callers.communicate())
         w0 = start_at + spread + args.warmup
         await asyncio.sleep(max(0.0, w0 - loop.time()))
@@ -730,10 +736,7 @@ async def bench_workers(args: argparse.Namespace, pipecat: str | None = None) ->
     for n in (args.pipecat_steps or steps) if pipecat else steps:
         spread = max(args.spread, n / 60)
         start_at = loop.time() + 1.0
-        callers = await asyncio.create_subprocess_exec(
-            *me, "--role", "callers", "--twiml-url", f"http://127.0.0.1:{port}/twiml", "--auth-token", token,
-            "--calls", str(n), "--spread", str(spread), "--warmup", str(args.warmup), "--window", str(args.window),
-            "--start-at", repr(start_at), "--seed", str(args.seed), stdout=asyncio.subprocess.PIPE)
+        callers = await start_callers(me, f"http://127.0.0.1:{port}/twiml", token, n, spread, start_at, args)
         out_task = asyncio.create_task(callers.communicate())
         w0 = start_at + spread + args.warmup
         await asyncio.sleep(max(0.0, w0 - loop.time()))

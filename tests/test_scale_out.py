@@ -18,7 +18,7 @@ from pathlib import Path
 
 from telephony_bridge.testing import CallerScript, CallerSimulator, GeminiEmulator, Scenario
 from telephony_bridge.testing.local_call import DEMO_KEY, founder_turns, greetings, longest_line_silence
-from telephony_bridge.testing.processes import free_port, start_replica, stop
+from telephony_bridge.testing.processes import free_port, replica_env, start_replica, stop
 from telephony_bridge.testing.proxy import ReadyProxy
 from telephony_bridge.testing.simulator import loopback_rewrite
 
@@ -26,10 +26,8 @@ PUBLIC = "https://bridge.test"
 
 
 def _env(emulator_url: str, redis_url: str, tmp_path: Path, token: str) -> dict[str, str]:
-    return dict(GEMINI_API_KEY=DEMO_KEY, PUBLIC_URL=PUBLIC, GEMINI_LIVE_URL=emulator_url, TWILIO_AUTH_TOKEN=token,
-                STREAM_TOKEN_SECRET=secrets.token_urlsafe(32), REDIS_URL=redis_url, HOST="127.0.0.1",
-                SILENCE_DURATION_MS="500", LOG_LEVEL="INFO", CALLS_DB=str(tmp_path / "unused.sqlite3"),
-                DRAIN_FINISH_S="0", DRAIN_HANDOVER_S="20", DRAIN_MAX_S="30")
+    return replica_env(emulator_url, redis_url, token, tmp_path, demo_key=DEMO_KEY, public_url=PUBLIC,
+                       DRAIN_FINISH_S="0", DRAIN_HANDOVER_S="20", DRAIN_MAX_S="30")
 
 
 def test_a_call_goes_on_across_a_rolling_restart_of_both_replicas(redis_url, tmp_path):
@@ -99,24 +97,33 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def test_serve_workers_runs_two_processes_on_one_port_and_stops_on_sigterm(tmp_path):
+def _start_workers(tmp_path: Path, **extra: str) -> tuple[subprocess.Popen, int, list[int]]:
+    """``serve --workers 2``: (the parent, its port, its two children listening on the port)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GEMINI_", "TWILIO_", "REDIS_"))}
     env.update(GEMINI_API_KEY=DEMO_KEY, PUBLIC_URL=PUBLIC, TWILIO_AUTH_TOKEN=secrets.token_hex(16),
                STREAM_TOKEN_SECRET=secrets.token_urlsafe(32), HOST="127.0.0.1", PORT=str(port),
-               CALLS_DB=str(tmp_path / "calls.sqlite3"), RECORDINGS_DIR=str(tmp_path / "recordings"))
-    log = open(tmp_path / "workers.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "telephony_bridge", "serve", "--workers", "2"], env=env,
-                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+               CALLS_DB=str(tmp_path / "calls.sqlite3"), RECORDINGS_DIR=str(tmp_path / "recordings"), **extra)
+    with open(tmp_path / "workers.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "telephony_bridge", "serve", "--workers", "2"], env=env,
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    listening: list[int] = []
+    while time.monotonic() < deadline and len(listening) < 2 and proc.poll() is None:
+        time.sleep(0.2)
+        listening = [c for c in _children(proc.pid) if _listens(c, port)]
+    if len(listening) < 2:
+        proc.kill()
+        proc.wait()
+        raise AssertionError((listening, (tmp_path / "workers.log").read_text()[-2000:]))
+    return proc, port, listening
+
+
+def test_serve_workers_runs_two_processes_on_one_port_and_stops_on_sigterm(tmp_path):
+    proc, port, listening = _start_workers(tmp_path)
     try:
-        deadline = time.monotonic() + 30
-        listening: list[int] = []
-        while time.monotonic() < deadline and len(listening) < 2:  # the parent's children on the port
-            time.sleep(0.2)
-            listening = [c for c in _children(proc.pid) if _listens(c, port)]
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
             assert r.status == 200
-        assert len(listening) == 2, (listening, (tmp_path / "workers.log").read_text()[-2000:])
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
         assert not any(Path(f"/proc/{c}").exists() for c in listening)
@@ -124,27 +131,12 @@ def test_serve_workers_runs_two_processes_on_one_port_and_stops_on_sigterm(tmp_p
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        log.close()
 
 
 def test_workers_do_not_outlive_a_killed_parent(tmp_path):
     # SIGKILL gives the parent no chance to stop its workers: they must go by themselves (and
     # not keep the port as orphans nobody restarts).
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEMINI_", "TWILIO_", "REDIS_"))}
-    env.update(GEMINI_API_KEY=DEMO_KEY, PUBLIC_URL=PUBLIC, TWILIO_AUTH_TOKEN=secrets.token_hex(16),
-               STREAM_TOKEN_SECRET=secrets.token_urlsafe(32), HOST="127.0.0.1", PORT=str(port),
-               CALLS_DB=str(tmp_path / "calls.sqlite3"), RECORDINGS_DIR=str(tmp_path / "recordings"),
-               DRAIN_FINISH_S="0", DRAIN_HANDOVER_S="1", DRAIN_MAX_S="2")
-    with open(tmp_path / "workers.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "telephony_bridge", "serve", "--workers", "2"], env=env,
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    listening: list[int] = []
-    while time.monotonic() < deadline and len(listening) < 2:
-        time.sleep(0.2)
-        listening = [c for c in _children(proc.pid) if _listens(c, port)]
-    assert len(listening) == 2, (tmp_path / "workers.log").read_text()[-2000:]
+    proc, _, listening = _start_workers(tmp_path, DRAIN_FINISH_S="0", DRAIN_HANDOVER_S="1", DRAIN_MAX_S="2")
     proc.kill()
     proc.wait()
     deadline = time.monotonic() + 15

@@ -96,6 +96,17 @@ def start_listener(cmd: list[str], port: int, what: str, timeout: float = 30.0) 
             time.sleep(0.05)
 
 
+def replica_env(live_url: str, redis_url: str, token: str, workdir: Path, *, demo_key: str,
+                public_url: str = "https://bridge.test", silence_ms: int = 500, **extra: str) -> dict[str, str]:
+    """The environment of a ``serve`` replica sharing ``redis_url`` with others (failover, drain)."""
+    import secrets
+
+    return dict(GEMINI_API_KEY=demo_key, PUBLIC_URL=public_url, GEMINI_LIVE_URL=live_url, TWILIO_AUTH_TOKEN=token,
+                STREAM_TOKEN_SECRET=secrets.token_urlsafe(32), REDIS_URL=redis_url, HOST="127.0.0.1",
+                SILENCE_DURATION_MS=str(silence_ms), LOG_LEVEL="INFO", CALLS_DB=str(workdir / "unused.sqlite3"),
+                **extra)
+
+
 def start_replica(env: dict[str, str], port: int, log_path: Path, timeout: float = 20.0) -> subprocess.Popen:
     """``telephony-bridge serve`` on ``port`` with ``env``; returns once /healthz answers."""
     base = {k: v for k, v in os.environ.items()
