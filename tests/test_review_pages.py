@@ -102,3 +102,41 @@ def test_recent_records_in_redis_come_newest_first(redis_url: str) -> None:
             return [r.get("call_sid") for r in await store.recent_records(500) if str(r.get("call_sid", "")).startswith("CAreview")]
 
     assert asyncio.run(go()) == ["CAreview1", "CAreview2", "CAreview0"]
+
+
+def test_login_throttle_on_a_fake_clock() -> None:
+    from telephony_bridge.review.auth import LoginThrottle
+
+    t = LoginThrottle(max_failures=3, window_s=60.0, max_clients=2)
+    for now in (0.0, 1.0, 2.0):
+        assert t.retry_after("a", now) is None
+        t.failed("a", now)
+    assert t.retry_after("a", 10.0) == 50.0  # the first failure leaves the window at 60
+    assert t.retry_after("b", 10.0) is None  # another client is not slowed down
+    assert t.retry_after("a", 60.5) is None  # one failure left the window: one more try
+    t.failed("a", 61.0)  # 1.0 has left: 2.0 and 61.0 remain
+    assert t.retry_after("a", 61.0) is None
+    t.failed("a", 61.5)
+    assert t.retry_after("a", 61.5) == 0.5  # until 2.0 leaves the window
+    t.succeeded("a")
+    assert t.retry_after("a", 61.5) is None
+    for c in ("x", "y", "z"):  # bounded memory: the oldest client is forgotten
+        t.failed(c, 70.0)
+    assert "x" not in t._failures and set(t._failures) == {"y", "z"}
+
+
+def test_the_login_refuses_guessing_with_429_and_retry_after() -> None:
+    from starlette.testclient import TestClient
+
+    from telephony_bridge.server import create_app
+    from telephony_bridge.settings import Settings
+
+    token = "operator-token-0123456789abcdef"
+    app = create_app(Settings(gemini_api_key="k" * 12, public_url="http://127.0.0.1", operator_token=token,
+                              twilio_auth_token="t" * 32, sqlite_path=":memory:"))
+    with TestClient(app) as http:
+        for _ in range(5):
+            assert http.post("/calls/login", data={"token": "guess", "next": "/calls"}).status_code == 401
+        r = http.post("/calls/login", data={"token": token, "next": "/calls"}, follow_redirects=False)
+        assert r.status_code == 429 and int(r.headers["retry-after"]) > 0
+        assert "set-cookie" not in r.headers and token not in r.text

@@ -4,6 +4,10 @@ The cookie is ``{expiry}.{HMAC-SHA256(key, expiry)}`` with the key derived from 
 token (a new token logs everyone out), HttpOnly (no script reads it), SameSite=Strict (no other
 site's page can make the browser send it: the forms need no CSRF token), Secure when the bridge
 is served over https, and it expires (:data:`COOKIE_TTL_S`). The token never travels in a URL.
+
+Guessing is slowed down by :class:`LoginThrottle`: after :data:`MAX_FAILURES` wrong tokens from
+one client within :data:`FAILURE_WINDOW_S`, its logins are refused (429, ``Retry-After``) until
+the oldest of them leaves the window; a right token clears its record.
 """
 
 from __future__ import annotations
@@ -11,10 +15,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from collections import OrderedDict, deque
 
 COOKIE = "tb_review"
 COOKIE_TTL_S = 12 * 3600
 _CONTEXT = b"telephony-bridge review cookie v1"
+MAX_FAILURES = 5
+FAILURE_WINDOW_S = 300.0
+#: Clients remembered at most (the oldest forgotten first), so a flood of addresses costs bounded memory.
+MAX_CLIENTS = 10_000
 
 
 def _key(token: str) -> bytes:
@@ -50,3 +59,43 @@ def token_matches(token: str | None, given: str | None) -> bool:
     if not token or not given:
         return False
     return hmac.compare_digest(given.encode("utf-8"), token.encode("utf-8"))
+
+
+class LoginThrottle:
+    """Wrong tokens per client (its address) in a sliding window; time is passed in."""
+
+    def __init__(self, max_failures: int = MAX_FAILURES, window_s: float = FAILURE_WINDOW_S,
+                 max_clients: int = MAX_CLIENTS) -> None:
+        self.max_failures = max_failures
+        self.window_s = window_s
+        self.max_clients = max_clients
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def _recent(self, client: str, now: float) -> deque[float] | None:
+        times = self._failures.get(client)
+        if times is None:
+            return None
+        while times and times[0] <= now - self.window_s:
+            times.popleft()
+        if not times:
+            del self._failures[client]
+            return None
+        return times
+
+    def retry_after(self, client: str, now: float) -> float | None:
+        """Seconds until ``client`` may try again; None: it may now."""
+        times = self._recent(client, now)
+        if times is None or len(times) < self.max_failures:
+            return None
+        return max(0.0, times[0] + self.window_s - now)
+
+    def failed(self, client: str, now: float) -> None:
+        times = self._recent(client, now)
+        if times is None:
+            times = self._failures[client] = deque(maxlen=self.max_failures)
+            while len(self._failures) > self.max_clients:
+                self._failures.popitem(last=False)
+        times.append(now)
+
+    def succeeded(self, client: str) -> None:
+        self._failures.pop(client, None)

@@ -39,6 +39,7 @@ def _html(body: str, status: int = 200) -> HTMLResponse:
 def review_routes(settings: Any, store: Any, recordings: Any, calls: Any) -> list[Route]:
     token = settings.operator_token
     secure = settings.public_url.startswith("https://")
+    throttle = auth.LoginThrottle()
 
     def signed_in(request: Request) -> bool:
         return auth.valid(token, request.cookies.get(auth.COOKIE), time.time())
@@ -66,8 +67,16 @@ def review_routes(settings: Any, store: Any, recordings: Any, calls: Any) -> lis
         form = dict(pairs)
         given = form.get("token") or ""
         next_path = _safe_next(form.get("next"))
+        client, now = request.client.host if request.client else "?", time.monotonic()
+        wait = throttle.retry_after(client, now)
+        if wait is not None:
+            response = _html(login_page(next_path=next_path, error="Too many wrong tokens: try again later."), 429)
+            response.headers["Retry-After"] = str(int(wait) + 1)
+            return response
         if not auth.token_matches(token, given):
+            throttle.failed(client, now)
             return _html(login_page(next_path=next_path, error="That is not the operator token."), 401)
+        throttle.succeeded(client)
         response = RedirectResponse(next_path, status_code=303)
         response.set_cookie(auth.COOKIE, auth.issue(token, time.time()), max_age=auth.COOKIE_TTL_S,
                             path="/calls", httponly=True, samesite="strict", secure=secure)
