@@ -444,6 +444,13 @@ def create_app(settings: Settings, *, call_overrides: dict[str, Any] | None = No
             return frames, None, "start-timeout"
         return frames, None, "no-start"
 
+    async def call_was_live(call_sid: str) -> bool:
+        """This stream resumes a call already under way (a reconnect, maybe from another replica)."""
+        try:
+            return await store.get_call_state(call_sid) == call_state.ACTIVE
+        except Exception:  # the store is down: the call still goes on
+            return False
+
     async def media_stream(websocket: WebSocket) -> None:
         await websocket.accept()
         # 1. The upgrade's signature: over the URL exactly as written in the TwiML, no params.
@@ -485,7 +492,8 @@ def create_app(settings: Settings, *, call_overrides: dict[str, Any] | None = No
             metrics.active_calls.dec()
             reports.call_finished(core)  # queues the report; the record is already saved
 
-        recording = recordings.open(start.call_sid, start.custom_parameters, t0=0.0) if recordings else None
+        recording = await recordings.open_call(start.call_sid, start.custom_parameters, t0=0.0,
+                                               resumed=await call_was_live(start.call_sid)) if recordings else None
         # The phrases this call plays: the current interviewer's voice once rendered, else bundled.
         call_phrases = CallPhrases(phrase_voices, load_phrase_book(persona.filler_language), persona.language)
         # Only now does a Gemini connection open (CallBridge.run).

@@ -92,3 +92,26 @@ def write_stereo_bytes(folder: Path, left: bytes, right: bytes) -> bytes:
     path = folder / "expected.wav"
     write_stereo(path, left, right)
     return path.read_bytes()
+
+
+def test_a_call_resumed_on_another_replica_goes_on_in_the_same_bucket_object(gcs: Any, tmp_path: Path) -> None:
+    import wave
+
+    one = RecordingService(str(tmp_path / "replica1"), f"gs://{BUCKET}/calls")
+    two = RecordingService(str(tmp_path / "replica2"), f"gs://{BUCKET}/calls")  # its own spool
+
+    async def go() -> dict[str, Any]:
+        first = await one.open_call("CAresumed0001", {}, t0=0.0)
+        first.recorder.caller(b"\x10" * 8000, 0.5)
+        await one.finish(first)
+        second = await two.open_call("CAresumed0001", {}, t0=100.0, resumed=True)
+        second.recorder.caller(b"\x20" * 4000, 100.2)
+        return await two.finish(second)
+
+    meta = asyncio.run(go())
+    data = gcs.bucket(BUCKET).blob("calls/CAresumed0001.wav").download_as_bytes()
+    path = tmp_path / "got.wav"
+    path.write_bytes(data)
+    with wave.open(str(path), "rb") as w:
+        assert w.getnframes() == 12000  # 1 s from the first replica, then 0.5 s from the second
+    assert meta["seconds"] == 1.5 and meta["offset_s"] == -0.8

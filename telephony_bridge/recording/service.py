@@ -111,6 +111,23 @@ class RecordingService:
             return None
         return CallRecording(call_sid, self.spool / f"{call_sid}.wav", t0=t0)
 
+    async def open_call(self, call_sid: str, parameters: dict[str, str], *, t0: float,
+                        resumed: bool = False) -> CallRecording | None:
+        """:meth:`open` for a stream that starts. ``resumed``: the call was already live (a
+        reconnect, maybe on another replica): with a bucket, what its earlier streams uploaded is
+        brought back into the spool first, so this stream goes on in the same file instead of
+        replacing it (the local folder has it already)."""
+        path = self.spool / f"{call_sid}.wav"
+        if resumed and not self.local and not opted_out(parameters) and not path.exists():
+            try:
+                found = await asyncio.to_thread(self.sink.fetch, call_sid, str(path))
+                log_event(logger, "recording.resumed", call_sid=call_sid, earlier=found)
+            except Exception as exc:  # the call goes on; this stream's part starts a new file
+                path.unlink(missing_ok=True)
+                log_event(logger, "recording.fetch_failed", logging.WARNING, call_sid=call_sid,
+                          error=repr(exc)[:200])
+        return self.open(call_sid, parameters, t0=t0)
+
     async def finish(self, recording: CallRecording) -> dict[str, Any]:
         """Close the file and put it in the sink. Returns the recording's facts."""
         meta = recording.close()
