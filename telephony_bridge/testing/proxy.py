@@ -46,15 +46,18 @@ class ReadyProxy:
         await asyncio.gather(*self._conns, return_exceptions=True)
 
     async def _check(self, port: int) -> bool:
+        writer: asyncio.StreamWriter | None = None
         try:
             async with asyncio.timeout(1.0):
                 reader, writer = await asyncio.open_connection(self.host, port)
                 writer.write(f"GET /readyz HTTP/1.1\r\nHost: {self.host}\r\nConnection: close\r\n\r\n".encode())
                 line = await reader.readline()
-                writer.close()
                 return line.split(b" ")[1:2] == [b"200"]
         except (OSError, TimeoutError, IndexError):
             return False
+        finally:  # whatever happened (a replica that hangs, a timeout, a cancelled check)
+            if writer is not None:
+                writer.close()
 
     async def _check_all(self) -> None:
         results = await asyncio.gather(*(self._check(p) for p in self.backends))
@@ -86,7 +89,10 @@ class ReadyProxy:
                 writer.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                 await writer.drain()
                 return
-            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+            try:
+                await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+            finally:
+                up_writer.close()
         finally:
             with contextlib.suppress(Exception):
                 writer.close()
