@@ -57,6 +57,18 @@ async def wait_report(store, sid, timeout=30.0):
     raise AssertionError(f"no report for {sid}")
 
 
+
+async def settled_attempts(outbox, delivery_id: str, attempts: int, timeout: float):
+    """The delivery once it has been tried ``attempts`` times and no worker holds it (or as it is at ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    d = None
+    while time.monotonic() < deadline:
+        d = await outbox.get(delivery_id)
+        if d is not None and d.attempts >= attempts and d.owner is None:
+            break
+        await asyncio.sleep(0.05)
+    return d
+
 def test_report_delivered_once_signed_readable_and_texted(tmp_path) -> None:
     verify = readme_verifier()
     token = "tw" + secrets.token_hex(15)
@@ -134,12 +146,7 @@ def test_receiver_down_then_up_delivered_once_on_redis(redis_url) -> None:
             seen["report"] = await wait_report(store, result.call_sid)
             outbox = bridge.app.state.reports.outbox
             did = f"{result.call_sid}:webhook"
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline:
-                d = await outbox.get(did)
-                if d is not None and d.attempts >= 2 and d.owner is None:
-                    break
-                await asyncio.sleep(0.05)
+            d = await settled_attempts(outbox, did, 2, timeout=15)
             seen["down_attempts"] = d.attempts
             receiver.fail_with = 503
             await receiver.start()
@@ -235,12 +242,7 @@ def test_bridge_process_killed_while_a_delivery_is_pending_delivers_once(tmp_pat
             did = f"{result.call_sid}:webhook"
             store = SqliteStore(str(db))
             outbox = SqliteOutbox(store)
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                d = await outbox.get(did)
-                if d is not None and d.attempts >= 1 and d.owner is None:
-                    break
-                await asyncio.sleep(0.05)
+            d = await settled_attempts(outbox, did, 1, timeout=30)
             assert d is not None and d.attempts >= 1, "no pending delivery before the kill"
             first.kill()
             await asyncio.to_thread(first.wait)
