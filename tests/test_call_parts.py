@@ -110,6 +110,19 @@ def test_phrase_plays_under_the_lead_and_real_audio_stops_it_with_a_clear():
 
 # -- turns -------------------------------------------------------------------------------------------
 
+def test_the_conversation_carries_caller_words_not_yet_in_the_transcript():
+    # What a new session is seeded with (hand-off, stale handle) includes the caller's answer
+    # that the transcript files only when the agent next speaks.
+    t = Turns(Timeline(0.0), speech_rms=0.05)
+    t.caller_speech(1.0)
+    t.caller_text("small dental ")
+    t.caller_text("practices")
+    assert t.transcript == []
+    assert t.conversation() == [{"role": "caller", "text": "small dental practices"}]
+    t.start_agent(2.0)
+    assert [e["text"] for e in t.conversation()] == ["small dental practices"]  # filed once, not twice
+
+
 def test_turn_latency_runs_from_the_callers_last_speech_and_transcript_keeps_both_sides():
     tl = Timeline(100.0)
     t = Turns(tl, speech_rms=0.05)

@@ -25,7 +25,7 @@ from ..echo_gate import GateDecision
 from .barge import BargePause
 from .config import FRAME_BYTES, CallConfig
 from .ending import Ending
-from .handoff import Handoff, Panel
+from .handoff import Handoff, HandoffState, Panel
 from ..gemini.profiles import profile_for
 from ..gemini.refusal import Refusal
 from .link import Link
@@ -355,7 +355,7 @@ class CallCore:
             elif kind is gm.GenerationComplete:
                 self._generation_complete(now)
             elif kind is gm.SetupComplete:
-                handover, reply_requested = self.link.ready(now, self.transcript)
+                handover, reply_requested = self.link.ready(now, self.turns_part.conversation())
                 if self.handoff is not None and self.handoff.ready(now):
                     self.ending.await_reply(now)  # the next interviewer introduces themself
                 elif not handover:
@@ -502,7 +502,7 @@ class CallCore:
 
     def handover_failed(self, reason: str, now: float) -> None:
         """The next connection could not be had: carry on with the draining one while it lasts."""
-        if self.handoff is not None and self.handoff.state.value == "switching":
+        if self.handoff is not None and self.handoff.state is HandoffState.SWITCHING:
             self.handoff.failed(reason, now)
             return
         self.link.handover_failed(reason, now)

@@ -294,10 +294,7 @@ class Handoff:
     # -- the seed ------------------------------------------------------------------------------
 
     def _seed(self, old: Interviewer, new: Interviewer, notes: list[dict[str, Any]]) -> str:
-        transcript = list(self.turns.transcript)
-        pending = self.turns.pending_caller_text()
-        if pending:
-            transcript.append({"role": "caller", "text": pending})
+        transcript = self.turns.conversation()
         current = self.turns.current
         if current is not None and current.ended is None and current.text.strip() \
                 and current.started < self._answered_at:  # not the hand-off sentence, half said

@@ -83,10 +83,12 @@ class Turns:
     def caller_text(self, text: str) -> None:
         self._caller_text.append(text)
 
-    def pending_caller_text(self) -> str:
-        """What the caller said that is not in the transcript yet (it goes in when the agent
-        next speaks): a hand-off's seed must carry the answer the hand-off came right after."""
-        return "".join(self._caller_text).strip()
+    def conversation(self) -> list[dict[str, Any]]:
+        """The transcript plus what the caller said that is not filed yet (caller text goes in
+        when the agent next speaks): what a new session is seeded with (a hand-off, a stale
+        handle's fresh start) must carry the answer that came right before it."""
+        pending = "".join(self._caller_text).strip()
+        return [*self.transcript, {"role": "caller", "text": pending}] if pending else list(self.transcript)
 
     def record_caller_text(self, now: float) -> None:
         if not self._caller_text:
