@@ -1,11 +1,15 @@
 """The per-call asyncio adapter: owns the two sockets, the tasks and the timer of one call.
 
 All decisions are the :class:`~telephony_bridge.call.CallCore`'s. This module feeds it input
-with ``loop.time()`` as ``now``, writes what it queued, in order, sleeps until its next
-deadline, runs tool calls as tasks, and keeps the Gemini connection alive: reconnecting with
-the resumption handle after a drop and handing over to a fresh connection after ``goAway``.
-One writer per socket at a time (``_Writer``), so a ``clear`` can never overtake the media
-queued before it.
+with ``loop.time()`` as ``now``, writes what it queued, in order, wakes it at its next deadline
+(one ``loop.call_at`` handle, moved only when the deadline moves), runs tool calls as tasks, and
+keeps the Gemini connection alive: reconnecting with the resumption handle after a drop and
+handing over to a fresh connection after ``goAway``.
+
+The Twilio side is callbacks, not a task: each caller frame reaches the core inside the socket's
+``data_received`` and what the core queued for the caller is written before it returns, in one
+system call (media_socket.py). So a ``clear`` can never overtake the media queued before it, and
+a frame costs no task switch. The Gemini socket has one writer at a time (``_Writer``).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import websockets
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
 from . import call_state
 from .call import CallConfig, CallCore
@@ -28,6 +32,7 @@ from .gemini.backend import BackendAuthError
 from .gemini.reconnect import ReconnectPolicy
 from .gemini.refusal import credentials_refused
 from .log import log_event
+from .media_socket import media_socket
 from .metrics import Metrics
 
 if TYPE_CHECKING:
@@ -40,47 +45,31 @@ logger = logging.getLogger("telephony_bridge.bridge")
 
 
 class _Writer:
-    """Drains one of the core's outboxes into a socket, one writer at a time, in order.
+    """Drains the core's Gemini outbox into the current connection, one writer at a time, in order."""
 
-    ``watch``/``on_watch``: when the message that ``watch()`` returns (compared by identity,
-    the core hands out one string object) has been written, ``on_watch`` is called.
-    """
-
-    __slots__ = ("queue", "send", "busy", "watch", "on_watch", "closed_errors", "on_closed")
+    __slots__ = ("queue", "send", "busy", "closed_errors")
 
     def __init__(self, queue: deque[str], send: Callable[[str], Awaitable[Any]] | None,
-                 watch: Callable[[], str | None] | None = None,
-                 on_watch: Callable[[], None] | None = None,
-                 closed_errors: tuple[type[BaseException], ...] = (),
-                 on_closed: Callable[[], None] | None = None) -> None:
+                 closed_errors: tuple[type[BaseException], ...] = ()) -> None:
         self.queue = queue
         self.send = send
         self.busy = False
-        self.watch = watch
-        self.on_watch = on_watch
-        #: Errors that mean "the socket is gone": the queue is dropped and ``on_closed`` told;
-        #: the reader of that socket sees the close and the core decides what happens next.
+        #: Errors that mean "the socket is gone": the queue is dropped; the reader of that
+        #: socket sees the close and the core decides what happens next.
         self.closed_errors = closed_errors
-        self.on_closed = on_closed
 
     async def flush(self) -> None:
         if self.busy or self.send is None:
             return
         self.busy = True
         queue = self.queue
-        watched = self.watch() if self.watch is not None else None
         try:
             while queue:
-                message = queue.popleft()
-                await self.send(message)  # read each time: a handover may swap the socket
-                if message is watched and self.on_watch is not None:
-                    self.on_watch()
+                await self.send(queue.popleft())  # read each time: a handover may swap the socket
         except self.closed_errors:
             # Caller audio lost here was queued while the session could send, so it sits in the
             # core's replay buffer and reaches the resumed connection.
             queue.clear()
-            if self.on_closed is not None:
-                self.on_closed()
         finally:
             self.busy = False
 
@@ -107,6 +96,8 @@ class CallBridge:
                  on_gemini: Callable[[Refusal | None], Any] | None = None, panel: Any = None,
                  recordings: Any = None, recording: Any = None) -> None:
         self.ws = websocket
+        #: The caller's frames in and out: direct on our uvicorn protocol, else over ASGI.
+        self.media = media_socket(websocket)
         self.backend = backend
         self.loop = asyncio.get_running_loop()
         self.core = CallCore(setup, config, now=self.loop.time(), metrics=metrics, phrases=phrases, gate=gate,
@@ -131,7 +122,11 @@ class CallBridge:
         self.on_gemini = on_gemini
         self._told_ready = False
         self._told_refusal = False
-        self._wake = asyncio.Event()
+        #: The core's next deadline and the loop handle that wakes it then.
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        #: Done once the call is over (ended, or the caller's socket gone): run() winds up.
+        self._done: asyncio.Future[None] = self.loop.create_future()
         self._started = asyncio.Event()
         self._conn: _Connection | None = None
         self._handover_task: asyncio.Task[None] | None = None
@@ -141,43 +136,37 @@ class CallBridge:
         self._background: set[asyncio.Task[Any]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         core = self.core
-        self._to_twilio = _Writer(core.twilio_out, websocket.send_text, lambda: core.clear_message,
-                                  lambda: core.clear_written(self.loop.time()),
-                                  closed_errors=(WebSocketDisconnect, OSError),
-                                  on_closed=lambda: core.receive_twilio_closed(self.loop.time()))
         self._to_gemini = _Writer(core.gemini_out, None, closed_errors=(websockets.ConnectionClosed,))
+        self._gemini_flush: asyncio.Task[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        core = self.core
-        tasks = self._tasks = [
-            asyncio.create_task(self._twilio_loop(), name="twilio"),
-            asyncio.create_task(self._gemini_loop(), name="gemini"),
-            asyncio.create_task(self._timer_loop(), name="timer"),
-        ]
+        core, loop = self.core, self.loop
+        for data in self.first_frames:  # read by the server to vet the stream
+            core.receive_twilio(data, loop.time())
+        self.first_frames.clear()
+        self._after()
+        self.media.start(self._on_twilio_frame, self._on_twilio_closed)
+        gemini = asyncio.create_task(self._gemini_loop(), name="gemini")
+        tasks = self._tasks = [gemini]
         if self.recording is not None:
             from .recording.service import flush_every_second
             self._spawn(flush_every_second(self.recording))
         try:
-            pending: set[asyncio.Task[None]] = set(tasks)
-            while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    if not task.cancelled() and task.exception() is not None:
-                        exc = task.exception()
-                        if isinstance(exc, WebSocketDisconnect):  # the caller's side went away
-                            core.receive_twilio_closed(self.loop.time())
-                            continue
-                        log_event(logger, "call.task_failed", logging.ERROR, call_sid=core.call_sid,
-                                  task=task.get_name(), error=repr(exc)[:300])
-                        core.end(f"internal-error:{task.get_name()}", self.loop.time())
-                # The Gemini side may be over while a last phrase (the apology) still plays: the
-                # Twilio loop (its mark coming back) or the timer (the cap) ends the call then.
-                # Closing the stream now would drop it: Twilio discards unplayed audio.
-                if core.ended is not None or not core.closing:
-                    break
+            await asyncio.wait((gemini, self._done), return_when=asyncio.FIRST_COMPLETED)
+            if gemini.done() and not gemini.cancelled() and gemini.exception() is not None:
+                self._failed("gemini", gemini.exception())  # type: ignore[arg-type]
+            # The Gemini side may be over while a last phrase (the apology) still plays: a caller
+            # frame (its mark coming back) or the timer (the cap) ends the call then. Closing the
+            # stream now would drop it: Twilio discards unplayed audio.
+            if core.ended is None and core.closing:
+                await self._done
         finally:
+            self.media.stop()
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
             for task in [*tasks, *self._tool_tasks.values(), *self._background]:
                 task.cancel()
             if self._handover_task is not None:
@@ -200,6 +189,7 @@ class CallBridge:
         starts with "bridge-closed"), so Twilio's <Connect action> resumes it on another replica."""
         if self.core.ended is None:
             self.core.end(reason, self.loop.time())
+        self._finish()
         for task in self._tasks:
             task.cancel()
 
@@ -207,7 +197,8 @@ class CallBridge:
         # Best effort: flush what is queued for the caller, then close both sockets.
         try:
             async with asyncio.timeout(2):
-                await self._to_twilio.flush()
+                self._write_twilio()
+                await self.media.drain()
                 await self.ws.close()
         except Exception:  # the caller may already be gone
             pass
@@ -248,13 +239,33 @@ class CallBridge:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    def _finish(self) -> None:
+        if not self._done.done():
+            self._done.set_result(None)
+
+    def _failed(self, where: str, exc: BaseException) -> None:
+        """A bug in our code while handling input: the call ends cleanly (closing audio, record)."""
+        core = self.core
+        log_event(logger, "call.task_failed", logging.ERROR, call_sid=core.call_sid, task=where,
+                  error=repr(exc)[:300])
+        if core.ended is None:
+            core.end(f"internal-error:{where}", self.loop.time())
+        self._finish()
+
     async def _after_input(self) -> None:
-        """Write what the core queued, start/cancel tools, persist a new handle."""
+        """After input from a task (Gemini, a tool, a handover): as :meth:`_after`, and the
+        Gemini outbox written before returning."""
+        if self.core.gemini_out:
+            await self._to_gemini.flush()
+        self._after()
+
+    def _after(self) -> None:
+        """Write what the core queued, start/cancel tools, persist a new handle, move the timer."""
         core = self.core
         if core.twilio_out:
-            await self._to_twilio.flush()
+            self._write_twilio()
         if core.gemini_out:
-            await self._to_gemini.flush()
+            self._kick_gemini()
         if core.tool_requests or core.tool_cancellations:
             self._dispatch_tools()
         if core.new_handle is not None:
@@ -268,33 +279,55 @@ class CallBridge:
             self._started.set()
             if self.store is not None:
                 self._spawn(self.store.set_call_state(core.call_sid, call_state.ACTIVE))
-        self._wake.set()
+        if core.ended is not None:
+            self._finish()
+        else:
+            self._schedule()
+
+    def _kick_gemini(self) -> None:
+        """Start writing the Gemini outbox unless a write is under way (it takes what is queued)."""
+        task = self._gemini_flush
+        if (task is None or task.done()) and not self._to_gemini.busy and self._to_gemini.send is not None:
+            self._gemini_flush = self.loop.create_task(self._to_gemini.flush())
 
     # -- Twilio --------------------------------------------------------------------------------
 
-    async def _twilio_loop(self) -> None:
-        core, ws, loop = self.core, self.ws, self.loop
-        receive = ws.receive
-        for data in self.first_frames:
-            core.receive_twilio(data, loop.time())
-        self.first_frames.clear()
-        await self._after_input()
-        while core.ended is None:
-            message = await receive()
-            if message["type"] == "websocket.disconnect":
-                core.receive_twilio_closed(loop.time())
-                return
-            data = message.get("text")
-            if data is None:
-                data = message.get("bytes") or b""
-            core.receive_twilio(data, loop.time())
+    def _on_twilio_frame(self, data: str | bytes) -> None:
+        """One frame from the caller's socket, inside its ``data_received``."""
+        core = self.core
+        if core.ended is not None:
+            return
+        try:
+            now = self.loop.time()
+            core.receive_twilio(data, now)
             if core.twilio_out:
-                await self._to_twilio.flush()
+                self._write_twilio()
             if core.gemini_out:
-                await self._to_gemini.flush()
+                self._kick_gemini()
             if core.tool_requests or core.tool_cancellations or core.new_handle is not None \
-                    or not self._started.is_set():
-                await self._after_input()
+                    or core.ended is not None or self._outgoing is not None or not self._started.is_set():
+                self._after()
+            else:
+                self._schedule()
+        except Exception as exc:
+            self._failed("twilio", exc)
+
+    def _on_twilio_closed(self) -> None:
+        self.core.receive_twilio_closed(self.loop.time())
+        self._finish()
+
+    def _write_twilio(self) -> None:
+        """Write what the core queued for the caller, in order; a ``clear`` among it is timed."""
+        core = self.core
+        out = core.twilio_out
+        clear = core.clear_message
+        cleared = clear is not None and clear in out
+        if not self.media.write(out):
+            # The socket is gone: its close reaches _on_twilio_closed (or already did).
+            core.receive_twilio_closed(self.loop.time())
+            self._finish()
+        elif cleared:
+            core.clear_written(self.loop.time())
 
     # -- Gemini --------------------------------------------------------------------------------
 
@@ -482,30 +515,27 @@ class CallBridge:
 
     # -- timer ---------------------------------------------------------------------------------
 
-    async def _timer_loop(self) -> None:
-        core, loop, wake = self.core, self.loop, self._wake
-        while core.ended is None:
-            deadline = core.next_deadline()
-            wake.clear()
-            if deadline is None:
-                await wake.wait()
-            else:
-                delay = deadline - loop.time()
-                if delay > 0:
-                    try:
-                        async with asyncio.timeout(delay):
-                            await wake.wait()
-                    except TimeoutError:
-                        pass
-                else:
-                    await asyncio.sleep(0)  # never starve the loop, whatever the core asks
-            now = loop.time()
+    def _schedule(self) -> None:
+        """Keep one loop handle at the core's next deadline (a deadline in the past runs on the
+        loop's next iteration: never a busy loop that starves the sockets)."""
+        deadline = self.core.next_deadline()
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = None if deadline is None else self.loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = self._timer_at = None
+        core = self.core
+        if core.ended is not None:
+            return
+        try:
+            now = self.loop.time()
             core.tick(now)
             if core.handover_wanted(now):
                 self._start_handover()
-            if self._outgoing is not None and not core.outgoing_open:
-                await self._after_input()  # the hand-off's last sentence is over: close its connection
-            if core.twilio_out:
-                await self._to_twilio.flush()
-            if core.gemini_out:
-                await self._to_gemini.flush()
+            self._after()  # also closes a hand-off's retiring connection once its sentence is over
+        except Exception as exc:
+            self._failed("timer", exc)

@@ -56,6 +56,7 @@ from .gemini.refusal import Refusal
 from .log import log_event, register_secret
 from .metrics import Metrics
 from .echo_gate import EchoGate
+from .media_socket import PROTOCOL_PATH
 from .interview_tools import builtin_tools
 from .call.handoff import build_panel
 from .persona import Persona, load_persona
@@ -170,9 +171,11 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     ``ws_max_size``: a Twilio frame over the limit closes the socket (1009) before it is ever
     buffered whole; the parser's own cap (64 KiB) stands behind it. No permessage-deflate:
     Twilio does not need it and a compressed frame is CPU spent on a peer's behalf.
+    ``ws``: uvicorn's websockets-sansio protocol with the media stream's direct mode
+    (media_socket.py: no queue, task switch or write system call per frame).
     """
     return {
-        "ws": "websockets-sansio",
+        "ws": PROTOCOL_PATH,
         "ws_max_size": settings.twilio_max_message_bytes,
         "ws_per_message_deflate": False,
     }

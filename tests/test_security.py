@@ -233,7 +233,7 @@ def test_serve_passes_the_limits_to_uvicorn_and_warns(monkeypatch, capsys):
                                           twilio_max_message_bytes=16384))
     finally:
         root.handlers[:], root.level, root.propagate, logging.Formatter.converter = saved
-    assert seen["ws_max_size"] == 16384 and seen["ws"] == "websockets-sansio"
+    assert seen["ws_max_size"] == 16384 and seen["ws"] == "telephony_bridge.media_socket:MediaStreamProtocol"
     assert seen["ws_per_message_deflate"] is False
     assert "WARNING: TWILIO_SIGNATURE_CHECK=off" in capsys.readouterr().err
 

@@ -164,6 +164,10 @@ class Playout:
         lead = self.config.playback_lead_s
         if self.playout_end < now:
             self.playout_end = now
+        elif self.playout_end - now > lead * 0.5 + 1e-9:
+            # Twilio still holds over half the lead: top it up later, several frames in one
+            # write (caller frames call this every 20 ms; one frame each would be a write each).
+            return
         out = self.twilio_out
         every = self.config.mark_every_frames
         gate = self.gate
