@@ -47,16 +47,31 @@ logger = logging.getLogger("telephony_bridge.bridge")
 class _Writer:
     """Drains the core's Gemini outbox into the current connection, one writer at a time, in order."""
 
-    __slots__ = ("queue", "send", "busy", "closed_errors")
+    __slots__ = ("queue", "send", "send_nowait", "busy", "closed_errors")
 
-    def __init__(self, queue: deque[str], send: Callable[[str], Awaitable[Any]] | None,
-                 closed_errors: tuple[type[BaseException], ...] = ()) -> None:
+    def __init__(self, queue: deque[str], closed_errors: tuple[type[BaseException], ...] = ()) -> None:
         self.queue = queue
-        self.send = send
+        self.send: Callable[[str], Awaitable[Any]] | None = None
+        self.send_nowait: Callable[[str], bool] | None = None
         self.busy = False
         #: Errors that mean "the socket is gone": the queue is dropped; the reader of that
         #: socket sees the close and the core decides what happens next.
         self.closed_errors = closed_errors
+
+    def bind(self, client: GeminiLiveClient) -> None:
+        """From now on, write to ``client`` (a new connection, a handover's next one)."""
+        self.send, self.send_nowait = client.send, client.send_nowait
+
+    def write_now(self) -> bool:
+        """Write what can go without waiting. False: the rest needs :meth:`flush` (a task)."""
+        queue, nowait = self.queue, self.send_nowait
+        if self.busy or nowait is None:  # a flush is under way (it takes it), or no socket yet
+            return True
+        while queue:
+            if not nowait(queue[0]):
+                return False
+            queue.popleft()
+        return True
 
     async def flush(self) -> None:
         if self.busy or self.send is None:
@@ -125,6 +140,7 @@ class CallBridge:
         #: The core's next deadline and the loop handle that wakes it then.
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
+        self._tick_wanted = False
         #: Done once the call is over (ended, or the caller's socket gone): run() winds up.
         self._done: asyncio.Future[None] = self.loop.create_future()
         self._started = asyncio.Event()
@@ -136,7 +152,7 @@ class CallBridge:
         self._background: set[asyncio.Task[Any]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         core = self.core
-        self._to_gemini = _Writer(core.gemini_out, None, closed_errors=(websockets.ConnectionClosed,))
+        self._to_gemini = _Writer(core.gemini_out, closed_errors=(websockets.ConnectionClosed,))
         self._gemini_flush: asyncio.Task[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -255,12 +271,16 @@ class CallBridge:
     async def _after_input(self) -> None:
         """After input from a task (Gemini, a tool, a handover): as :meth:`_after`, and the
         Gemini outbox written before returning."""
-        if self.core.gemini_out:
+        if self.core.gemini_out and not self._to_gemini.write_now():
             await self._to_gemini.flush()
         self._after()
 
-    def _after(self) -> None:
-        """Write what the core queued, start/cancel tools, persist a new handle, move the timer."""
+    def _after(self, tick: bool = True) -> None:
+        """Write what the core queued, start/cancel tools, persist a new handle, move the timer.
+
+        ``tick``: the core ticks on the loop's next iteration, whatever its deadline (after input
+        from Gemini, a tool or a handover, as state may have changed that no deadline shows).
+        Caller frames do not ask for it: 50 a second, and their effects have deadlines."""
         core = self.core
         if core.twilio_out:
             self._write_twilio()
@@ -281,13 +301,18 @@ class CallBridge:
                 self._spawn(self.store.set_call_state(core.call_sid, call_state.ACTIVE))
         if core.ended is not None:
             self._finish()
+        elif tick:
+            self._tick_wanted = True
+            self._schedule(self.loop.time())
         else:
             self._schedule()
 
     def _kick_gemini(self) -> None:
-        """Start writing the Gemini outbox unless a write is under way (it takes what is queued)."""
+        """Write the Gemini outbox now; what cannot go yet (a full buffer) goes from a task."""
+        if self._to_gemini.write_now():
+            return
         task = self._gemini_flush
-        if (task is None or task.done()) and not self._to_gemini.busy and self._to_gemini.send is not None:
+        if task is None or task.done():
             self._gemini_flush = self.loop.create_task(self._to_gemini.flush())
 
     # -- Twilio --------------------------------------------------------------------------------
@@ -376,7 +401,7 @@ class CallBridge:
                 continue
             self.reconnect.connected(loop.time())
             conn = self._conn = _Connection(client)
-            self._to_gemini.send = client.send
+            self._to_gemini.bind(client)
             core.receive_gemini(client.setup_complete_frame, loop.time())
             if not self._told_ready and self.on_gemini is not None:
                 self._told_ready = True
@@ -469,7 +494,7 @@ class CallBridge:
             return
         new = _Connection(client)
         self._conn = new
-        self._to_gemini.send = client.send
+        self._to_gemini.bind(client)
         self.reconnect.connected(loop.time())
         core.receive_gemini(client.setup_complete_frame, loop.time())
         await self._after_input()
@@ -515,11 +540,17 @@ class CallBridge:
 
     # -- timer ---------------------------------------------------------------------------------
 
-    def _schedule(self) -> None:
-        """Keep one loop handle at the core's next deadline (a deadline in the past runs on the
-        loop's next iteration: never a busy loop that starves the sockets)."""
-        deadline = self.core.next_deadline()
-        if deadline == self._timer_at:
+    def _schedule(self, deadline: float | None = None) -> None:
+        """Keep one loop handle at or before the core's next deadline (a deadline in the past runs
+        on the loop's next iteration: never a busy loop that starves the sockets).
+
+        Only an earlier deadline moves the handle: most input pushes the deadline later (each
+        caller frame moves the no-media timeout), and a handle that fires early costs one tick
+        that finds nothing due, where moving it would cost two timer operations per frame."""
+        if deadline is None:
+            deadline = self.core.next_deadline()
+        at = self._timer_at
+        if deadline is None or (at is not None and at <= deadline):
             return
         if self._timer is not None:
             self._timer.cancel()
@@ -533,9 +564,15 @@ class CallBridge:
             return
         try:
             now = self.loop.time()
+            if not self._tick_wanted:
+                deadline = core.next_deadline()
+                if deadline is not None and deadline > now:  # fired early: the deadline moved later
+                    self._schedule(deadline)
+                    return
+            self._tick_wanted = False
             core.tick(now)
             if core.handover_wanted(now):
                 self._start_handover()
-            self._after()  # also closes a hand-off's retiring connection once its sentence is over
+            self._after(tick=False)  # also closes a hand-off's retiring connection once its sentence is over
         except Exception as exc:
             self._failed("timer", exc)

@@ -293,14 +293,14 @@ class EchoGate:
         n = len(ulaw)
         if n == 0:
             return
-        x = ULAW_SQUARES.take(np.frombuffer(ulaw, _U8))
-        if n == _FRAME_BYTES:  # the usual case: two 10 ms blocks
-            blocks = [float(x[:_BLOCK_SAMPLES].sum()) / _BLOCK_SAMPLES, float(x[_BLOCK_SAMPLES:].sum()) / _BLOCK_SAMPLES]
+        if n == _FRAME_BYTES:  # the usual case: two 10 ms blocks (mean squares, in C)
+            blocks = [mean_square_ulaw(ulaw[:_BLOCK_SAMPLES]), mean_square_ulaw(ulaw[_BLOCK_SAMPLES:])]
         elif n >= _BLOCK_SAMPLES:
+            x = ULAW_SQUARES.take(np.frombuffer(ulaw, _U8))
             nb = n // _BLOCK_SAMPLES
             blocks = (x[: nb * _BLOCK_SAMPLES].reshape(nb, _BLOCK_SAMPLES).sum(axis=1) / _BLOCK_SAMPLES).tolist()
         else:
-            blocks = [float(x.sum()) / n]
+            blocks = [mean_square_ulaw(ulaw)]
         b0 = int(round(play_at / BLOCK_S))
         last = self._last_block
         if last is not None and abs(b0 - (last + 1)) <= 1:

@@ -97,6 +97,7 @@ class CallCore:
         self.custom_parameters: dict[str, str] = {}
         self._silence_frame = b"\xff" * FRAME_BYTES
         self._gate_last: Any = None
+        self._gate_run = 0  # frames of that decision not yet counted in the metrics
         #: When the last ``interrupted`` arrived, until its ``clear`` is written (see clear_written).
         self.interrupted_at: float | None = None
         self.clear_reactions_s: list[float] = []
@@ -136,8 +137,14 @@ class CallCore:
         """The adapter ends the call (its own failure, shutdown)."""
         self._end(now, reason)
 
+    def _count_gate(self) -> None:
+        if self._gate_run and self.metrics is not None:
+            self.metrics.gate[self._gate_last.value].inc(self._gate_run)
+        self._gate_run = 0
+
     def _end(self, now: float, reason: str) -> None:
         if self.ending.ended is None:
+            self._count_gate()
             self.ending.ended = reason
             self.turns_part.finish_agent(now)
             self.records.add(now, "call_end", reason=reason)
@@ -229,10 +236,12 @@ class CallCore:
                 self._pause(now)
             if decision is not self._gate_last:
                 # The timeline gets every change of decision: a run-length record of all frames.
+                self._count_gate()
                 self._gate_last = decision
                 self.records.add(now, "gate", decision=decision.value)
-            if self.metrics is not None:
-                self.metrics.gate[decision.value].inc()
+            self._gate_run += 1
+            if self._gate_run >= 50:  # the metrics in runs (a lock per frame otherwise), a second at most behind
+                self._count_gate()
             if not decision.forwarded:
                 # Gemini gets silence, not a gap: its VAD must still see the caller's turn end.
                 ulaw = self._silence_frame

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
+from websockets.protocol import State
 
 from ..errors import GeminiProtocolError
 from .backend import Endpoint
@@ -91,6 +92,19 @@ class GeminiLiveClient:
 
     async def send(self, message: str) -> None:
         await self.ws.send(message)
+
+    def send_nowait(self, message: str) -> bool:
+        """Write ``message`` now, without a task or an await, when nothing stands in the way: no
+        fragmented send under way, the socket open and below its write buffer's high-water mark.
+        False: nothing was written; :meth:`send` it (it waits for the buffer, or raises the close).
+        Caller audio goes out ten times a second per call: this is that path."""
+        ws = self.ws
+        if ws.send_in_progress is not None or ws.paused or ws.protocol.state is not State.OPEN \
+                or ws.transport.is_closing():
+            return False
+        ws.protocol.send_text(message.encode())
+        ws.send_data()
+        return True
 
     async def frames(self) -> AsyncIterator[bytes | str]:
         """Server frames until the connection closes (normally or not)."""
