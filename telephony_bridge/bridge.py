@@ -140,7 +140,7 @@ class CallBridge:
         #: The core's next deadline and the loop handle that wakes it then.
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
-        self._tick_wanted = False
+        self._tick_soon = False  # a tick is asked for on the loop's next iteration
         #: Done once the call is over (ended, or the caller's socket gone): run() winds up.
         self._done: asyncio.Future[None] = self.loop.create_future()
         self._started = asyncio.Event()
@@ -301,10 +301,10 @@ class CallBridge:
                 self._spawn(self.store.set_call_state(core.call_sid, call_state.ACTIVE))
         if core.ended is not None:
             self._finish()
-        elif tick:
-            self._tick_wanted = True
-            self._schedule(self.loop.time())
         else:
+            if tick and not self._tick_soon:
+                self._tick_soon = True
+                self.loop.call_soon(self._on_tick_soon)
             self._schedule()
 
     def _kick_gemini(self) -> None:
@@ -445,7 +445,8 @@ class CallBridge:
 
     async def _read(self, conn: _Connection) -> None:
         core, loop = self.core, self.loop
-        async for frame in conn.client.frames():
+        recv = conn.client.recv
+        while (frame := await recv()) is not None:
             if conn.retired:
                 if conn is self._outgoing:  # a hand-off: the outgoing interviewer's last sentence
                     core.receive_outgoing(frame, loop.time())
@@ -463,7 +464,8 @@ class CallBridge:
 
     async def _drain_outgoing(self, conn: _Connection) -> None:
         """A hand-off's retiring connection, read beside the next one until its sentence ends."""
-        async for frame in conn.client.frames():
+        recv = conn.client.recv
+        while (frame := await recv()) is not None:
             if conn is not self._outgoing:
                 return
             self.core.receive_outgoing(frame, self.loop.time())
@@ -559,17 +561,23 @@ class CallBridge:
 
     def _on_timer(self) -> None:
         self._timer = self._timer_at = None
-        core = self.core
-        if core.ended is not None:
+        if self.core.ended is not None:
             return
+        deadline = self.core.next_deadline()
+        if deadline is not None and deadline > self.loop.time():  # early: the deadline moved later
+            self._schedule(deadline)
+            return
+        self._tick()
+
+    def _on_tick_soon(self) -> None:
+        self._tick_soon = False
+        if self.core.ended is None:
+            self._tick()
+
+    def _tick(self) -> None:
+        core = self.core
         try:
             now = self.loop.time()
-            if not self._tick_wanted:
-                deadline = core.next_deadline()
-                if deadline is not None and deadline > now:  # fired early: the deadline moved later
-                    self._schedule(deadline)
-                    return
-            self._tick_wanted = False
             core.tick(now)
             if core.handover_wanted(now):
                 self._start_handover()

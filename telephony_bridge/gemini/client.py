@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import websockets
@@ -106,13 +105,13 @@ class GeminiLiveClient:
         ws.send_data()
         return True
 
-    async def frames(self) -> AsyncIterator[bytes | str]:
-        """Server frames until the connection closes (normally or not)."""
+    async def recv(self) -> bytes | str | None:
+        """The next server frame; None once the connection has closed (normally or not).
+        (A plain await per frame: an async generator around it costs two more per frame.)"""
         try:
-            async for frame in self.ws:
-                yield frame
+            return await self.ws.recv()
         except websockets.ConnectionClosed:
-            return
+            return None
 
     @property
     def close_code(self) -> int | None:
