@@ -18,6 +18,7 @@ def _reject_constant(name: str) -> Any:
 
 
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_scan_once = _DECODER.scan_once  # the C scanner behind decode()
 
 
 def loads_strict(data: str | bytes | bytearray) -> Any:
@@ -27,4 +28,12 @@ def loads_strict(data: str | bytes | bytearray) -> Any:
             raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", data, 0)
     else:
         data = data.decode(json.detect_encoding(data), "surrogatepass")
+    # A document with no whitespace around it (every peer frame) in one scanner call; anything
+    # else (spaces, trailing data, an error to report) through decode() and its messages.
+    try:
+        value, end = _scan_once(data, 0)
+    except StopIteration:
+        end = -1
+    if end == len(data):
+        return value
     return _DECODER.decode(data)

