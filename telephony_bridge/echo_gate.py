@@ -131,6 +131,8 @@ _ULAW_SILENCE = 0xFF
 SILENCE_FRAME = bytes([_ULAW_SILENCE]) * _FRAME_BYTES
 
 _U8 = np.dtype(np.uint8)
+#: ``ndarray.max()`` without its Python wrapper (numpy's ``_amax``): the same C reduction.
+_max = np.maximum.reduce
 _RING = 1024  # blocks of reference kept: 10.24 s, far more than lead + window
 _TINY = 1e-10
 
@@ -431,25 +433,26 @@ class EchoGate:
             return 0.0
         i = bottom % _RING
         prof = self._s[i : i + self._npos]  # position p <-> lag (lag_cap - p)
-        if top > last:  # the newest blocks were never written (or were flushed): silence
+        copied = top > last
+        if copied:  # the newest blocks were never written (or were flushed): silence
             prof = prof.copy()
             prof[last - bottom + 1 :] = 0.0
         first = self._lag_cap - self._lag_hi  # positions before this are beyond the current window
         best = self._best
         if best is not None:
             p = self._lag_cap - best
-            aligned = float(prof[max(first, p - self._slack) : p + self._slack + 1].max())
+            aligned = float(_max(prof[max(first, p - self._slack) : p + self._slack + 1]))
             echo = aligned * self._thr_gain
             if now - self._run_start < best * BLOCK_S + self.config.onset_guard_s:
                 # The first echo of a turn: its playout slip is unknown (Twilio's start-up), so the
                 # aligned estimate may look at the silence before it. The lag-free bound covers it.
-                echo = max(echo, float(prof[first:].max()) * self._geigel_gain)
+                echo = max(echo, float(_max(prof[first:])) * self._geigel_gain)
         else:
-            peak = float(prof[first:].max())
+            peak = float(_max(prof[first:]))
             echo = peak * self._geigel_gain
         if self.config.adaptive:
             self._batch_x.append(energy)
-            self._batch_p.append(prof.copy())
+            self._batch_p.append(prof if copied else prof.copy())
             self._batch_t.append(self._talking and now < self._hold_until)
             if len(self._batch_x) >= self.config.learn_batch:
                 self._learn()
@@ -461,7 +464,7 @@ class EchoGate:
         c = self.config
         self._batches += 1
         near_all = np.asarray(self._batch_x)
-        prof_all = np.vstack(self._batch_p)
+        prof_all = np.array(self._batch_p)  # (one C call; vstack wraps each row in Python first)
         talking = np.asarray(self._batch_t)
         self._batch_x.clear()
         self._batch_p.clear()
