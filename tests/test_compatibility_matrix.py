@@ -16,9 +16,6 @@ from telephony_bridge.gemini import profiles
 from telephony_bridge.testing import CallerScript, Fault, Scenario, ToolCallStep
 from telephony_bridge.testing.local_call import founder_turns, greetings, place_local_call
 
-# The module-scoped ``calls`` fixture runs the whole matrix once: its tests on one xdist worker.
-pytestmark = pytest.mark.xdist_group("compatibility_matrix")
-
 #: (model, backend) for every profile, on each backend it is served on.
 MATRIX = [
     (p.family, backend)

@@ -28,9 +28,6 @@ from telephony_bridge.testing.emulator import INVALID_ARGUMENT_REASON, PERMISSIO
 from telephony_bridge.testing.local_call import DEMO_KEY, LocalBridge, founder_turns, greetings
 from telephony_bridge.testing.simulator import Hangup, Wait, WaitForAgent
 
-# The module-scoped ``calls`` fixture runs all refused calls once: its tests on one xdist worker.
-pytestmark = pytest.mark.xdist_group("refusal_calls")
-
 LIVE_MODEL = "gemini-3.8-live"
 GONE_MODEL = "gemini-2.5-flash-native-audio-preview-12-2025"  # a Live preview the service shut down
 WRONG_KEY = "wrong-key-" + "0" * 12
