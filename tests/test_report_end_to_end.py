@@ -246,7 +246,8 @@ def test_bridge_process_killed_while_a_delivery_is_pending_delivers_once(tmp_pat
             assert d is not None and d.attempts >= 1, "no pending delivery before the kill"
             first.kill()
             await asyncio.to_thread(first.wait)
-            killed_at = d.attempts
+            # Counted after the kill: a retry (backoff ~2 s) can land between the read above and the kill.
+            killed_at = (await outbox.get(did)).attempts
             second = await asyncio.to_thread(start_replica, env, port, tmp_path / "second.log")
             await receiver.start()
             await receiver.wait_accepted(1, timeout=40)
