@@ -63,3 +63,20 @@ def test_caller_talking_over_the_agent_interrupts_it():
     assert core.counters["barge_ins"] >= 1
     assert result.clears >= 1
     assert any(t.interrupted for t in core.turns)
+
+
+def test_the_call_also_runs_over_plain_asgi_websockets():
+    """Served by a websocket protocol without the direct mode (another server, uvicorn's own
+    websockets-sansio), the media stream goes over ASGI (media_socket.AsgiMediaSocket): the same
+    call, barge-in and all."""
+    turns = founder_turns()[:2]
+    script = CallerScript.from_founder_turns(turns, barge_in=True)
+    call = asyncio.run(place_local_call(script, silence_duration_ms=800, ws="websockets-sansio"))
+    result, core = call.result, call.core
+    assert call.bridge.server.config.ws == "websockets-sansio"
+    assert set(result.media_sizes_seen) == {160} and rms(result.heard_pcm16()) > 0.02
+    assert len(core.turns) >= len(turns) + 1 and core.turns[-1].frames_heard > 0
+    assert result.marks_returned > 0
+    assert result.clears >= 1 and core.counters["barge_ins"] >= 1 and any(t.interrupted for t in core.turns)
+    assert len([e for e in core.transcript if e["role"] == "caller"]) == len(turns)
+    assert core.ended == "caller-hangup" and result.ended_by == "caller"

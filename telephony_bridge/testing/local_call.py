@@ -58,7 +58,8 @@ def _bind_loopback() -> socket.socket:
 class LocalBridge:
     """The bridge app served by uvicorn on a loopback port, inside the current event loop."""
 
-    def __init__(self, settings: Settings, *, call_overrides: dict[str, Any] | None = None) -> None:
+    def __init__(self, settings: Settings, *, call_overrides: dict[str, Any] | None = None,
+                 ws: str | None = None) -> None:
         self.sock = _bind_loopback()
         port = self.sock.getsockname()[1]
         # No REST endpoint given (GEMINI_REST_URL): nothing to render TTS phrases, so they stay the
@@ -67,7 +68,10 @@ class LocalBridge:
         self.settings = replace(settings, public_url=f"http://127.0.0.1:{port}", host="127.0.0.1", port=port,
                                 tts_phrases=tts)
         self.app = create_app(self.settings, call_overrides=call_overrides)
-        config = uvicorn.Config(self.app, **uvicorn_options(self.settings), log_level="warning", lifespan="off",
+        # ``ws``: another uvicorn websocket protocol than serve's (the media stream then runs over
+        # plain ASGI: media_socket.AsgiMediaSocket).
+        options = {**uvicorn_options(self.settings), **({"ws": ws} if ws else {})}
+        config = uvicorn.Config(self.app, **options, log_level="warning", lifespan="off",
                                 timeout_graceful_shutdown=3)
         self.server = uvicorn.Server(config)
         self._task: asyncio.Task[None] | None = None
@@ -187,6 +191,7 @@ async def place_local_call(
     vertex: bool = False,
     rest_faults: list[Any] | None = None,
     tts: Any = None,
+    ws: str | None = None,
     **settings: Any,
 ) -> LocalCall:
     """Start the emulator and a bridge, place one call with ``script``, stop both.
@@ -202,7 +207,7 @@ async def place_local_call(
     :class:`~.gemini.rest.RestFault` list.
     ``tts``: a :class:`~.gemini.tts.TtsEmulator` that the emulator's REST side hands Gemini TTS
     requests to, for the bridge's phrases in the agent's voice (without one, TTS phrases are
-    off: bundled clips).
+    off: bundled clips). ``ws``: the bridge's uvicorn websocket protocol (default serve's).
     """
     if tts is not None:
         settings = {"tts_phrases": True, **settings}
@@ -230,7 +235,7 @@ async def place_local_call(
                                       gemini_rest_url=emulator.rest_url,
                                       twilio_auth_token=settings.pop("twilio_auth_token", None) or secrets.token_hex(16),
                                       **{**backend, **settings}),
-                             call_overrides=call_overrides)
+                             call_overrides=call_overrides, ws=ws)
         await bridge.start()
         try:
             sim = CallerSimulator(bridge.twiml_url, script, auth_token=bridge.settings.twilio_auth_token,
