@@ -187,6 +187,8 @@ class CallBridge:
                 task.cancel()
             if self._handover_task is not None:
                 self._handover_task.cancel()
+            if self._gemini_flush is not None:  # a write waiting on a full buffer: the call is over
+                self._gemini_flush.cancel()
             await asyncio.gather(*tasks, *self._tool_tasks.values(), return_exceptions=True)
             if core.ended is None:
                 core.end("bridge-closed", self.loop.time())
