@@ -325,17 +325,8 @@ class CallBridge:
         if core.ended is not None:
             return
         try:
-            now = self.loop.time()
-            core.receive_twilio(data, now)
-            if core.twilio_out:
-                self._write_twilio()
-            if core.gemini_out:
-                self._kick_gemini()
-            if core.tool_requests or core.tool_cancellations or core.new_handle is not None \
-                    or core.ended is not None or self._outgoing is not None or not self._started.is_set():
-                self._after()
-            else:
-                self._schedule()
+            core.receive_twilio(data, self.loop.time())
+            self._after(tick=False)
         except Exception as exc:
             self._failed("twilio", exc)
 
@@ -349,10 +340,8 @@ class CallBridge:
         out = core.twilio_out
         clear = core.clear_message
         cleared = clear is not None and clear in out
-        if not self.media.write(out):
-            # The socket is gone: its close reaches _on_twilio_closed (or already did).
-            core.receive_twilio_closed(self.loop.time())
-            self._finish()
+        if not self.media.write(out):  # the socket is gone
+            self._on_twilio_closed()
         elif cleared:
             core.clear_written(self.loop.time())
 

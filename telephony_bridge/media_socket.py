@@ -45,6 +45,21 @@ OnFrame = Callable[[str | bytes], None]
 OnClosed = Callable[[], None]
 
 
+def asgi_frame(message: Any) -> str | bytes:
+    """The data of an ASGI ``websocket.receive`` message: its text, else its bytes."""
+    text = message.get("text")
+    return text if text is not None else message.get("bytes") or b""
+
+
+def _text_or_bytes(payload: bytes) -> str | bytes:
+    """A text frame's payload for the call: a str, or the raw bytes when it is not UTF-8 (the
+    call's parser then counts it as a bad frame instead of the socket closing)."""
+    try:
+        return payload.decode()
+    except UnicodeDecodeError:
+        return payload
+
+
 def _header(n: int) -> bytes:
     """An unmasked, final text frame's header for an ``n``-byte payload (RFC 6455 §5.2)."""
     if n < 126:
@@ -109,14 +124,7 @@ class MediaStreamProtocol(WebSocketsSansIOProtocol):
             pos = end
             if self.close_sent:  # we are closing: data is discarded until the peer's close
                 continue
-            if opcode == 1:
-                try:
-                    text: str | bytes = payload.decode()
-                except UnicodeDecodeError:  # not UTF-8: the call's parser counts it as a bad frame
-                    text = payload
-                self.on_frame(text)  # type: ignore[misc]
-            else:
-                self.on_frame(payload)  # type: ignore[misc]
+            self.on_frame(_text_or_bytes(payload) if opcode == 1 else payload)  # type: ignore[misc]
             if self.on_frame is None:  # the call let go of the stream
                 break
         if pos < n:
@@ -141,13 +149,7 @@ class MediaStreamProtocol(WebSocketsSansIOProtocol):
         self.frames = []
         if self.close_sent:
             return
-        if self.curr_msg_data_type == "text":
-            try:
-                on_frame(data.decode())
-            except UnicodeDecodeError:  # not UTF-8: the call's parser counts it as a bad frame
-                on_frame(bytes(data))
-        else:
-            on_frame(bytes(data))
+        on_frame(_text_or_bytes(bytes(data)) if self.curr_msg_data_type == "text" else bytes(data))
 
     def handle_close(self, event: Any) -> None:
         super().handle_close(event)
@@ -183,8 +185,7 @@ class DirectMediaSocket:
         p.fast = not p.conn.reader.buffer
         for message in queued:
             if message["type"] == "websocket.receive":
-                data = message.get("text")
-                on_frame(data if data is not None else message.get("bytes") or b"")
+                on_frame(asgi_frame(message))
             else:  # websocket.disconnect, already seen by the protocol
                 p._closed()
                 return
@@ -245,8 +246,7 @@ class AsgiMediaSocket:
                 message = await receive()
                 if message["type"] == "websocket.disconnect":
                     break
-                data = message.get("text")
-                on_frame(data if data is not None else message.get("bytes") or b"")
+                on_frame(asgi_frame(message))
         except (WebSocketDisconnect, RuntimeError, OSError):
             pass
         self._closed()

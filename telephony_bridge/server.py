@@ -56,7 +56,7 @@ from .gemini.refusal import Refusal
 from .log import log_event, register_secret
 from .metrics import Metrics
 from .echo_gate import EchoGate
-from .media_socket import PROTOCOL_PATH
+from .media_socket import PROTOCOL_PATH, asgi_frame
 from .interview_tools import builtin_tools
 from .call.handoff import build_panel
 from .persona import Persona, load_persona
@@ -429,9 +429,7 @@ def create_app(settings: Settings, *, call_overrides: dict[str, Any] | None = No
                     message = await websocket.receive()
                     if message["type"] == "websocket.disconnect":
                         return frames, None, "disconnected"
-                    data = message.get("text")
-                    if data is None:
-                        data = message.get("bytes") or b""
+                    data = asgi_frame(message)
                     frames.append(data)
                     try:
                         event: Event = parse_event(data)
@@ -496,7 +494,7 @@ def create_app(settings: Settings, *, call_overrides: dict[str, Any] | None = No
             reports.call_finished(core)  # queues the report; the record is already saved
 
         recording = await recordings.open_call(start.call_sid, start.custom_parameters, t0=0.0,
-                                               resumed=await call_was_live(start.call_sid)) if recordings else None
+                                               resumed=lambda: call_was_live(start.call_sid)) if recordings else None
         # The phrases this call plays: the current interviewer's voice once rendered, else bundled.
         call_phrases = CallPhrases(phrase_voices, load_phrase_book(persona.filler_language), persona.language)
         # Only now does a Gemini connection open (CallBridge.run).

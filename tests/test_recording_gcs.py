@@ -104,7 +104,11 @@ def test_a_call_resumed_on_another_replica_goes_on_in_the_same_bucket_object(gcs
         first = await one.open_call("CAresumed0001", {}, t0=0.0)
         first.recorder.caller(b"\x10" * 8000, 0.5)
         await one.finish(first)
-        second = await two.open_call("CAresumed0001", {}, t0=100.0, resumed=True)
+
+        async def live() -> bool:  # the store says the call is under way
+            return True
+
+        second = await two.open_call("CAresumed0001", {}, t0=100.0, resumed=live)
         second.recorder.caller(b"\x20" * 4000, 100.2)
         return await two.finish(second)
 

@@ -5,8 +5,8 @@ Gemini's 24 kHz PCM goes through the :class:`~telephony_bridge.dsp.OutboundConve
 :meth:`Playout.pump` forwards queued frames to Twilio no further ahead of the caller's playback
 than ``playback_lead_s`` (Twilio plays what it is sent in order, so ``playout_end`` — when its
 buffer runs dry — is known exactly), and tops it up only once it holds half the lead or less:
-several frames at a time, which the adapter writes in one system call. A ``None`` in the queue ends a model turn: the next frame
-starts a new agent turn (``on_turn_start``).
+several frames at a time, which the adapter writes in one system call. A ``None`` in the queue
+ends a model turn: the next frame starts a new agent turn (``on_turn_start``).
 
 Marks: one every ``mark_every_frames`` frames and at the end of a turn or phrase. Twilio echoes a
 mark when the audio before it has played, in order, so a returned mark credits the frames it

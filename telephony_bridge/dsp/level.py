@@ -38,9 +38,7 @@ _SCALE = 1.0 / 2**31
 
 def mean_square_ulaw(b: bytes) -> float:
     """Mean square (energy) of μ-law audio, full scale 1.0. Empty input gives 0.0."""
-    if not b:
-        return 0.0
-    r = _rms(_ulaw2lin(b, 4), 4) * _SCALE
+    r = rms_ulaw(b)
     return r * r
 
 

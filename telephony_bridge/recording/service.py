@@ -18,6 +18,7 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -112,13 +113,15 @@ class RecordingService:
         return CallRecording(call_sid, self.spool / f"{call_sid}.wav", t0=t0)
 
     async def open_call(self, call_sid: str, parameters: dict[str, str], *, t0: float,
-                        resumed: bool = False) -> CallRecording | None:
-        """:meth:`open` for a stream that starts. ``resumed``: the call was already live (a
-        reconnect, maybe on another replica): with a bucket, what its earlier streams uploaded is
-        brought back into the spool first, so this stream goes on in the same file instead of
-        replacing it (the local folder has it already)."""
+                        resumed: Callable[[], Awaitable[bool]] | None = None) -> CallRecording | None:
+        """:meth:`open` for a stream that starts. ``resumed()``: was the call already live (a
+        reconnect, maybe on another replica)? Asked only with a bucket (the store is read once,
+        and only then): what its earlier streams uploaded is brought back into the spool first,
+        so this stream goes on in the same file instead of replacing it (the local folder has it
+        already)."""
         path = self.spool / f"{call_sid}.wav"
-        if resumed and not self.local and not opted_out(parameters) and not path.exists():
+        if resumed is not None and not self.local and not opted_out(parameters) and not path.exists() \
+                and await resumed():
             try:
                 found = await asyncio.to_thread(self.sink.fetch, call_sid, str(path))
                 log_event(logger, "recording.resumed", call_sid=call_sid, earlier=found)

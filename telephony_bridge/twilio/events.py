@@ -127,15 +127,17 @@ def _str(parent: dict[str, Any], key: str, default: str | None = None) -> str:
 
 def _intstr(parent: dict[str, Any], key: str, default: int | None = None) -> int:
     value = parent.get(key)
-    if value is None and default is not None:
+    # Twilio documents these as strings (checked first: two per media frame); accept plain
+    # integers too. ASCII digits only: str.isdigit() is true for "²" and "١", which int()
+    # refuses or reads differently.
+    if type(value) is str:
+        if 0 < len(value) <= 16 and value.isdigit() and value.isascii():
+            return int(value)
+    elif value is None and default is not None:
         return default
-    # Twilio documents these as strings; accept plain integers too. ASCII digits only:
-    # str.isdigit() is true for "²" and "١", which int() refuses or reads differently.
-    if type(value) is int:
+    elif type(value) is int:
         if 0 <= value <= MAX_COUNTER:
             return value
-    elif isinstance(value, str) and 0 < len(value) <= 16 and value.isascii() and value.isdigit():
-        return int(value)
     raise TwilioProtocolError("wrong-type", f"{key!r} must be an integer string")
 
 
@@ -166,13 +168,7 @@ def _parse_media(msg: dict[str, Any]) -> Media:
     track = _str(media, "track", "inbound")
     if track != "inbound":
         raise TwilioProtocolError("wrong-track", track[:20])
-    chunk, timestamp = media.get("chunk"), media.get("timestamp")
-    # What Twilio sends (digit strings) inline; anything else through the checks of _intstr.
-    if not (type(chunk) is str and 0 < len(chunk) <= 16 and chunk.isdigit() and chunk.isascii()):
-        chunk = _intstr(media, "chunk", 0)
-    if not (type(timestamp) is str and 0 < len(timestamp) <= 16 and timestamp.isdigit() and timestamp.isascii()):
-        timestamp = _intstr(media, "timestamp", 0)
-    return Media(track, int(chunk), int(timestamp), audio)
+    return Media(track, _intstr(media, "chunk", 0), _intstr(media, "timestamp", 0), audio)
 
 
 def _parse_start(msg: dict[str, Any]) -> Start:
