@@ -8,8 +8,9 @@ what the other vCPU does (the harness, anything else). This one measures only th
 :class:`~telephony_bridge.call.CallCore` with the echo gate, as ``serve`` builds it (100 ms
 Gemini input chunks, 160 ms lead), on the traffic of ``load.py``'s calls: a caller frame every
 20 ms (4 s of speech, 4 s of silence), the agent answering in the silence with 40 ms chunks of
-24 kHz audio, marks coming back 160 ms after they were sent. Its figure is stable to a few
-percent, so a change to the per-frame path can be judged here first.
+24 kHz audio, marks coming back 160 ms after they were sent. Without sockets or peers its
+figure is steadier, though it still moves with the VM (±15% from one half hour to the next):
+judge a per-frame change here first, by interleaved A/B runs of the old and new code.
 
 Figure: CPU ms per call-second (``time.process_time``), with the Twilio frames in and out per
 second to show the traffic was the intended one.
