@@ -248,8 +248,10 @@ def test_bridge_process_killed_while_a_delivery_is_pending_delivers_once(tmp_pat
             await asyncio.to_thread(first.wait)
             # Counted after the kill: a retry (backoff ~2 s) can land between the read above and the kill.
             killed_at = (await outbox.get(did)).attempts
-            second = await asyncio.to_thread(start_replica, env, port, tmp_path / "second.log")
+            # The receiver is up before the second process starts: its resumed delivery must land on
+            # its first attempt (were the receiver still down, it would count a second failed one).
             await receiver.start()
+            second = await asyncio.to_thread(start_replica, env, port, tmp_path / "second.log")
             await receiver.wait_accepted(1, timeout=40)
             await asyncio.sleep(1.5)
             final = await outbox.get(did)
