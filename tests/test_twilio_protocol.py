@@ -57,6 +57,32 @@ def test_bad_frames_raise_one_typed_error(frame, kind):
     assert info.value.kind == kind
 
 
+def twilio_layout(payload: str, chunk: str = "7", ts: str = "140") -> str:
+    """A media frame byte for byte as Twilio lays it out (documented key order, compact JSON)."""
+    return ('{"event":"media","sequenceNumber":"8","media":{"track":"inbound","chunk":"%s","timestamp":"%s",'
+            '"payload":"%s"},"streamSid":"%s"}' % (chunk, ts, payload, START["streamSid"]))
+
+
+def test_twilios_own_layout_takes_the_fast_path_and_parses_as_any_other_layout():
+    from telephony_bridge.twilio import events
+    audio = bytes(range(160))
+    frame = twilio_layout(base64.b64encode(audio).decode())
+    assert events._TWILIO_MEDIA(frame) is not None  # the pattern matches what Twilio sends
+    other = media(audio, chunk=7, ts=140)  # json.dumps: another key order and spaces
+    assert events._TWILIO_MEDIA(other) is None
+    assert parse_event(frame) == parse_event(other) == Media("inbound", 7, 140, audio)
+    # The pattern only saves time: what it lets through is still checked as the full parse checks it.
+    with pytest.raises(TwilioProtocolError) as bad:
+        parse_event(twilio_layout("AA=A"))
+    assert bad.value.kind == "bad-base64"
+    with pytest.raises(TwilioProtocolError) as big:
+        parse_event(twilio_layout("A" * 12000))
+    assert big.value.kind == "payload-too-long"
+    with pytest.raises(TwilioProtocolError) as empty:
+        parse_event(twilio_layout("===="))
+    assert empty.value.kind in ("bad-base64", "empty-payload")
+
+
 def test_stream_state_machine_orders_events():
     stream = TwilioStream()
     with pytest.raises(TwilioProtocolError) as info:

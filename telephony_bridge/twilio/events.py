@@ -155,6 +155,26 @@ def _parse_media(msg: dict[str, Any]) -> Media:
     payload = media.get("payload")
     if not isinstance(payload, str):
         raise TwilioProtocolError("missing-field", "'media.payload' must be a base64 string")
+    audio = _audio(payload)
+    track = _str(media, "track", "inbound")
+    if track != "inbound":
+        raise TwilioProtocolError("wrong-track", track[:20])
+    return Media(track, _intstr(media, "chunk", 0), _intstr(media, "timestamp", 0), audio)
+
+
+#: A media frame exactly as Twilio lays it out (its documented key order, compact JSON). A frame
+#: this matches is valid JSON with no escapes and no repeated keys, and its fields already have the
+#: types ``_parse_media`` checks, so the match gives the same :class:`Media` as the full parse at a
+#: third of the cost (no dicts built). Anything else (other key order, spaces, extra keys) takes
+#: the full parse: the pattern only saves time, it never decides what is valid.
+_TWILIO_MEDIA = re.compile(
+    r'\{"event":"media","sequenceNumber":"[0-9]{1,16}","media":\{"track":"inbound",'
+    r'"chunk":"([0-9]{1,16})","timestamp":"([0-9]{1,16})","payload":"([A-Za-z0-9+/=]+)"\},'
+    r'"streamSid":"[A-Za-z0-9_-]{1,64}"\}').fullmatch
+
+
+def _audio(payload: str) -> bytes:
+    """The μ-law bytes of a ``media.payload``: strict base64, not empty, at most a second."""
     if len(payload) > _MAX_PAYLOAD_B64:
         raise TwilioProtocolError("payload-too-long", f"{len(payload)} base64 characters")
     try:
@@ -165,10 +185,7 @@ def _parse_media(msg: dict[str, Any]) -> Media:
         raise TwilioProtocolError("empty-payload")
     if len(audio) > MAX_PAYLOAD_BYTES:
         raise TwilioProtocolError("payload-too-long", f"{len(audio)} bytes")
-    track = _str(media, "track", "inbound")
-    if track != "inbound":
-        raise TwilioProtocolError("wrong-track", track[:20])
-    return Media(track, _intstr(media, "chunk", 0), _intstr(media, "timestamp", 0), audio)
+    return audio
 
 
 def _parse_start(msg: dict[str, Any]) -> Start:
@@ -221,6 +238,11 @@ def parse_event(data: str | bytes) -> Event:
         raise TwilioProtocolError("not-json", type(data).__name__)
     if len(data) > MAX_MESSAGE_BYTES:
         raise TwilioProtocolError("oversize", f"{len(data)} bytes", fatal=True)
+    if type(data) is str:
+        m = _TWILIO_MEDIA(data)
+        if m is not None:  # the hot path: 50 a second per call
+            chunk, timestamp, payload = m.groups()
+            return Media("inbound", int(chunk), int(timestamp), _audio(payload))
     try:
         msg = loads_strict(data if not isinstance(data, memoryview) else bytes(data))
     except (ValueError, TypeError, RecursionError) as exc:
