@@ -99,9 +99,11 @@ speech, and the seeds' gate already drew the line at 0.05 RMS. ``hold_s`` after 
 keeps word endings and pauses inside a sentence. A caller whose whole voice stays below 0.05 RMS
 would be muted, so ``speech_rms`` is a setting.
 
-Cost (``benchmarks/echo.py``): ``decide`` is a handful of numpy calls on at most 160 samples and
-one slice of the reference grid, about 6 µs; with learning amortised, 8-15 µs a frame on average
-(300 calls x 50 frames/s: about a tenth of a core). ``agent_frame`` is about 7 µs.
+Cost (fake clock, one call, echo of continuous agent playback, learning on; ``benchmarks/echo.py``
+gives the distribution): ``decide`` takes its maxima over the reference grid from a Python-list
+mirror of it (numpy reductions of a few blocks cost more than the slice) and copies one row into
+the learning batch, about 2 µs; with learning amortised (a ~45 µs batch every 25 frames), about
+4.7 µs a frame (300 calls x 50 frames/s: 7% of a core). ``agent_frame`` is about 2.4 µs.
 
 Size: this module is over the ~450-line guideline on purpose. A fifth of it is this docstring;
 the rest is one detector whose state (the reference grid, the learned path and thresholds) every
@@ -133,6 +135,7 @@ SILENCE_FRAME = bytes([_ULAW_SILENCE]) * _FRAME_BYTES
 _U8 = np.dtype(np.uint8)
 #: ``ndarray.max()`` without its Python wrapper (numpy's ``_amax``): the same C reduction.
 _max = np.maximum.reduce
+_sum = np.add.reduce
 _RING = 1024  # blocks of reference kept: 10.24 s, far more than lead + window
 _TINY = 1e-10
 
@@ -147,6 +150,17 @@ def _quantiles(x: np.ndarray, *qs: float) -> list[float]:
 
 def _quantile(x: np.ndarray, q: float) -> float:
     return _quantiles(x, q)[0]
+
+
+def _ring_put(ring: np.ndarray, n: int, values: np.ndarray) -> None:
+    """Store ``values`` at ring slots ``n, n + 1, ...`` (mod its length): one slice unless it wraps."""
+    w = len(ring)
+    i = n % w
+    k = len(values)
+    if i + k <= w:
+        ring[i : i + k] = values
+    else:
+        ring[(n + np.arange(k)) % w] = values
 
 
 class GateDecision(str, enum.Enum):
@@ -246,10 +260,13 @@ class EchoGate:
         self._lag_cap = self._lag_base_hi + int(math.ceil(c.max_late_s / BLOCK_S))
         self._slack = max(0, int(round(c.lag_slack_s / BLOCK_S)))
         n = self._lag_cap - self._lag_lo + 1
-        # Reference grid: block energies (E) and 20 ms smoothed energies (S), doubled ring so any
-        # window is one contiguous slice.
-        self._e = np.zeros(2 * _RING)
+        # Reference grid: block energies (E, a Python list: only ever read one block at a time) and
+        # 20 ms smoothed energies (S), a doubled ring so any window is one contiguous slice. S is
+        # kept twice with the same floats: a numpy ring (learning copies profiles out of it) and a
+        # Python list (the per-frame maxima over a few blocks, cheaper than numpy on tiny slices).
+        self._e = [0.0] * _RING
         self._s = np.zeros(2 * _RING)
+        self._sl = [0.0] * (2 * _RING)
         self._last_block: int | None = None  # newest block written (absolute index)
         # Playout: start of the current run of agent audio, its end, the end of the previous run.
         self._run_start = -math.inf
@@ -263,9 +280,12 @@ class EchoGate:
         self._hold_until = -math.inf
         # Learning (per lag position over the widest window).
         self._npos = n
+        self._adaptive = c.adaptive
+        self._learn_batch = c.learn_batch
+        self._onset_guard = c.onset_guard_s
         self._lx = np.zeros(0)
         self._batch_x: list[float] = []
-        self._batch_p: list[np.ndarray] = []
+        self._batch_p = np.zeros((max(1, c.learn_batch), n))  # the batch's profiles, row by row
         self._batch_t: list[bool] = []
         self._sx = 0.0
         self._sxx = 0.0
@@ -316,34 +336,36 @@ class EchoGate:
         self._play_end = max(self._play_end, end)
 
     def _write(self, b0: int, blocks: list[float]) -> None:
-        e, s = self._e, self._s
+        e, s, sl = self._e, self._s, self._sl
         last = self._last_block
         if last is None or b0 <= last - _RING or b0 > last + _RING:
-            e[:] = 0.0
+            e[:] = [0.0] * _RING
             s[:] = 0.0
+            sl[:] = [0.0] * (2 * _RING)
         elif b0 > last + 1:  # a gap: silence on the grid
             for b in range(last + 1, b0):
                 i = b % _RING
-                e[i] = e[i + _RING] = 0.0
-                s[i] = s[i + _RING] = 0.0
+                e[i] = 0.0
+                s[i] = s[i + _RING] = sl[i] = sl[i + _RING] = 0.0
         prev = e[(b0 - 1) % _RING] if last is not None and b0 - 1 <= last else 0.0
-        for k, v in enumerate(blocks):
-            i = (b0 + k) % _RING
-            e[i] = e[i + _RING] = v
-            sv = 0.5 * (prev + v)
-            s[i] = s[i + _RING] = sv
+        for v in blocks:
+            i = b0 % _RING
+            e[i] = v
+            s[i] = s[i + _RING] = sl[i] = sl[i + _RING] = 0.5 * (prev + v)
             prev = v
-        self._last_block = b0 + len(blocks) - 1
+            b0 += 1
+        self._last_block = b0 - 1
 
     def agent_flushed(self, now: float) -> None:
         """Twilio was told to ``clear``: reference audio from ``now`` on will never play."""
         cut = int(math.floor(now / BLOCK_S))  # the block playing now stops part-way: keep it
         last = self._last_block
         if last is not None and last > cut:
+            e, s, sl = self._e, self._s, self._sl
             for b in range(max(cut + 1, last - _RING + 1), last + 1):
                 i = b % _RING
-                self._e[i] = self._e[i + _RING] = 0.0
-                self._s[i] = self._s[i + _RING] = 0.0
+                e[i] = 0.0
+                s[i] = s[i + _RING] = sl[i] = sl[i + _RING] = 0.0
             self._last_block = cut
         if self._play_end > now:
             if self._run_start > now:  # the run never started: the previous end stands
@@ -431,30 +453,39 @@ class EchoGate:
         bottom = b - 1 - self._lag_cap  # oldest block (widest window)
         if bottom > last:
             return 0.0
-        i = bottom % _RING
-        prof = self._s[i : i + self._npos]  # position p <-> lag (lag_cap - p)
-        copied = top > last
-        if copied:  # the newest blocks were never written (or were flushed): silence
-            prof = prof.copy()
-            prof[last - bottom + 1 :] = 0.0
+        i = bottom % _RING  # position p <-> lag (lag_cap - p) <-> ring index i + p
+        # Positions from w on are blocks never written (or flushed): silence. Energies are >= 0,
+        # so a maximum over a range that runs into them is the maximum of its written part.
+        w = last - bottom + 1 if top > last else self._npos
+        sl = self._sl
         first = self._lag_cap - self._lag_hi  # positions before this are beyond the current window
         best = self._best
         if best is not None:
             p = self._lag_cap - best
-            aligned = float(_max(prof[max(first, p - self._slack) : p + self._slack + 1]))
+            lo = max(first, p - self._slack)
+            if lo > p + self._slack:
+                # The learned lag is past the window's far edge (the mark lateness fell since it was
+                # learned): an empty range. Kept as it was (numpy's error on an empty maximum).
+                raise ValueError("zero-size array to reduction operation maximum which has no identity")
+            hi = min(p + self._slack + 1, w)
+            aligned = max(sl[i + lo : i + hi]) if lo < hi else 0.0
             echo = aligned * self._thr_gain
-            if now - self._run_start < best * BLOCK_S + self.config.onset_guard_s:
+            if now - self._run_start < best * BLOCK_S + self._onset_guard:
                 # The first echo of a turn: its playout slip is unknown (Twilio's start-up), so the
                 # aligned estimate may look at the silence before it. The lag-free bound covers it.
-                echo = max(echo, float(_max(prof[first:])) * self._geigel_gain)
+                echo = max(echo, (max(sl[i + first : i + w]) if first < w else 0.0) * self._geigel_gain)
         else:
-            peak = float(_max(prof[first:]))
+            peak = max(sl[i + first : i + w]) if first < w else 0.0
             echo = peak * self._geigel_gain
-        if self.config.adaptive:
-            self._batch_x.append(energy)
-            self._batch_p.append(prof if copied else prof.copy())
+        if self._adaptive:
+            xs = self._batch_x
+            n = len(xs)
+            self._batch_p[n] = self._s[i : i + self._npos]
+            if w < self._npos:
+                self._batch_p[n, w:] = 0.0
+            xs.append(energy)
             self._batch_t.append(self._talking and now < self._hold_until)
-            if len(self._batch_x) >= self.config.learn_batch:
+            if n + 1 >= self._learn_batch:
                 self._learn()
         return echo
 
@@ -464,17 +495,22 @@ class EchoGate:
         c = self.config
         self._batches += 1
         near_all = np.asarray(self._batch_x)
-        prof_all = np.array(self._batch_p)  # (one C call; vstack wraps each row in Python first)
-        talking = np.asarray(self._batch_t)
+        prof_all = self._batch_p  # (filled row by row; read only here, until the next batch)
+        talking = np.asarray(self._batch_t) if True in self._batch_t else None  # (None: nobody talks)
         self._batch_x.clear()
-        self._batch_p.clear()
         self._batch_t.clear()
-        far = prof_all.max(axis=1)
+        far = _max(prof_all, 1)  # (ndarray.max(axis=1) without its Python wrapper)
         with_ref = far > c.learn_far_rms**2 * 0.25
         # The delay: frames with agent audio in the window, the caller not known to be talking,
         # and no louder than that audio (an echo path does not amplify: louder is the caller).
-        use = with_ref & ~talking & (near_all <= far)
-        if use.any():
+        use = with_ref & (near_all <= far)
+        if talking is not None:
+            use &= ~talking
+        n_use = np.count_nonzero(use)
+        if n_use == len(use):  # the usual batch over agent audio: no copies
+            self._correlate(near_all, prof_all)
+            self._bound(near_all, far)
+        elif n_use:
             self._correlate(near_all[use], prof_all[use])
             self._bound(near_all[use], far[use])
         if self._learned < c.min_learn_frames:
@@ -497,17 +533,16 @@ class EchoGate:
         # a talking caller count one in ``talk_sample``: few enough that a caller who talks over
         # the agent does not raise the threshold against themself, enough that an echo path that
         # got louder (mis-taken for a talking caller) is relearned within seconds.
-        aligned = prof_all[:, max(first, p - self._slack) : p + self._slack + 1].max(axis=1)
+        aligned = _max(prof_all[:, max(first, p - self._slack) : p + self._slack + 1], 1)
         ok = with_ref & (aligned > c.learn_far_rms**2)
-        if talking.any():
+        if talking is not None:
             for i in np.flatnonzero(ok & talking).tolist():
                 self._talk_n += 1
                 if self._talk_n % c.talk_sample:
                     ok[i] = False
-        k = int(ok.sum())
-        w = c.gain_window
+        k = np.count_nonzero(ok)
         if k:
-            self._gains[(self._gain_n + np.arange(k)) % w] = 10.0 * np.log10((near_all[ok] + _TINY) / aligned[ok])
+            _ring_put(self._gains, self._gain_n, 10.0 * np.log10((near_all[ok] + _TINY) / aligned[ok]))
         first = self._gain_n < c.min_gain_frames
         self._gain_n += k
         if self._gain_n < c.min_gain_frames:
@@ -531,11 +566,11 @@ class EchoGate:
         """
         c = self.config
         loud = far > c.learn_far_rms**2
-        k = int(loud.sum())
+        k = np.count_nonzero(loud)
         if not k:
             return
         w = c.gain_window
-        self._bounds[(self._bound_n + np.arange(k)) % w] = 10.0 * np.log10((near[loud] + _TINY) / far[loud])
+        _ring_put(self._bounds, self._bound_n, 10.0 * np.log10((near[loud] + _TINY) / far[loud]))
         first = self._bound_n < c.min_bound_frames
         self._bound_n += k
         if self._bound_n >= c.min_bound_frames and (first or self._batches % c.refresh_batches == 0):
@@ -552,10 +587,11 @@ class EchoGate:
         y = np.log10(prof + 1e-7)
         self._learned += k
         a = 1.0 - (1.0 - max(1.0 / c.learn_frames, 1.0 / self._learned)) ** k
-        self._sx += a * (float(x.mean()) - self._sx)
+        # (Means as add.reduce / k: what ndarray.mean computes, without its Python wrapper.)
+        self._sx += a * (float(_sum(x)) / k - self._sx)
         self._sxx += a * (float(x @ x) / k - self._sxx)
-        self._sy += a * (y.mean(axis=0) - self._sy)
-        self._syy += a * ((y * y).mean(axis=0) - self._syy)
+        self._sy += a * (_sum(y, 0) / k - self._sy)
+        self._syy += a * (_sum(y * y, 0) / k - self._syy)
         self._sxy += a * ((x @ y) / k - self._sxy)
 
     # -- introspection ---------------------------------------------------------------------------
