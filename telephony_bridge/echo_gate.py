@@ -462,11 +462,7 @@ class EchoGate:
         best = self._best
         if best is not None:
             p = self._lag_cap - best
-            lo = max(first, p - self._slack)
-            if lo > p + self._slack:
-                # The learned lag is past the window's far edge (the mark lateness fell since it was
-                # learned): an empty range. Kept as it was (numpy's error on an empty maximum).
-                raise ValueError("zero-size array to reduction operation maximum which has no identity")
+            lo = self._aligned_from(p, first)
             hi = min(p + self._slack + 1, w)
             aligned = max(sl[i + lo : i + hi]) if lo < hi else 0.0
             echo = aligned * self._thr_gain
@@ -488,6 +484,15 @@ class EchoGate:
             if n + 1 >= self._learn_batch:
                 self._learn()
         return echo
+
+    def _aligned_from(self, p: int, first: int) -> int:
+        """First profile position read around the learned lag's position ``p``: its slack, cut at
+        the window's far edge (``first``) unless the whole range lies past it. That happens when a
+        lag was learned while late marks had widened the window and the marks then came back on
+        time: the echo was measured there, so the gate goes on reading it (an empty range used to
+        raise out of the gate and end the call)."""
+        lo = max(0, p - self._slack)
+        return lo if first > p + self._slack else max(first, lo)
 
     # -- learning --------------------------------------------------------------------------------
 
@@ -533,7 +538,7 @@ class EchoGate:
         # a talking caller count one in ``talk_sample``: few enough that a caller who talks over
         # the agent does not raise the threshold against themself, enough that an echo path that
         # got louder (mis-taken for a talking caller) is relearned within seconds.
-        aligned = _max(prof_all[:, max(first, p - self._slack) : p + self._slack + 1], 1)
+        aligned = _max(prof_all[:, self._aligned_from(p, first) : p + self._slack + 1], 1)
         ok = with_ref & (aligned > c.learn_far_rms**2)
         if talking is not None:
             for i in np.flatnonzero(ok & talking).tolist():

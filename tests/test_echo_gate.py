@@ -189,6 +189,33 @@ def test_echo_later_than_the_window_is_covered_once_marks_come_back_late() -> No
     assert not any(x.forwarded for x in at(told, 1.5, 6.0))
 
 
+def test_a_lag_learned_past_the_window_outlives_marks_that_come_back_on_time() -> None:
+    # The echo path is learned at 450 ms while marks come back 250 ms late (the window reaches
+    # that far); then the marks come back on time and the window's far edge falls to 360 ms. The
+    # gate goes on reading the learned lag until it relearns one inside the window (it used to
+    # raise a ValueError from an empty maximum there, and a call core that raises ends the call).
+    # Echo that stays later than the window the marks justify then leaks, as it does untold.
+    bursts = tone(10.0, 0.25, 500) * np.repeat(np.arange(500) % 30 < 10, F)
+    line = Line(11.0).agent(bursts, 0.5).say(tone(0.6, 0.3, 300), 9.0)
+    gate = EchoGate()
+    up = line.uplink(0.45, 8.0)
+    out, ai = [], 0
+    for k in range(line.n // F):
+        now = (k + 1) * FRAME_S
+        while ai < len(line.agent_frames) and line.agent_frames[ai][0] <= now + LEAD_S:
+            gate.agent_frame(line.agent_frames[ai][1], line.agent_frames[ai][0])
+            ai += 1
+        if k % 5 == 0 and k:
+            gate.playback_confirmed(now - (0.25 if now < 6.0 else 0.0), now)
+        if abs(now - 6.0) < 1e-9:
+            learned = gate.echo_path["delay_s"]
+        out.append(gate.decide(up[k * F : (k + 1) * F], now))
+    assert learned is not None and learned > 0.4  # learned past the 360 ms base window
+    assert gate.echo_path["late_s"] < 0.01 and gate.echo_path["delay_s"] is not None  # still a path
+    assert not any(x.forwarded for x in at(out, 1.5, 6.3))  # held back while the lag was read
+    assert sum(x.forwarded for x in at(out, 9.06, 9.6)) >= 20  # and the caller still gets through
+
+
 # --------------------------------------------------------------------------- cooldown, flush
 
 
