@@ -280,10 +280,10 @@ class EchoGate:
         self._hold_until = -math.inf
         # Learning (per lag position over the widest window).
         self._npos = n
+        # (Config fields read on every frame, one attribute lookup away: the config is frozen.)
         self._adaptive = c.adaptive
         self._learn_batch = c.learn_batch
         self._onset_guard = c.onset_guard_s
-        self._lx = np.zeros(0)
         self._batch_x: list[float] = []
         self._batch_p = np.zeros((max(1, c.learn_batch), n))  # the batch's profiles, row by row
         self._batch_t: list[bool] = []
@@ -469,10 +469,9 @@ class EchoGate:
             if now - self._run_start < best * BLOCK_S + self._onset_guard:
                 # The first echo of a turn: its playout slip is unknown (Twilio's start-up), so the
                 # aligned estimate may look at the silence before it. The lag-free bound covers it.
-                echo = max(echo, (max(sl[i + first : i + w]) if first < w else 0.0) * self._geigel_gain)
+                echo = max(echo, self._peak(i, first, w) * self._geigel_gain)
         else:
-            peak = max(sl[i + first : i + w]) if first < w else 0.0
-            echo = peak * self._geigel_gain
+            echo = self._peak(i, first, w) * self._geigel_gain
         if self._adaptive:
             xs = self._batch_x
             n = len(xs)
@@ -484,6 +483,11 @@ class EchoGate:
             if n + 1 >= self._learn_batch:
                 self._learn()
         return echo
+
+    def _peak(self, i: int, first: int, w: int) -> float:
+        """The largest smoothed reference energy over window positions ``first``..``w`` (ring
+        index ``i`` + position): what the lag-free bound scales."""
+        return max(self._sl[i + first : i + w]) if first < w else 0.0
 
     def _aligned_from(self, p: int, first: int) -> int:
         """First profile position read around the learned lag's position ``p``: its slack, cut at
