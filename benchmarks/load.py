@@ -154,6 +154,7 @@ async def start_callers(me: list[str], twiml_url: str, token: str, n: int, sprea
 async def emulator_role(args: argparse.Namespace) -> None:
     from websockets.asyncio.server import serve
     from websockets.exceptions import ConnectionClosed
+    from websockets.protocol import State
 
     from telephony_bridge.testing.gemini import load_clips
 
@@ -196,7 +197,11 @@ async def emulator_role(args: argparse.Namespace) -> None:
                 done = loop.create_future()
                 speaking[group].append([ws, chunks, 0, loop.time(), done])
                 await ws.send(text)
-                await done
+                # The reply ends when the ticker has sent it, or the connection closes first (the
+                # ticker may never reach a closed connection's reply again: see its skip below).
+                await asyncio.wait((done, reader), return_when=asyncio.FIRST_COMPLETED)
+                if reader.done():
+                    break
                 for m in end_msgs:
                     await ws.send(m)
                 await ws.send('{"sessionResumptionUpdate":{"newHandle":"h-%s","resumable":true}}'
@@ -244,6 +249,12 @@ async def emulator_role(args: argparse.Namespace) -> None:
             for item in items:
                 ws, chunks, i, started, done = item
                 due = min(len(chunks), int((now - started) / 0.040) + 1 + ahead_chunks)
+                if ws.state is not State.OPEN:
+                    due = i = len(chunks)  # closed: the reply is over
+                elif ws.transport.get_write_buffer_size() > 65536:
+                    # This bridge connection is not reading (its process is saturated): it catches
+                    # up on a later tick, and meanwhile no other session waits on its backpressure.
+                    due = i
                 try:
                     while i < due:
                         await ws.send(chunks[i])
@@ -278,6 +289,13 @@ async def emulator_role(args: argparse.Namespace) -> None:
             print(json.dumps({"p99": pct(gaps, 99), "max": max(gaps, default=0.0), "n": len(gaps)}), flush=True)
             gaps.clear()
         tick.cancel()
+        # Sessions whose connection the bridge has not closed (a run stopped mid-step) must not
+        # hold the exit: close them, wait a little, go.
+        server.close()
+        try:
+            await asyncio.wait_for(server.wait_closed(), 5.0)
+        except TimeoutError:
+            pass
         out = {"cpu_s": time.process_time() - c0, "wall_s": time.monotonic() - t0, "lag": lag.stop(), **counts}
     print(json.dumps(out), flush=True)
 
