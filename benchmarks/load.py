@@ -659,6 +659,17 @@ async def bench(args: argparse.Namespace) -> bool:
         print(f"{len(problems)} problem(s):")
         for p in problems[:20]:
             print(f"  {p}")
+    if args.floor:
+        print()
+        frows = await bench_workers(args, floor=True)
+        ours = {r["calls"]: r for r in rows}
+        for r in frows:
+            mine = ours.get(r["calls"])
+            if mine is not None and not r["failed"]:
+                print(f"  at {r['calls']} calls: the floor {r['cpu_ms_per_call_s']:.2f} CPU ms per call-second, the "
+                      f"bridge {mine['cpu_ms_per_call_s']:.2f}: the call logic costs "
+                      f"{mine['cpu_ms_per_call_s'] / r['cpu_ms_per_call_s']:.2f}x the floor; at the floor's cost "
+                      f"{int(1000 * CPU_LIMIT / r['cpu_ms_per_call_s'])} calls would fill {100 * CPU_LIMIT:.0f}% of a core")
     if args.pipecat:
         print()
         prows = await bench_workers(args, pipecat=args.pipecat)
@@ -691,16 +702,19 @@ def proc_children(pid: int) -> list[int]:
     return out
 
 
-async def bench_workers(args: argparse.Namespace, pipecat: str | None = None) -> list[dict[str, Any]]:
+async def bench_workers(args: argparse.Namespace, pipecat: str | None = None,
+                        floor: bool = False) -> list[dict[str, Any]]:
     """``telephony-bridge serve --workers N`` as its own process tree (taskset to CPUs 0..N-1),
-    or (``pipecat``: its Python) the pipecat peer (pipecat_peer.py) pinned to CPU 0, with the
-    same emulator and callers: per step, each process's CPU and the calls' outcome."""
+    or (``pipecat``: its Python) the pipecat peer (pipecat_peer.py), or (``floor``) the thinnest
+    relay (floor_peer.py), pinned to CPU 0, with the same emulator and callers: per step, each
+    process's CPU and the calls' outcome."""
     import subprocess
     import urllib.request
 
     me = [sys.executable, str(Path(__file__).resolve())]
     ncpu = os.cpu_count() or 1
-    nproc = 1 if pipecat else args.workers
+    peer = pipecat or floor
+    nproc = 1 if peer else args.workers
     cpus = ",".join(str(i) for i in range(min(nproc, ncpu)))
     emu = await asyncio.create_subprocess_exec(*me, "--role", "emulator", "--seed", str(args.seed), *tls_args(args),
                                                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
@@ -721,6 +735,8 @@ async def bench_workers(args: argparse.Namespace, pipecat: str | None = None) ->
     log = open(Path(tmp.name) / "serve.log", "wb")  # noqa: SIM115
     if pipecat:
         cmd = [pipecat, str(ROOT / "benchmarks" / "pipecat_peer.py"), "--port", str(port), "--gemini-url", line[1]]
+    elif floor:
+        cmd = [sys.executable, str(ROOT / "benchmarks" / "floor_peer.py"), "--port", str(port), "--gemini-url", line[1]]
     else:
         cmd = [sys.executable, "-m", "telephony_bridge", "serve", "--workers", str(args.workers)]
     serve = subprocess.Popen(["taskset", "-c", cpus, *cmd], env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -741,6 +757,9 @@ async def bench_workers(args: argparse.Namespace, pipecat: str | None = None) ->
     if pipecat:
         print(f"pipecat {_pipecat_version(pipecat)} (benchmarks/pipecat_peer.py: TwilioFrameSerializer + "
               f"GeminiLiveLLMService at the emulator) on CPU {cpus} (taskset), the same emulator and callers")
+    elif floor:
+        print(f"the floor (benchmarks/floor_peer.py: the thinnest relay of the same messages on the bridge's server "
+              f"and client stack, no call logic) on CPU {cpus} (taskset), the same emulator and callers")
     else:
         print(f"Load benchmark, workers  (python benchmarks/load.py {' '.join(args.argv)})")
         print(f"machine: {ncpu} CPUs; `telephony-bridge serve --workers {args.workers}` on CPUs {cpus} (taskset), "
@@ -751,7 +770,7 @@ async def bench_workers(args: argparse.Namespace, pipecat: str | None = None) ->
     print(f"{'calls':>5s} {'CPU ms/call-s':>13s} {'CPU % per worker':>22s} {'failed':>6s} {'out fps':>7s} {'underrun %':>10s} "
           f"{'callers p99':>11s} {'gap p99':>7s} {'load1':>5s}")
     rows: list[dict[str, Any]] = []
-    for n in (args.pipecat_steps or steps) if pipecat else steps:
+    for n in (args.pipecat_steps or steps) if pipecat else (args.floor_steps or steps) if floor else steps:
         spread = max(args.spread, n / 60)
         start_at = loop.time() + 1.0
         callers = await start_callers(me, f"http://127.0.0.1:{port}/twiml", token, n, spread, start_at, args)
@@ -792,8 +811,8 @@ async def bench_workers(args: argparse.Namespace, pipecat: str | None = None) ->
     await emu.stdin.drain()
     await emu.stdout.read()
     await emu.wait()
-    if pipecat and (not rows or any(r["failed"] for r in rows)):
-        print("pipecat did not run: " + (Path(tmp.name) / "serve.log").read_text()[-1500:])
+    if peer and (not rows or any(r["failed"] for r in rows)):
+        print(f"{'pipecat' if pipecat else 'the floor'} did not run: " + (Path(tmp.name) / "serve.log").read_text()[-1500:])
     tmp.cleanup()
     return rows
 
@@ -834,6 +853,10 @@ def main(argv: list[str] | None = None) -> int:
                     "generation-0 threshold, as `serve` does (0: Python's default, 700)")
     ap.add_argument("--pipecat", metavar="PYTHON", help="also run pipecat (benchmarks/pipecat_peer.py, with this "
                     "interpreter: a venv with pipecat-ai[google,websocket], fastapi, uvicorn) on the same load")
+    ap.add_argument("--floor", action="store_true", help="also run the floor (benchmarks/floor_peer.py: the "
+                    "thinnest relay of the same messages, no call logic) on the same load")
+    ap.add_argument("--floor-steps", type=lambda s: [int(x) for x in s.split(",")], default=None,
+                    help="the floor's steps (default: the bridge's)")
     ap.add_argument("--pipecat-steps", type=lambda s: [int(x) for x in s.split(",")], default=None,
                     help="pipecat's steps (default: the bridge's)")
     ap.add_argument("--workers", type=int, default=0, help="run `telephony-bridge serve --workers N` as its own "
