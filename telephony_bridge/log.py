@@ -62,11 +62,24 @@ def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **f
         logger.log(level, event, extra={"fields": fields})
 
 
+#: Libraries whose warnings and errors a call can cause (a TLS socket dying under a write, an
+#: exception in the ASGI app, a refused handshake): they get the same one-line JSON as ours, not
+#: the bare multi-line tracebacks of Python's last-resort handler or uvicorn's own format.
+LIBRARY_LOGGERS = ("asyncio", "uvicorn", "websockets")
+
+
 def setup_logging(level: str = "INFO", stream: Any = None) -> None:
+    """Our loggers at ``level`` and the libraries' at WARNING or above, one JSON object per line.
+    (uvicorn must then run with ``log_config=None``: serving.py's ``server_config`` does.)"""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger("telephony_bridge")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+    for name in LIBRARY_LOGGERS:
+        lib = logging.getLogger(name)
+        lib.handlers[:] = [handler]
+        lib.setLevel(max(logging.WARNING, root.level))
+        lib.propagate = False
     logging.Formatter.converter = time.gmtime

@@ -47,6 +47,7 @@ def server_config(app: Any, settings: Any, **extra: Any) -> uvicorn.Config:
 
     return uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level="warning", proxy_headers=True,
+        log_config=None,  # its loggers keep setup_logging's JSON handler (log.py)
         loop="uvloop" if _standard("uvloop") else "asyncio",
         http="httptools" if _standard("httptools") else "h11",
         timeout_graceful_shutdown=SHUTDOWN_GRACE_S, **uvicorn_options(settings), **extra)

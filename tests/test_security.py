@@ -32,7 +32,7 @@ from websockets.exceptions import ConnectionClosed
 from telephony_bridge import server as server_module
 from telephony_bridge.testing.local_call import DEMO_KEY, LocalBridge, founder_turns
 from telephony_bridge.errors import ConfigError
-from telephony_bridge.log import setup_logging
+from telephony_bridge.log import LIBRARY_LOGGERS
 from telephony_bridge.security import (
     TOKEN_PARAMETER, HeaderRedaction, StreamTokens, TwilioSignatures, bearer_matches, operator_only,
     public_request_url,
@@ -82,19 +82,6 @@ def make_settings(**overrides) -> Settings:
 
 def sign(url: str, params, token: str = AUTH_TOKEN) -> str:
     return RequestValidator(token).compute_signature(url, params)
-
-
-@pytest.fixture
-def log_stream():
-    """The telephony_bridge loggers, as setup_logging configures them, into a StringIO."""
-    root = logging.getLogger("telephony_bridge")
-    saved = (list(root.handlers), root.level, root.propagate, logging.Formatter.converter)
-    stream = io.StringIO()
-    setup_logging("DEBUG", stream=stream)
-    try:
-        yield stream
-    finally:
-        root.handlers[:], root.level, root.propagate, logging.Formatter.converter = saved
 
 
 # -- webhook signatures ------------------------------------------------------------------------
@@ -528,24 +515,31 @@ def test_a_whole_call_never_shows_the_key_or_the_auth_token(log_stream):
     auth_token = "tw-auth-" + secrets.token_hex(12)
     operator = "op-" + secrets.token_hex(12)
     everything = _Everything()
-    root, tb = logging.getLogger(), logging.getLogger("telephony_bridge")
-    saved_root_level = root.level
-    root.addHandler(everything)
-    root.setLevel(logging.DEBUG)
-    tb.addHandler(everything)  # setup_logging stops propagation from telephony_bridge
+    root = logging.getLogger()
+    # setup_logging stops propagation from ours and the libraries' loggers (and holds the
+    # libraries at WARNING): each gets the unredacted handler and DEBUG here.
+    stopped = [logging.getLogger(name) for name in ("telephony_bridge", *LIBRARY_LOGGERS)]
+    saved_levels = [x.level for x in (root, *stopped)]
+    for x in (root, *stopped):
+        x.addHandler(everything)
+        x.setLevel(logging.DEBUG)
     try:
         responses, result, attempts = asyncio.run(_call_and_probe(auth_token, operator))
     finally:
-        root.removeHandler(everything)
-        tb.removeHandler(everything)
-        root.setLevel(saved_root_level)
+        for x, level in zip((root, *stopped), saved_levels):
+            x.removeHandler(everything)
+            x.setLevel(level)
 
     assert result.ended_by == "caller" and result.stream_sids
     assert any(r.startswith("metrics 200") for r in responses)
     # The key went in the header, never in a URL.
     assert attempts and all(has_header and "key=" not in path for path, has_header in attempts)
-    rendered = "\n".join(line for line in log_stream.getvalue().splitlines()
-                          if not json.loads(line)["logger"].startswith(GOOGLE_SIDE))
+    def in_bridge_log(record: dict) -> bool:  # (the libraries' DEBUG lines exist only in this test)
+        name = record["logger"]
+        return not name.startswith(GOOGLE_SIDE) and not (
+            record["level"] == "debug" and name.split(".")[0] in LIBRARY_LOGGERS)
+
+    rendered = "\n".join(line for line in log_stream.getvalue().splitlines() if in_bridge_log(json.loads(line)))
     assert "call.start" in rendered and "call.end" in rendered
     haystacks = {"bridge log": rendered, "all loggers, unredacted": "\n".join(everything.lines),
                  "twiml": "\n".join(result.twiml), "http responses": "\n".join(responses),

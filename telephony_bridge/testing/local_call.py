@@ -72,7 +72,7 @@ class LocalBridge:
         # plain ASGI: media_socket.AsgiMediaSocket).
         options = {**uvicorn_options(self.settings), **({"ws": ws} if ws else {})}
         config = uvicorn.Config(self.app, **options, log_level="warning", lifespan="off",
-                                timeout_graceful_shutdown=3)
+                                timeout_graceful_shutdown=3, log_config=None)  # as serve: setup_logging's JSON
         self.server = uvicorn.Server(config)
         self._task: asyncio.Task[None] | None = None
 
