@@ -102,7 +102,15 @@ class GeminiLiveClient:
                 or ws.transport.is_closing():
             return False
         ws.protocol.send_text(message.encode())
-        ws.send_data()
+        try:
+            ws.send_data()
+        except (RuntimeError, OSError):
+            # The TCP socket under the TLS transport closed before its protocol heard (uvloop:
+            # "unable to perform operation on <TCPTransport closed=True>"): this frame went down
+            # with the connection, like any written just before a drop; the reader sees the close
+            # and the call reconnects and replays its caller audio. Never an error out of here
+            # (it would end the call as an internal error from inside the caller's frame).
+            pass
         return True
 
     async def recv(self) -> bytes | str | None:
