@@ -66,6 +66,7 @@ import secrets
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any
@@ -659,27 +660,26 @@ async def bench(args: argparse.Namespace) -> bool:
         print(f"{len(problems)} problem(s):")
         for p in problems[:20]:
             print(f"  {p}")
+    ours = {r["calls"]: r for r in rows}
+
+    def same_steps(peer_rows: list[dict[str, Any]], line: Callable[[float, float], str]) -> None:
+        """A line per step both ran: ``line(peer's CPU ms per call-second, the bridge's)``."""
+        for r in peer_rows:
+            mine = ours.get(r["calls"])
+            if mine is not None and not r["failed"]:
+                print(f"  at {r['calls']} calls: " + line(r["cpu_ms_per_call_s"], mine["cpu_ms_per_call_s"]))
+
     if args.floor:
         print()
-        frows = await bench_workers(args, floor=True)
-        ours = {r["calls"]: r for r in rows}
-        for r in frows:
-            mine = ours.get(r["calls"])
-            if mine is not None and not r["failed"]:
-                print(f"  at {r['calls']} calls: the floor {r['cpu_ms_per_call_s']:.2f} CPU ms per call-second, the "
-                      f"bridge {mine['cpu_ms_per_call_s']:.2f}: the call logic costs "
-                      f"{mine['cpu_ms_per_call_s'] / r['cpu_ms_per_call_s']:.2f}x the floor; at the floor's cost "
-                      f"{int(1000 * CPU_LIMIT / r['cpu_ms_per_call_s'])} calls would fill {100 * CPU_LIMIT:.0f}% of a core")
+        same_steps(await bench_workers(args, floor=True), lambda peer, me: (
+            f"the floor {peer:.2f} CPU ms per call-second, the bridge {me:.2f}: the call logic costs {me / peer:.2f}x "
+            f"the floor; at the floor's cost {int(1000 * CPU_LIMIT / peer)} calls would fill "
+            f"{100 * CPU_LIMIT:.0f}% of a core"))
     if args.pipecat:
         print()
-        prows = await bench_workers(args, pipecat=args.pipecat)
-        ours = {r["calls"]: r for r in rows}
-        for r in prows:
-            mine = ours.get(r["calls"])
-            if mine is not None and not r["failed"]:
-                print(f"  at {r['calls']} calls: pipecat {r['cpu_ms_per_call_s']:.2f} CPU ms per call-second, the bridge "
-                      f"{mine['cpu_ms_per_call_s']:.2f}: pipecat costs {r['cpu_ms_per_call_s'] / mine['cpu_ms_per_call_s']:.1f}x "
-                      f"(target >= 5x)")
+        same_steps(await bench_workers(args, pipecat=args.pipecat), lambda peer, me: (
+            f"pipecat {peer:.2f} CPU ms per call-second, the bridge {me:.2f}: pipecat costs {peer / me:.1f}x "
+            f"(target >= 5x)"))
     return not problems
 
 
