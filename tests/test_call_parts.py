@@ -1,5 +1,6 @@
 """Each part of the call core on its own, on a fake clock (the composed core: test_call_core.py)."""
 
+import base64
 import json
 
 import numpy as np
@@ -215,6 +216,40 @@ def test_link_keeps_caller_audio_while_down_and_replays_it_after_the_newest_hand
     assert len(out) == 3  # the replayed frame, the repeat-your-question prompt, the pending frame
     assert "realtimeInput" in out[0] and "repeat your last question" in out[1] and "realtimeInput" in out[2]
     assert link.counters["reconnects"] == 1 and link.counters["input_replayed_frames"] == 1
+
+
+def test_link_replays_the_caller_audio_it_sent_from_mu_law_kept_at_a_fifth_of_the_size():
+    link = ready_link(input_chunk_ms=100)
+    rng = np.random.default_rng(5)
+    for i in range(50):  # a second before the handle: the converter carries its history on
+        link.caller_audio(rng.integers(0, 256, 160, dtype=np.uint8).tobytes())
+    link.session.receive(b'{"sessionResumptionUpdate":{"newHandle":"h1","resumable":true}}', 0.0)
+    link.resumption_update(gm.SessionResumptionUpdate(new_handle="h1", resumable=True), 0.0)
+    link.gemini_out.clear()
+    speech = (rng.integers(0, 256, 160 * 50, dtype=np.uint8)).tobytes()  # 1 s of caller audio
+    for i in range(50):
+        link.caller_audio(speech[160 * i:160 * (i + 1)])
+    sent = list(link.gemini_out)
+    assert len(sent) == 10
+    kept = sum(len(x) for x in link._since_handle)
+    assert kept == 8000 and kept * 5 < sum(len(m) for m in sent)  # 8 KB a second instead of ~43
+    link.gemini_out.clear()
+    assert link.closed(1011, "internal", 0.9, mid_turn=False) is None  # reconnect with h1
+    link.connecting(1.0)
+    link.session.receive(b'{"setupComplete":{}}', 1.1)
+    link.ready(1.1, [])
+    replayed = list(link.gemini_out)
+    assert len(replayed) == 10 and link.counters["input_replayed_frames"] == 50
+
+    def pcm(messages):
+        return np.frombuffer(b"".join(base64.b64decode(json.loads(m)["realtimeInput"]["audio"]["data"])
+                                      for m in messages), "<i2")
+
+    first, again = pcm(sent), pcm(replayed)
+    assert len(first) == len(again) == 16000
+    # The replay's filter starts without that history: its first 64 samples (4 ms) may differ,
+    # then it is the same audio, sample for sample.
+    assert not np.array_equal(first[:64], again[:64]) and np.array_equal(first[64:], again[64:])
 
 
 def test_link_stale_handle_falls_back_to_a_fresh_session_seeded_with_the_transcript():

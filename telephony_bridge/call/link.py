@@ -60,7 +60,9 @@ class Link:
         self._acc_frames = 0
         chunk_s = FRAME_S * self._chunk_frames
         self._pending_input: deque[str] = deque(maxlen=max(1, int(config.max_pending_input_s / chunk_s)))
-        self._since_handle: deque[str] = deque(maxlen=max(1, int(config.replay_input_s / chunk_s)))
+        #: What was sent since the newest handle, for a resumed session: caller audio as its μ-law
+        #: (a fifth of its message: 10 s is 80 KB a call, not 430), other messages as sent.
+        self._since_handle: deque[str | bytes] = deque(maxlen=max(1, int(config.replay_input_s / chunk_s)))
         self._handover = False
         self._down_since: float | None = None
         self._notice_played = False
@@ -99,7 +101,7 @@ class Link:
         message = self._audio_in.message(pcm)
         if self.session.can_send():
             self.gemini_out.append(message)
-            self._since_handle.append(message)
+            self._since_handle.append(ulaw)
         else:
             if len(self._pending_input) == self._pending_input.maxlen:
                 self.counters["input_dropped_frames"] += self._chunk_frames
@@ -241,7 +243,7 @@ class Link:
         elif resumed and self._since_handle:
             # The caller's audio after the newest handle is not in the resumed state: send it again.
             self.counters["input_replayed_frames"] += len(self._since_handle) * self._chunk_frames
-            out.extend(self._since_handle)
+            out.extend(self._kept_messages())
         if resumed and self._cut_mid_turn and not self._fresh_fallback:
             out.append(gm.client_text("[The phone line dropped while you were speaking. Briefly repeat your "
                                       "last question.]"))
@@ -266,7 +268,22 @@ class Link:
 
     def sent_since_mark(self) -> list[str]:
         """Caller audio sent since the last handle or :meth:`mark_sent`, oldest first."""
-        return list(self._since_handle)
+        return self._kept_messages()
+
+    def _kept_messages(self) -> list[str]:
+        """:attr:`_since_handle` as messages again: its μ-law through a converter of its own (the
+        chunks are contiguous; only the filter's first few milliseconds, without the history it had,
+        differ from the first sending), anything else as it was sent."""
+        inbound: InboundConverter | None = None
+        out: list[str] = []
+        for item in self._since_handle:
+            if isinstance(item, str):
+                out.append(item)
+                continue
+            if inbound is None:
+                inbound = InboundConverter()
+            out.append(self._audio_in.message(inbound.convert(item)))
+        return out
 
     def mark_sent(self) -> None:
         self._since_handle.clear()
