@@ -9,6 +9,8 @@ the first caller rings::
     persona       the persona file loads
     tools         the persona's tools exist; how each is declared to this model
     store         the call store answers (SQLite file or Redis)
+    recordings    where recordings go takes a probe: written, read back and deleted (the folder, or
+                  the gs:// or s3:// bucket), so a missing bucket or permission shows before a call
     credentials   the API key is set, or Vertex AI's Application Default Credentials give a token
     live-session  a real Live session opens with the configured backend and the exact setup the
                   bridge sends: setupComplete, or the kind of refusal (model-not-found, bad-key,
@@ -139,6 +141,53 @@ async def _store(settings: Any, timeout: float) -> CheckResult:
             pass
 
 
+#: The object the recordings check writes, reads back and deletes (never a CallSid: those start "CA").
+PROBE_RECORDING = "doctor-probe"
+_PROBE_BYTES = b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x02\x00\x40\x1f\x00\x00" \
+    b"\x00\x7d\x00\x00\x04\x00\x10\x00data\x00\x00\x00\x00"  # an empty stereo 8 kHz WAV
+
+
+async def _recordings(settings: Any, timeout: float) -> CheckResult:
+    """Recordings on: a probe written where calls will be kept (the folder, or the bucket through
+    its spool), read back and deleted, so a bucket without the right permission, a missing
+    bucket or a read-only folder shows here and not at the end of the first call."""
+    from .recording.service import open_recordings
+
+    if not settings.recordings_dir:
+        return CheckResult("recordings", "ok", "off (RECORDINGS=off)")
+    where = settings.recordings_bucket or os.path.abspath(settings.recordings_dir)
+
+    def probe() -> str:
+        service = open_recordings(settings)
+        assert service is not None
+        sink = service.sink
+        src, back = service.spool / f"{PROBE_RECORDING}.upload", service.spool / f"{PROBE_RECORDING}.back"
+        started = time.perf_counter()
+        try:
+            src.write_bytes(_PROBE_BYTES)
+            sink.put(PROBE_RECORDING, str(src), {"probe": True})
+            if not sink.fetch(PROBE_RECORDING, str(back)):
+                raise OSError(f"{PROBE_RECORDING}.wav written but not found again")
+            if back.read_bytes() != _PROBE_BYTES:
+                raise OSError(f"{PROBE_RECORDING}.wav read back different from what was written")
+            sink.delete(PROBE_RECORDING)
+        finally:
+            src.unlink(missing_ok=True)
+            back.unlink(missing_ok=True)
+        return f"{sink.kind} {where}: a probe written, read back and deleted in " \
+               f"{(time.perf_counter() - started) * 1000:.0f} ms, retention {settings.recordings_retention_days:g} days"
+
+    try:
+        async with asyncio.timeout(timeout):
+            return CheckResult("recordings", "ok", await asyncio.to_thread(probe))
+    except ConfigError as exc:
+        return CheckResult("recordings", "FAIL", str(exc))
+    except TimeoutError:
+        return CheckResult("recordings", "FAIL", f"{where}: no answer in {timeout:g} s")
+    except Exception as exc:
+        return CheckResult("recordings", "FAIL", f"{where}: {type(exc).__name__}: {str(exc)[:300]}")
+
+
 async def _credentials(settings: Any, backend: Any) -> CheckResult:
     from .gemini.backend import BackendAuthError, VertexBackend
 
@@ -235,6 +284,7 @@ async def run_doctor(env: Mapping[str, str] | None = None, out: TextIO | None = 
             report(CheckResult("tools", "FAIL", str(exc)))
     report(_model(settings, setup))
     report(await _store(settings, timeout))
+    report(await _recordings(settings, timeout))
     credentials = await _credentials(settings, backend)
     report(credentials)
     if setup_message is None:

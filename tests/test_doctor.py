@@ -30,7 +30,8 @@ def closed_port() -> int:
 
 def base_env(tmp_path: Path, url: str, **extra: str) -> dict[str, str]:
     env = {"GEMINI_API_KEY": KEY, "PUBLIC_URL": "https://bridge.example.com/phone", "TWILIO_AUTH_TOKEN": TWILIO,
-           "GEMINI_LIVE_URL": url, "CALLS_DB": str(tmp_path / "calls.sqlite3")}
+           "GEMINI_LIVE_URL": url, "CALLS_DB": str(tmp_path / "calls.sqlite3"),
+           "RECORDINGS_DIR": str(tmp_path / "recordings")}
     env.update(extra)
     return {k: v for k, v in env.items() if v != ""}
 
@@ -60,8 +61,8 @@ def test_a_good_configuration_passes_every_check(tmp_path: Path) -> None:
     code, lines, text = run_against_emulator(
         Scenario(known_models=["gemini-3.8-live"]), KEY, lambda emu: base_env(tmp_path, emu.url))
     assert code == 0, text
-    assert list(lines) == ["settings", "public-url", "persona", "tools", "model", "store", "credentials",
-                           "live-session"]
+    assert list(lines) == ["settings", "public-url", "persona", "tools", "model", "store", "recordings",
+                           "credentials", "live-session"]
     assert all(line.startswith("ok ") for line in lines.values()), text
     assert "setupComplete" in lines["live-session"] and "models/gemini-3.8-live" in lines["live-session"]
     assert "https://bridge.example.com/phone/twiml" in lines["public-url"]
@@ -70,7 +71,9 @@ def test_a_good_configuration_passes_every_check(tmp_path: Path) -> None:
     assert "lookup_market NON_BLOCKING/WHEN_IDLE" in lines["tools"]
     assert f"({len(KEY)} characters" in lines["credentials"]
     assert "gemini-3.8-live (Gemini 3.8 Live, stable)" in lines["model"]
-    assert text.rstrip().endswith("doctor: 8 checks, 0 failing")
+    assert f"local {tmp_path / 'recordings'}: a probe written, read back and deleted" in lines["recordings"]
+    assert list((tmp_path / "recordings").iterdir()) == []  # the probe is gone again
+    assert text.rstrip().endswith("doctor: 9 checks, 0 failing")
 
 
 def test_a_wrong_key_is_bad_key(tmp_path: Path) -> None:
@@ -171,3 +174,45 @@ def test_the_cli_runs_doctor(tmp_path: Path) -> None:
                           env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1, proc.stderr
     assert "FAIL  live-session  network:" in proc.stdout and KEY not in proc.stdout + proc.stderr
+
+
+# -- recordings: where calls will be kept, probed for real ------------------------------------------
+
+
+def recordings_lines(tmp_path: Path, **extra: str) -> tuple[int, dict[str, str], str]:
+    return run_against_emulator(Scenario(known_models=["gemini-3.8-live"]), KEY,
+                                lambda emu: base_env(tmp_path, emu.url, **extra))
+
+
+def test_a_recordings_folder_that_cannot_be_made_fails_its_own_check(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    code, lines, text = recordings_lines(tmp_path, RECORDINGS_DIR=str(tmp_path / "a-file" / "recordings"))
+    assert code == 1 and lines["recordings"].startswith("FAIL ") and "cannot create it" in lines["recordings"]
+    assert lines["live-session"].startswith("ok ")  # the other checks still ran
+
+
+def test_recordings_off_is_ok_and_says_so(tmp_path: Path) -> None:
+    code, lines, text = recordings_lines(tmp_path, RECORDINGS="off")
+    assert code == 0 and lines["recordings"].startswith("ok ") and "off" in lines["recordings"]
+
+
+def test_a_gcs_bucket_gets_a_probe_written_read_back_and_deleted(gcs, tmp_path: Path) -> None:
+    code, lines, text = recordings_lines(tmp_path, RECORDINGS_BUCKET="gs://call-recordings/calls")
+    assert code == 0, text
+    assert "gcs gs://call-recordings/calls: a probe written, read back and deleted" in lines["recordings"]
+    assert list(gcs.list_blobs(gcs.bucket("call-recordings"))) == []
+
+
+def test_a_missing_gcs_bucket_fails_before_any_call_ends(gcs, tmp_path: Path) -> None:
+    code, lines, text = recordings_lines(tmp_path, RECORDINGS_BUCKET="gs://no-such-bucket/calls")
+    assert code == 1 and lines["recordings"].startswith("FAIL "), text
+    assert "gs://no-such-bucket/calls: NotFound: 404" in lines["recordings"]
+
+
+def test_an_s3_bucket_gets_a_probe_and_a_missing_one_fails(s3, tmp_path: Path) -> None:
+    code, lines, text = recordings_lines(tmp_path, RECORDINGS_BUCKET="s3://call-recordings/calls/")
+    assert code == 0 and "s3 s3://call-recordings/calls/: a probe written" in lines["recordings"], text
+    assert "Contents" not in s3.list_objects_v2(Bucket="call-recordings")
+    code, lines, text = recordings_lines(tmp_path, RECORDINGS_BUCKET="s3://no-such-bucket")
+    assert code == 1 and lines["recordings"].startswith("FAIL ") and "s3://no-such-bucket: " in lines["recordings"], text
+    assert "NoSuchBucket" in lines["recordings"]

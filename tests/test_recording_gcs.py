@@ -10,39 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from telephony_bridge.recording import RecordingService
 from telephony_bridge.recording.wavfile import write_stereo
 from telephony_bridge.testing import CallerScript, Hangup, Say, Wait
 from telephony_bridge.testing.local_call import founder_turns, place_local_call
-from telephony_bridge.testing.processes import free_port, start_listener, stop
 
-from google.cloud import storage  # noqa: E402 - the test extra installs it; CI must run this
 OPERATOR = "operator-token-for-gcs-0123456789"
-BUCKET = "call-recordings"
-
-
-@pytest.fixture
-def gcs(monkeypatch: pytest.MonkeyPatch) -> Any:
-    port = free_port()
-    exe = Path(sys.executable).with_name("gcp-storage-emulator")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "gcp_storage_emulator"]
-    proc = start_listener([*cmd, "start", "--host=127.0.0.1", f"--port={port}", "--in-memory"], port,
-                          "gcp-storage-emulator", timeout=20)
-    try:
-        monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{port}")
-        client = storage.Client()
-        client.create_bucket(BUCKET)
-        yield client
-    finally:
-        stop(proc)
+BUCKET = "call-recordings"  # made by the fixture (conftest.py)
 
 
 def test_a_call_recording_lands_in_the_bucket_under_its_sid(gcs: Any, tmp_path: Path) -> None:

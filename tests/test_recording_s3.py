@@ -4,36 +4,15 @@ a call lands under its SID, retention deletes what is past the setting."""
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from telephony_bridge.recording import RecordingService
 from telephony_bridge.testing import CallerScript, Hangup, Say, Wait
 from telephony_bridge.testing.local_call import founder_turns, place_local_call
-from telephony_bridge.testing.processes import free_port, start_listener, stop
 
-import boto3  # noqa: E402 - the test extra installs it (and moto's server); CI must run this
-BUCKET = "call-recordings"
-
-
-@pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Any:
-    port = free_port()
-    proc = start_listener([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], port,
-                          "moto's server", timeout=30)
-    try:
-        for name, value in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
-                            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-            monkeypatch.setenv(name, value)
-        client = boto3.client("s3")
-        client.create_bucket(Bucket=BUCKET)
-        yield client
-    finally:
-        stop(proc)
+BUCKET = "call-recordings"  # made by the fixture (conftest.py)
 
 
 def test_a_call_recording_lands_in_the_s3_bucket_under_its_sid(s3: Any, tmp_path: Path) -> None:

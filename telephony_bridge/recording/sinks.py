@@ -56,6 +56,10 @@ class LocalSink:
         except (OSError, ValueError):
             return None
 
+    def delete(self, call_sid: str) -> None:
+        for ext in ("wav", "json"):
+            (self.folder / f"{call_sid}.{ext}").unlink(missing_ok=True)
+
     def sweep(self, older_than: float) -> int:
         gone = 0
         for path in self.folder.glob("*.wav"):
@@ -113,6 +117,15 @@ class GcsSink:
         except (NotFound, ValueError):
             return None
 
+    def delete(self, call_sid: str) -> None:
+        from google.api_core.exceptions import NotFound
+
+        for ext in ("wav", "json"):
+            try:
+                self._bucket.blob(self._name(call_sid, ext)).delete()
+            except NotFound:
+                pass
+
     def sweep(self, older_than: float) -> int:
         gone = 0
         for blob in self._client.list_blobs(self._bucket, prefix=self.prefix):
@@ -167,6 +180,10 @@ class S3Sink:
             return json.loads(body)
         except (ClientError, ValueError):
             return None
+
+    def delete(self, call_sid: str) -> None:
+        for ext in ("wav", "json"):
+            self._s3.delete_object(Bucket=self.bucket, Key=self._key(call_sid, ext))  # (absent: no error)
 
     def sweep(self, older_than: float) -> int:
         gone = 0
