@@ -293,7 +293,7 @@ class CallBridge:
         if core.new_handle is not None:
             handle, core.new_handle = core.new_handle, None
             if self.store is not None and core.call_sid is not None:
-                self._spawn(self.store.set_resumption_handle(core.call_sid, handle))
+                self._spawn(self.store.set_resumption_handle(core.call_sid, handle, seat=core.seat))
         if self._outgoing is not None and not core.outgoing_open:
             self._spawn(self._outgoing.client.close())
             self._outgoing = None
@@ -362,12 +362,12 @@ class CallBridge:
             return
         if self.store is not None and core.call_sid is not None and core.session.handle is None:
             try:
-                handle = await self.store.get_resumption_handle(core.call_sid)
+                handle, seat = await self.store.get_resumption(core.call_sid)
             except Exception as exc:
-                handle = None
+                handle = seat = None
                 log_event(logger, "call.store_failed", logging.ERROR, call_sid=core.call_sid, error=repr(exc)[:200])
             if handle:
-                core.resume_stored_session(handle, loop.time())
+                core.resume_stored_session(handle, loop.time(), seat=seat)
         while core.ended is None:
             setup_message = core.gemini_connected(loop.time())
             try:

@@ -79,11 +79,17 @@ class CallStore(abc.ABC):
     async def get_record(self, call_sid: str) -> dict | None: ...
 
     @abc.abstractmethod
-    async def set_resumption_handle(self, call_sid: str, handle: str) -> None:
-        """Keep the newest resumable Gemini handle (expires after the store's handle TTL)."""
+    async def set_resumption_handle(self, call_sid: str, handle: str, seat: str | None = None) -> None:
+        """Keep the newest resumable Gemini handle (expires after the store's handle TTL), with
+        the panel seat (interviewer id) whose session it resumes: a call resumed elsewhere must
+        go on in that interviewer's voice, instruction and tools, not the panel's first."""
 
     @abc.abstractmethod
-    async def get_resumption_handle(self, call_sid: str) -> str | None: ...
+    async def get_resumption(self, call_sid: str) -> tuple[str | None, str | None]:
+        """(handle, seat) as last set; (None, None) when there is none or it expired."""
+
+    async def get_resumption_handle(self, call_sid: str) -> str | None:
+        return (await self.get_resumption(call_sid))[0]
 
     @abc.abstractmethod
     async def set_call_state(self, call_sid: str, state: str) -> None:
@@ -170,6 +176,8 @@ class SqliteStore(CallStore):
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across a process crash
             conn.execute(_SCHEMA)
+            if "seat" not in {row[1] for row in conn.execute("PRAGMA table_info(calls)")}:
+                conn.execute("ALTER TABLE calls ADD COLUMN seat TEXT")  # a file from before seats
             conn.execute(_REPORTS_SCHEMA)
             conn.execute(_PHRASE_SCHEMA)
         except sqlite3.Error as exc:
@@ -206,16 +214,16 @@ class SqliteStore(CallStore):
         row = await self._get(call_sid, "record")
         return json.loads(row[0]) if row and row[0] is not None else None
 
-    async def set_resumption_handle(self, call_sid: str, handle: str) -> None:
-        await self._upsert(call_sid, ("handle", "handle_at"), (str(handle), time.time()))
+    async def set_resumption_handle(self, call_sid: str, handle: str, seat: str | None = None) -> None:
+        await self._upsert(call_sid, ("handle", "handle_at", "seat"), (str(handle), time.time(), seat))
 
-    async def get_resumption_handle(self, call_sid: str) -> str | None:
-        row = await self._get(call_sid, "handle, handle_at")
+    async def get_resumption(self, call_sid: str) -> tuple[str | None, str | None]:
+        row = await self._get(call_sid, "handle, handle_at, seat")
         if not row or row[0] is None:
-            return None
+            return None, None
         if time.time() - row[1] >= self.handle_ttl_s:
-            return None  # Gemini no longer accepts it; a stale handle costs a 1008 round trip
-        return row[0]
+            return None, None  # Gemini no longer accepts it; a stale handle costs a 1008 round trip
+        return row[0], row[2]
 
     async def set_call_state(self, call_sid: str, state: str) -> None:
         await self._upsert(call_sid, ("state",), (str(state),))
@@ -302,11 +310,19 @@ class RedisStore(CallStore):
         raw = await self._redis.get(self.key(call_sid, "record"))
         return json.loads(raw) if raw is not None else None
 
-    async def set_resumption_handle(self, call_sid: str, handle: str) -> None:
-        await self._redis.set(self.key(call_sid, "handle"), str(handle), px=self._px(self.ttl_s))
+    async def set_resumption_handle(self, call_sid: str, handle: str, seat: str | None = None) -> None:
+        # One MULTI: a reader never sees a handle with another session's seat.
+        async with self._redis.pipeline(transaction=True) as tx:
+            tx.set(self.key(call_sid, "handle"), str(handle), px=self._px(self.ttl_s))
+            if seat is None:
+                tx.delete(self.key(call_sid, "seat"))
+            else:
+                tx.set(self.key(call_sid, "seat"), str(seat), px=self._px(self.ttl_s))
+            await tx.execute()
 
-    async def get_resumption_handle(self, call_sid: str) -> str | None:
-        return await self._redis.get(self.key(call_sid, "handle"))
+    async def get_resumption(self, call_sid: str) -> tuple[str | None, str | None]:
+        handle, seat = await self._redis.mget(self.key(call_sid, "handle"), self.key(call_sid, "seat"))
+        return (handle, seat) if handle is not None else (None, None)
 
     async def set_call_state(self, call_sid: str, state: str) -> None:
         await self._redis.set(self.key(call_sid, "state"), str(state), px=self._px(self.record_ttl_s))

@@ -166,3 +166,41 @@ def test_the_seed_carries_the_answer_the_hand_off_came_right_after():
     turns = json.loads(core.gemini_out[0])["clientContent"]["turns"]
     users = [t["parts"][0]["text"] for t in turns if t["role"] == "user"]
     assert users[-2] == "Small dental practices." and users[-1].startswith("[Hand-off")
+
+
+def _voice(setup_message: str) -> str:
+    setup = json.loads(setup_message)["setup"]
+    return setup["generationConfig"]["speechConfig"]["voiceConfig"]["prebuiltVoiceConfig"]["voiceName"]
+
+
+def test_a_call_resumed_elsewhere_after_a_hand_off_goes_on_in_the_seat_its_handle_belongs_to():
+    # Replica A: Sam hands the call to Priya; Priya's session sends a handle (stored with her seat).
+    a = _core()
+    _tool_call(a, 1.0)
+    _audio(a, 1.02)  # Sam's one sentence, finished before the switch
+    a.receive_gemini(_frame({"serverContent": {"turnComplete": True}}), 1.05)
+    a.gemini_out.clear()
+    assert a.handover_wanted(1.1)
+    a.begin_handover(1.1)
+    a.receive_gemini(_frame({"setupComplete": {}}), 1.2)
+    assert not a.handoff.holding
+    a.receive_gemini(_frame({"sessionResumptionUpdate": {"newHandle": "priya-1", "resumable": True}}), 2.0)
+    assert (a.new_handle, a.seat) == ("priya-1", "product")
+    # Replica B: the stream comes back (drain, a dead replica); the store gives the handle and seat.
+    persona, panel = _panel()
+    b = CallCore(panel.seat(panel.first).setup, CallConfig(greeting_prompt=None), now=5.0, panel=panel)
+    b.resume_stored_session("priya-1", 5.0, seat="product")
+    setup = b.gemini_connected(5.0)
+    assert _voice(setup) == "Kore" and "You are Priya" in setup  # not Sam (Charon), the panel's first
+    assert json.loads(setup)["setup"]["sessionResumption"] == {"handle": "priya-1"}
+    assert b.seat == "product" and b.turns_part.speaker == "Priya"
+    assert b.config.tool_names == panel.seat("product").tool_names
+    assert "hand_off" in json.dumps(json.loads(setup)["setup"]["tools"])  # Priya can hand on to Leo
+
+
+def test_a_stored_seat_this_panel_does_not_have_leaves_the_first_interviewer():
+    persona, panel = _panel()
+    b = CallCore(panel.seat(panel.first).setup, CallConfig(greeting_prompt=None), now=0.0, panel=panel)
+    b.resume_stored_session("h", 0.0, seat="retired-seat")
+    assert b.seat == "discovery" and _voice(b.gemini_connected(0.0)) == "Charon"
+    assert any(e["kind"] == "resume_seat_unknown" for e in b.timeline)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import sqlite3
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -92,6 +93,31 @@ def test_handle_expires(make_store: Factory) -> None:
         assert await store.get_resumption_handle(a) == "short-lived"
         await asyncio.sleep(0.45)
         assert await store.get_resumption_handle(a) is None
+
+    run(make_store, scenario, ttl_s=0.3)
+
+
+def test_a_handle_keeps_its_panel_seat_and_a_newer_handle_replaces_both(make_store: Factory) -> None:
+    a = sid()
+
+    async def scenario(store: CallStore) -> None:
+        assert await store.get_resumption(a) == (None, None)
+        await store.set_resumption_handle(a, "h1", seat="product")
+        assert await store.get_resumption(a) == ("h1", "product")
+        assert await store.get_resumption_handle(a) == "h1"
+        await store.set_resumption_handle(a, "h2")  # one interviewer (no panel): no seat
+        assert await store.get_resumption(a) == ("h2", None)
+
+    run(make_store, scenario)
+
+
+def test_a_seat_expires_with_its_handle(make_store: Factory) -> None:
+    a = sid()
+
+    async def scenario(store: CallStore) -> None:
+        await store.set_resumption_handle(a, "short-lived", seat="gtm")
+        await asyncio.sleep(0.45)
+        assert await store.get_resumption(a) == (None, None)
 
     run(make_store, scenario, ttl_s=0.3)
 
@@ -212,6 +238,26 @@ def test_sqlite_records_survive_reopening_the_file(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:  # WAL is a property of the file
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
+
+
+def test_sqlite_a_file_from_before_seats_gains_the_column_and_keeps_its_handles(tmp_path: Path) -> None:
+    path, a = str(tmp_path / "calls.db"), sid()
+    with sqlite3.connect(path) as conn:  # the schema as it was
+        conn.execute("CREATE TABLE calls (call_sid TEXT PRIMARY KEY, record TEXT, handle TEXT, handle_at REAL, "
+                     "state TEXT, updated REAL NOT NULL)")
+        conn.execute("INSERT INTO calls VALUES (?, NULL, 'old-handle', ?, 'active', ?)", (a, time.time(), time.time()))
+    conn.close()
+
+    async def scenario() -> tuple[Any, ...]:
+        store = SqliteStore(path)
+        try:
+            before = await store.get_resumption(a)
+            await store.set_resumption_handle(a, "new-handle", seat="product")
+            return before, await store.get_resumption(a)
+        finally:
+            await store.close()
+
+    assert asyncio.run(scenario()) == (("old-handle", None), ("new-handle", "product"))
 
 
 def test_sqlite_two_stores_share_one_file(tmp_path: Path) -> None:

@@ -154,9 +154,18 @@ class CallCore:
         """The agent decided to end the call (end_call tool): hang up once its goodbye is heard."""
         self.ending.request_end_call(reason, now)
 
-    def resume_stored_session(self, handle: str, now: float) -> None:
-        """This call's Gemini session began on another stream or replica: resume, don't greet."""
+    def resume_stored_session(self, handle: str, now: float, seat: str | None = None) -> None:
+        """This call's Gemini session began on another stream or replica: resume, don't greet.
+        ``seat``: the panel interviewer whose session ``handle`` is (stored beside it)."""
+        if seat is not None and self.handoff is not None:
+            self.handoff.resume_seat(seat, now)
         self.link.resume_stored(handle, now)
+
+    @property
+    def seat(self) -> str | None:
+        """The panel interviewer whose Gemini session this is (None: no panel); stored with each
+        new handle, so a call resumed elsewhere goes on in that interviewer's voice."""
+        return self.handoff.current if self.handoff is not None else None
 
     def _protocol_error(self, now: float, err: ProtocolError) -> None:
         key = f"{err.peer}:{err.kind}"

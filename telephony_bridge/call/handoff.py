@@ -291,6 +291,27 @@ class Handoff:
         session.state = SessionState.ACTIVE  # not draining: no goAway is behind this
         self.link.send(gm.client_text("[The colleague could not join. Carry on with your own topics.]"))
 
+    # -- a call resumed on another stream or replica -----------------------------------------
+
+    def resume_seat(self, ident: str, now: float) -> bool:
+        """The stored session being resumed is ``ident``'s (a hand-off happened before the call
+        moved): its voice, instruction and tools from the first connection on. False (and the
+        first interviewer stays) for a seat this panel does not have (the persona changed)."""
+        if ident == self.current:
+            return True
+        if ident not in self.panel.seats or self.state is not HandoffState.IDLE:
+            self.timeline.add(now, "resume_seat_unknown", seat=ident[:40])
+            return False
+        seat = self.panel.seat(ident)
+        session = self.link.session
+        session.setup = replace(seat.setup, resumption_handle=None)
+        self.current = ident
+        self.call_config.tool_names = seat.tool_names
+        self.call_config.blocking_tools = seat.blocking_tools
+        self.turns.speaker = seat.interviewer.name
+        self.timeline.add(now, "resume_seat", seat=ident, voice=seat.interviewer.voice)
+        return True
+
     # -- the seed ------------------------------------------------------------------------------
 
     def _seed(self, old: Interviewer, new: Interviewer, notes: list[dict[str, Any]]) -> str:
