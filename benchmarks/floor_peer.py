@@ -33,6 +33,10 @@ import audioop  # (audioop-lts on Python >= 3.13)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from telephony_bridge.dsp import Framer  # noqa: E402
+from telephony_bridge.gemini.client import GeminiLiveClient  # noqa: E402
+from telephony_bridge.twilio.outbound import OutboundMessages  # noqa: E402
+
 LEAD_S = 0.160
 FRAME_S = 0.020
 CHUNK_FRAMES = 5  # 100 ms of caller audio per realtimeInput, as the bridge sends it
@@ -43,16 +47,16 @@ SETUP = '{"setup":{"model":"models/gemini-3.8-live","generationConfig":{"respons
 class FloorCall:
     """One call: caller frames in (inside data_received), Gemini frames in (a reader task)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, sock: object, sid: str, gemini: object) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: object, sid: str, gemini: GeminiLiveClient) -> None:
         self.loop = loop
         self.sock = sock
-        self.head = '{"event":"media","streamSid":"' + sid + '","media":{"payload":"'
+        self.media = OutboundMessages(sid).media  # the bridge's own message builder and send path
         self.gemini = gemini
         self.acc = bytearray()
         self.n = 0
         self.up_state = None
         self.down_state = None
-        self.down = bytearray()
+        self.framer = Framer()
         self.frames: deque[bytes] = deque()
         self.out: deque[str] = deque()
         self.end = 0.0
@@ -69,12 +73,8 @@ class FloorCall:
             self.acc.clear()
             self.n = 0
             message = AUDIO_HEAD + b2a_base64(pcm, newline=False).decode() + '"}}}'
-            ws = self.gemini
-            if ws.send_in_progress is None and not ws.paused:
-                ws.protocol.send_text(message.encode())
-                ws.send_data()
-            else:
-                self.loop.create_task(ws.send(message))
+            if not self.gemini.send_nowait(message):
+                self.loop.create_task(self.gemini.send(message))
         frames = self.frames
         if frames:
             now = self.loop.time()
@@ -82,9 +82,9 @@ class FloorCall:
                 self.end = now
             elif self.end - now > LEAD_S / 2:
                 return
-            out, head = self.out, self.head
+            out, media = self.out, self.media
             while frames and self.end + FRAME_S - now <= LEAD_S:
-                out.append(head + b2a_base64(frames.popleft(), newline=False).decode() + '"}}')
+                out.append(media(frames.popleft()))
                 self.end += FRAME_S
             self.sock.write(out)
 
@@ -98,11 +98,7 @@ class FloorCall:
         for part in json.loads(raw)["serverContent"]["modelTurn"]["parts"]:
             pcm, self.down_state = audioop.ratecv(a2b_base64(part["inlineData"]["data"]), 2, 1, 24000, 8000,
                                                   self.down_state)
-            down = self.down
-            down += audioop.lin2ulaw(pcm, 2)
-            n = len(down) // 160 * 160
-            self.frames.extend(bytes(down[i:i + 160]) for i in range(0, n, 160))
-            del down[:n]
+            self.frames.extend(self.framer.push(audioop.lin2ulaw(pcm, 2)))
 
 
 def main() -> int:
@@ -134,9 +130,8 @@ def main() -> int:
         loop = asyncio.get_running_loop()
         async with connect(args.gemini_url, compression=None, max_size=None, ping_interval=None) as gemini:
             await gemini.send(SETUP)
-            await gemini.recv()  # setupComplete
             sock = media_socket(websocket)
-            call = FloorCall(loop, sock, sid, gemini)
+            call = FloorCall(loop, sock, sid, GeminiLiveClient(gemini, await gemini.recv()))  # (setupComplete)
             sock.start(call.on_frame, call.on_closed)
 
             async def read() -> None:

@@ -713,8 +713,7 @@ async def bench_workers(args: argparse.Namespace, pipecat: str | None = None,
 
     me = [sys.executable, str(Path(__file__).resolve())]
     ncpu = os.cpu_count() or 1
-    peer = pipecat or floor
-    nproc = 1 if peer else args.workers
+    nproc = 1 if pipecat or floor else args.workers
     cpus = ",".join(str(i) for i in range(min(nproc, ncpu)))
     emu = await asyncio.create_subprocess_exec(*me, "--role", "emulator", "--seed", str(args.seed), *tls_args(args),
                                                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
@@ -733,10 +732,11 @@ async def bench_workers(args: argparse.Namespace, pipecat: str | None = None,
                # As the in-process bridge: no recording, no report, no TTS phrases (no REST peer).
                RECORDINGS="off", REPORT="off", TTS_PHRASES="off")
     log = open(Path(tmp.name) / "serve.log", "wb")  # noqa: SIM115
-    if pipecat:
-        cmd = [pipecat, str(ROOT / "benchmarks" / "pipecat_peer.py"), "--port", str(port), "--gemini-url", line[1]]
-    elif floor:
-        cmd = [sys.executable, str(ROOT / "benchmarks" / "floor_peer.py"), "--port", str(port), "--gemini-url", line[1]]
+    # The peer, if any: (its name, its Python and script, its steps); else the bridge's own workers.
+    peer_run = (("pipecat", pipecat, "pipecat_peer.py", args.pipecat_steps) if pipecat else
+                ("the floor", sys.executable, "floor_peer.py", args.floor_steps) if floor else None)
+    if peer_run is not None:
+        cmd = [peer_run[1], str(ROOT / "benchmarks" / peer_run[2]), "--port", str(port), "--gemini-url", line[1]]
     else:
         cmd = [sys.executable, "-m", "telephony_bridge", "serve", "--workers", str(args.workers)]
     serve = subprocess.Popen(["taskset", "-c", cpus, *cmd], env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -770,7 +770,7 @@ async def bench_workers(args: argparse.Namespace, pipecat: str | None = None,
     print(f"{'calls':>5s} {'CPU ms/call-s':>13s} {'CPU % per worker':>22s} {'failed':>6s} {'out fps':>7s} {'underrun %':>10s} "
           f"{'callers p99':>11s} {'gap p99':>7s} {'load1':>5s}")
     rows: list[dict[str, Any]] = []
-    for n in (args.pipecat_steps or steps) if pipecat else (args.floor_steps or steps) if floor else steps:
+    for n in (peer_run[3] or steps) if peer_run is not None else steps:
         spread = max(args.spread, n / 60)
         start_at = loop.time() + 1.0
         callers = await start_callers(me, f"http://127.0.0.1:{port}/twiml", token, n, spread, start_at, args)
@@ -811,8 +811,8 @@ async def bench_workers(args: argparse.Namespace, pipecat: str | None = None,
     await emu.stdin.drain()
     await emu.stdout.read()
     await emu.wait()
-    if peer and (not rows or any(r["failed"] for r in rows)):
-        print(f"{'pipecat' if pipecat else 'the floor'} did not run: " + (Path(tmp.name) / "serve.log").read_text()[-1500:])
+    if peer_run is not None and (not rows or any(r["failed"] for r in rows)):
+        print(f"{peer_run[0]} did not run: " + (Path(tmp.name) / "serve.log").read_text()[-1500:])
     tmp.cleanup()
     return rows
 

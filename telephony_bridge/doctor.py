@@ -143,8 +143,6 @@ async def _store(settings: Any, timeout: float) -> CheckResult:
 
 #: The object the recordings check writes, reads back and deletes (never a CallSid: those start "CA").
 PROBE_RECORDING = "doctor-probe"
-_PROBE_BYTES = b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00\x01\x00\x02\x00\x40\x1f\x00\x00" \
-    b"\x00\x7d\x00\x00\x04\x00\x10\x00data\x00\x00\x00\x00"  # an empty stereo 8 kHz WAV
 
 
 async def _recordings(settings: Any, timeout: float) -> CheckResult:
@@ -152,6 +150,7 @@ async def _recordings(settings: Any, timeout: float) -> CheckResult:
     its spool), read back and deleted, so a bucket without the right permission, a missing
     bucket or a read-only folder shows here and not at the end of the first call."""
     from .recording.service import open_recordings
+    from .recording.wavfile import write_stereo
 
     if not settings.recordings_dir:
         return CheckResult("recordings", "ok", "off (RECORDINGS=off)")
@@ -164,11 +163,12 @@ async def _recordings(settings: Any, timeout: float) -> CheckResult:
         src, back = service.spool / f"{PROBE_RECORDING}.upload", service.spool / f"{PROBE_RECORDING}.back"
         started = time.perf_counter()
         try:
-            src.write_bytes(_PROBE_BYTES)
+            write_stereo(src, b"\xff" * 80, b"\xff" * 80)  # 10 ms of silence, as a call's file is written
+            written = src.read_bytes()
             sink.put(PROBE_RECORDING, str(src), {"probe": True})
             if not sink.fetch(PROBE_RECORDING, str(back)):
                 raise OSError(f"{PROBE_RECORDING}.wav written but not found again")
-            if back.read_bytes() != _PROBE_BYTES:
+            if back.read_bytes() != written:
                 raise OSError(f"{PROBE_RECORDING}.wav read back different from what was written")
             sink.delete(PROBE_RECORDING)
         finally:

@@ -226,9 +226,7 @@ class Handoff:
             self.counters["handoff_replayed_frames"] += len(replay)
             link.send_first(replay)
         link.mark_sent()
-        self.current = self._target
-        self.call_config.tool_names = seat.tool_names
-        self.call_config.blocking_tools = seat.blocking_tools
+        self._sit(self._target)
         self.outgoing_open = not self._sentence_done
         entry = self.log[-1]
         entry["t_start"] = self.timeline.t(now)
@@ -275,11 +273,7 @@ class Handoff:
             return
         session = self.link.session
         session.setup, session.handle = self._previous
-        seat = self.panel.seat(self.log[-1]["from"])
-        self.current = seat.interviewer.id
-        self.call_config.tool_names = seat.tool_names
-        self.call_config.blocking_tools = seat.blocking_tools
-        self.turns.speaker = seat.interviewer.name
+        self.turns.speaker = self._sit(self.log[-1]["from"]).interviewer.name
         self.link.seed = None
         self.state = HandoffState.IDLE
         self.outgoing_open = False
@@ -293,24 +287,27 @@ class Handoff:
 
     # -- a call resumed on another stream or replica -----------------------------------------
 
-    def resume_seat(self, ident: str, now: float) -> bool:
+    def resume_seat(self, ident: str, now: float) -> None:
         """The stored session being resumed is ``ident``'s (a hand-off happened before the call
-        moved): its voice, instruction and tools from the first connection on. False (and the
-        first interviewer stays) for a seat this panel does not have (the persona changed)."""
+        moved): its voice, instruction and tools from the first connection on. A seat this panel
+        does not have (the persona changed) leaves the first interviewer."""
         if ident == self.current:
-            return True
-        if ident not in self.panel.seats or self.state is not HandoffState.IDLE:
+            return
+        if ident not in self.panel.seats:
             self.timeline.add(now, "resume_seat_unknown", seat=ident[:40])
-            return False
+            return
+        seat = self._sit(ident)
+        self.link.session.setup = replace(seat.setup, resumption_handle=None)
+        self.turns.speaker = seat.interviewer.name
+        self.timeline.add(now, "resume_seat", seat=ident, voice=seat.interviewer.voice)
+
+    def _sit(self, ident: str) -> Seat:
+        """``ident`` is the current interviewer: their tools are the call's."""
         seat = self.panel.seat(ident)
-        session = self.link.session
-        session.setup = replace(seat.setup, resumption_handle=None)
         self.current = ident
         self.call_config.tool_names = seat.tool_names
         self.call_config.blocking_tools = seat.blocking_tools
-        self.turns.speaker = seat.interviewer.name
-        self.timeline.add(now, "resume_seat", seat=ident, voice=seat.interviewer.voice)
-        return True
+        return seat
 
     # -- the seed ------------------------------------------------------------------------------
 
