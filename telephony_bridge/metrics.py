@@ -2,12 +2,22 @@
 
 Each app gets its own :class:`CollectorRegistry` (several bridges can share a process in tests).
 Labelled children are bound once, so the per-frame path does one ``inc()`` on a prebuilt object.
+
+Several processes on one port (``serve --workers N``, serving.py) share one folder in
+prometheus_client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``): each process writes its
+values to its own files there and ``/metrics``, whichever worker answers, renders the sum of all
+of them. Calls in progress are the sum over the live workers (what the autoscaler reads), the
+breaker is open when any worker's is, counters and histograms add up every worker's, a restarted
+one's included.
 """
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from .gemini.refusal import RefusalKind
 
@@ -18,13 +28,21 @@ STALL_REASONS = ("empty_turn", "no_reply")
 STALL_OUTCOMES = ("recovered", "apology", "abandoned")
 
 
+def multiprocess_dir() -> str | None:
+    """The folder the processes of this machine's bridge share their metrics in; None: this
+    process's metrics are its own. prometheus_client reads it when it is first imported, so it
+    is set before a worker starts (serving.serve_workers)."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir") or None
+
+
 class Metrics:
     content_type = CONTENT_TYPE_LATEST
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.active_calls = Gauge("bridge_active_calls", "Calls in progress", registry=r)
+        # (multiprocess_mode: how workers' values combine; ignored by a single process)
+        self.active_calls = Gauge("bridge_active_calls", "Calls in progress", registry=r, multiprocess_mode="livesum")
         self.calls_total = Counter("bridge_calls", "Calls started", registry=r)
         self.turn_latency = Histogram(
             "bridge_turn_latency_seconds",
@@ -51,7 +69,7 @@ class Metrics:
         # The process's circuit breaker on refusals (telephony_bridge.gemini.breaker).
         self.breaker_open = Gauge("bridge_gemini_breaker_open",
                                   "1 while new calls get the apology from the webhook (Gemini refuses them)",
-                                  registry=r)
+                                  registry=r, multiprocess_mode="livemax")
         self.breaker_trips = Counter("bridge_gemini_breaker_trips", "Times the refusal breaker opened, by kind",
                                      ["kind"], registry=r)
         self.breaker_probes = Counter("bridge_gemini_breaker_probes", "Probe connections while open, by result",
@@ -65,4 +83,9 @@ class Metrics:
         self.stall_nudges = Counter("bridge_stall_nudges", "Nudges sent to a stalled model", registry=r)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        path = multiprocess_dir()
+        if path is None:
+            return generate_latest(self.registry)
+        shared = CollectorRegistry()  # every worker's files, this one's among them
+        MultiProcessCollector(shared, path=path)
+        return generate_latest(shared)

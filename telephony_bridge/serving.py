@@ -10,8 +10,10 @@
   the Gemini session from the shared store (SQLite on one host, Redis for several). SIGTERM to
   the parent drains every worker; a worker that dies is started again.
 
-Prometheus metrics are per process: with workers, ``/metrics`` shows the worker that answered.
-On Kubernetes run one worker per pod and scale pods (deploy/k8s/).
+With workers, ``/metrics`` shows the whole machine, whichever worker answers: the workers share
+their metrics through a folder (prometheus_client's multiprocess mode, metrics.py), a temporary
+one the parent makes and removes, or ``PROMETHEUS_MULTIPROC_DIR`` when it is set (its ``*.db``
+files are cleared at start). On Kubernetes run one worker per pod and scale pods (deploy/k8s/).
 """
 
 from __future__ import annotations
@@ -20,9 +22,12 @@ import asyncio
 import multiprocessing
 import os
 import signal
+import shutil
 import socket
 import sys
+import tempfile
 import time
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -137,9 +142,21 @@ def serve_workers(settings: Any, workers: int) -> int:
     """N worker processes sharing ``settings.port``; returns the exit status."""
     if settings.port == 0:
         raise ValueError("--workers needs a fixed PORT")
+    from prometheus_client import multiprocess
+
+    from .metrics import multiprocess_dir
+
     ctx = multiprocessing.get_context("spawn")
     procs: dict[int, Any] = {}
     stopping = False
+    metrics_dir = multiprocess_dir()
+    own_dir = metrics_dir is None
+    if metrics_dir is None:
+        metrics_dir = tempfile.mkdtemp(prefix="telephony-bridge-metrics-")
+    else:  # a run before this one left its values there
+        for stale in Path(metrics_dir).glob("*.db"):
+            stale.unlink()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # the spawned workers inherit it
 
     def start(i: int) -> None:
         p = ctx.Process(target=_worker, args=(settings, i, os.getpid()), name=f"telephony-bridge-worker-{i}")
@@ -158,17 +175,23 @@ def serve_workers(settings: Any, workers: int) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     print(f"telephony-bridge: {workers} workers on {settings.host}:{settings.port}", file=sys.stderr, flush=True)
-    while True:
-        alive = [p for p in procs.values() if p.is_alive()]
-        if stopping and not alive:
-            break
-        if not stopping:
-            for i, p in list(procs.items()):
-                if not p.is_alive():
-                    print(f"telephony-bridge: worker {i} exited ({p.exitcode}); starting it again",
-                          file=sys.stderr, flush=True)
-                    start(i)
-        time.sleep(0.2)
+    try:
+        while True:
+            alive = [p for p in procs.values() if p.is_alive()]
+            if stopping and not alive:
+                break
+            if not stopping:
+                for i, p in list(procs.items()):
+                    if not p.is_alive():
+                        print(f"telephony-bridge: worker {i} exited ({p.exitcode}); starting it again",
+                              file=sys.stderr, flush=True)
+                        # Its calls are over: they leave the live gauges (its counters still count).
+                        multiprocess.mark_process_dead(p.pid, metrics_dir)
+                        start(i)
+            time.sleep(0.2)
+    finally:
+        if own_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 

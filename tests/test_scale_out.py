@@ -2,7 +2,8 @@
 a real redis-server (conftest.py) and a readiness-checking proxy (testing/proxy.py, in place of
 Caddy). A rolling restart (SIGTERM one replica, start it again, then the other) while a call is
 up: the call goes on to the end of its script, handed over through <Connect action>, never
-greeted twice. And ``serve --workers 2``: two processes on one port, drained by one SIGTERM."""
+greeted twice. And ``serve --workers 2``: two processes on one port, drained by one SIGTERM,
+whose ``/metrics`` shows both, whichever answers."""
 
 from __future__ import annotations
 
@@ -13,8 +14,11 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from telephony_bridge.testing import CallerScript, CallerSimulator, GeminiEmulator, Scenario
 from telephony_bridge.testing.local_call import DEMO_KEY, founder_turns, greetings, longest_line_silence
@@ -103,7 +107,9 @@ def _start_workers(tmp_path: Path, **extra: str) -> tuple[subprocess.Popen, int,
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GEMINI_", "TWILIO_", "REDIS_"))}
     env.update(GEMINI_API_KEY=DEMO_KEY, PUBLIC_URL=PUBLIC, TWILIO_AUTH_TOKEN=secrets.token_hex(16),
                STREAM_TOKEN_SECRET=secrets.token_urlsafe(32), HOST="127.0.0.1", PORT=str(port),
-               CALLS_DB=str(tmp_path / "calls.sqlite3"), RECORDINGS_DIR=str(tmp_path / "recordings"), **extra)
+               CALLS_DB=str(tmp_path / "calls.sqlite3"), RECORDINGS_DIR=str(tmp_path / "recordings"),
+               REPORT="off", TTS_PHRASES="off")
+    env.update(extra)
     with open(tmp_path / "workers.log", "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "telephony_bridge", "serve", "--workers", "2"], env=env,
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -146,6 +152,93 @@ def test_workers_do_not_outlive_a_killed_parent(tmp_path):
     for c in left:
         os.kill(c, signal.SIGKILL)
     assert not left, "workers outlived their killed parent"
+
+
+def _scrape(port: int, operator: str) -> dict[str, float]:
+    """One ``/metrics`` answer (a new connection each time: the kernel picks the worker)."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {operator}"})
+    with urllib.request.urlopen(request, timeout=5) as r:
+        text = r.read().decode()
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            totals[sample.name] = totals.get(sample.name, 0.0) + sample.value  # over labels (and pids)
+    return totals
+
+
+def _bad_webhook(port: int) -> int:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/twiml", data=b"CallSid=CA0&From=%2B15550100",
+                                     headers={"X-Twilio-Signature": "bm90LWl0", "Host": "bridge.test"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def test_workers_metrics_show_the_whole_machine_whichever_worker_answers(tmp_path):
+    # The autoscaler and the operator read /metrics through one port: each answer must count
+    # every worker's calls and refusals, not only those of the worker the kernel picked.
+    token, operator = secrets.token_hex(16), "operator-" + secrets.token_hex(8)
+
+    async def scenario():
+        emulator = GeminiEmulator(Scenario(), api_key=DEMO_KEY)
+        await emulator.start()
+        loop = asyncio.get_running_loop()
+        proc, port, listening = await loop.run_in_executor(None, lambda: _start_workers(
+            tmp_path, GEMINI_LIVE_URL=emulator.url, TWILIO_AUTH_TOKEN=token, OPERATOR_TOKEN=operator,
+            SILENCE_DURATION_MS="500"))
+        during: list[dict[str, float]] = []
+        speaking = asyncio.Event()
+        try:
+            statuses = [await loop.run_in_executor(None, _bad_webhook, port) for _ in range(12)]
+
+            async def scrape_during_the_call():
+                await speaking.wait()
+                for _ in range(8):
+                    during.append(await loop.run_in_executor(None, _scrape, port, operator))
+
+            def on_event(event):
+                if event["kind"] == "say_start":
+                    speaking.set()
+
+            sim = CallerSimulator(f"{PUBLIC}/twiml", CallerScript.from_founder_turns(founder_turns()[:2], think_ms=300,
+                                                                                   quiet_ms=500),
+                                  auth_token=token, url_rewrite=loopback_rewrite(f"http://127.0.0.1:{port}", PUBLIC),
+                                  timeout=60, on_event=on_event)
+            scraper = asyncio.ensure_future(scrape_during_the_call())
+            result = await sim.run()
+            await asyncio.wait_for(scraper, 30)
+            await asyncio.sleep(0.5)  # the call's end is counted after its socket closes
+            after = [await loop.run_in_executor(None, _scrape, port, operator) for _ in range(8)]
+            # A worker killed outright: the parent starts it again; its counts stay in the sum.
+            os.kill(listening[0], signal.SIGKILL)
+            deadline = time.monotonic() + 30
+            now_listening = listening
+            while time.monotonic() < deadline and (listening[0] in now_listening or len(now_listening) < 2):
+                await asyncio.sleep(0.2)
+                now_listening = [c for c in _children(proc.pid) if _listens(c, port)]
+            assert len(now_listening) == 2 and listening[0] not in now_listening, now_listening
+            restarted = [await loop.run_in_executor(None, _scrape, port, operator) for _ in range(8)]
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            await loop.run_in_executor(None, proc.wait, 30)
+            await emulator.stop()
+        return statuses, result, during, after, restarted
+
+    statuses, result, during, after, restarted = asyncio.run(scenario())
+    assert statuses == [403] * 12
+    assert result.ended_by == "caller", result.twiml
+    assert [m["bridge_active_calls"] for m in during] == [1.0] * 8
+    assert [m["bridge_active_calls"] for m in after] == [0.0] * 8
+    assert [m["bridge_calls_total"] for m in after] == [1.0] * 8
+    assert [m["bridge_rejected_total"] for m in after] == [12.0] * 8
+    assert [m["bridge_rejected_total"] for m in restarted] == [12.0] * 8
+    assert [m["bridge_calls_total"] for m in restarted] == [1.0] * 8
+    assert [m["bridge_active_calls"] for m in restarted] == [0.0] * 8
+    log = (tmp_path / "workers.log").read_text()
+    assert "starting it again" in log
+    assert token not in log and operator not in log
 
 
 def _listens(pid: int, port: int) -> bool:
