@@ -12,6 +12,10 @@ the first caller rings::
     recordings    where recordings go takes a probe: written, read back and deleted (the folder, or
                   the gs:// or s3:// bucket), so a missing bucket or permission shows before a call
     credentials   the API key is set, or Vertex AI's Application Default Credentials give a token
+    report        the post-call report's way out: its model answers a one-line generateContent
+                  (with the configured backend and key), REPORT_WEBHOOK_URL takes a signed ping
+                  (``{"delivery_id": "doctor-…", "ping": true}``: answer it 2xx), and with
+                  REPORT_SMS=on the Twilio account's credentials work and TWILIO_FROM_NUMBER is its
     live-session  a real Live session opens with the configured backend and the exact setup the
                   bridge sends: setupComplete, or the kind of refusal (model-not-found, bad-key,
                   bad-credentials, permission-denied, rejected-setup, wrong-endpoint, network, ...)
@@ -34,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
-from .errors import ConfigError, GeminiProtocolError
+from .errors import ConfigError
 from .log import redact, register_secret
 
 #: The call SID the store probe reads (never written).
@@ -188,6 +192,62 @@ async def _recordings(settings: Any, timeout: float) -> CheckResult:
         return CheckResult("recordings", "FAIL", f"{where}: {type(exc).__name__}: {str(exc)[:300]}")
 
 
+async def _report(settings: Any, backend: Any, timeout: float) -> CheckResult:
+    """Where each call's report goes, tried the way the report worker will (report/service.py):
+    a wrong REPORT_MODEL, a webhook nobody answers or a Twilio sender the account does not own
+    show here, not as a failed report after the first interview."""
+    import secrets
+
+    import httpx
+
+    from .report.client import ReportClient
+    from .report.schema import ReportError
+    from .report.service import webhook_body, webhook_headers
+    from .report.sms import SmsSender
+
+    if not settings.report:
+        return CheckResult("report", "ok", "off (REPORT=off)")
+    parts: list[str] = []
+    warnings: list[str] = []
+    async with httpx.AsyncClient() as http:
+        client = ReportClient(backend, settings.report_model, http, timeout_s=timeout)
+        try:
+            took = await client.probe()
+        except ReportError as err:
+            return CheckResult("report", "FAIL", f"REPORT_MODEL {settings.report_model}: {err.detail}")
+        parts.append(f"{settings.report_model} answered in {took * 1000:.0f} ms")
+        url, secret = settings.report_webhook_url, settings.report_webhook_secret
+        if url and secret:
+            ping = f"doctor-{secrets.token_hex(6)}"
+            body = webhook_body({"delivery_id": ping, "ping": True})
+            try:
+                response = await http.post(url, content=body, timeout=timeout,
+                                           headers=webhook_headers(secret, body, ping))
+            except httpx.HTTPError as exc:
+                return CheckResult("report", "FAIL", f"REPORT_WEBHOOK_URL {_origin(url)}: {type(exc).__name__}"
+                                                     f" (reports will wait in the outbox)")
+            if 200 <= response.status_code < 300:
+                parts.append(f"webhook {_origin(url)} took a signed ping ({response.status_code})")
+            else:
+                warnings.append(f"webhook {_origin(url)} answered HTTP {response.status_code} to a signed ping "
+                                f"(a receiver checking Bridge-Signature with another key than "
+                                f"REPORT_WEBHOOK_SECRET answers so; reports are retried until 2xx)")
+    if settings.report_sms:
+        sender = SmsSender(settings.twilio_account_sid or "", settings.twilio_auth_token or "",
+                           settings.twilio_from_number or "", api_url=settings.twilio_api_url, timeout_s=timeout)
+        try:
+            parts.append(await sender.check())
+        except ReportError as err:
+            return CheckResult("report", "FAIL", f"REPORT_SMS: {err.detail}")
+    return CheckResult("report", "warn" if warnings else "ok", "; ".join(parts + warnings))
+
+
+def _origin(url: str) -> str:
+    """``scheme://host[:port]`` of a URL: its path may carry a token."""
+    split = urlsplit(url)
+    return f"{split.scheme}://{split.netloc.rpartition('@')[2]}"
+
+
 async def _credentials(settings: Any, backend: Any) -> CheckResult:
     from .gemini.backend import BackendAuthError, VertexBackend
 
@@ -293,6 +353,10 @@ async def run_doctor(env: Mapping[str, str] | None = None, out: TextIO | None = 
         report(CheckResult("live-session", "FAIL", "skipped: no credentials"))
     else:
         report(await _live_session(settings, backend, setup_message, timeout))
+    if credentials.status == "FAIL" and settings.report:
+        report(CheckResult("report", "FAIL", "skipped: no credentials"))
+    else:
+        report(await _report(settings, backend, timeout))
     failed = [r for r in results if r.status == "FAIL"]
     print(f"doctor: {len(results)} checks, {len(failed)} failing", file=out, flush=True)
     return 1 if failed else 0

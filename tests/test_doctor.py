@@ -15,6 +15,7 @@ from telephony_bridge.testing.oauth import TokenEndpoint
 
 from telephony_bridge.doctor import run_doctor
 from telephony_bridge.testing import GeminiEmulator, Scenario
+from telephony_bridge.testing.receivers import FakeTwilioMessages, WebhookReceiver
 
 KEY = "AIza-doctor-" + "k" * 16
 TWILIO = "twilio-token-" + "t" * 16
@@ -38,6 +39,9 @@ def base_env(tmp_path: Path, url: str, **extra: str) -> dict[str, str]:
 
 def doctor(env: dict[str, str]) -> tuple[int, dict[str, str], str]:
     """Exit code, {check: line}, the whole output."""
+    # The report's generateContent: the emulator's (run_against_emulator), else a closed port,
+    # never the internet.
+    env.setdefault("GEMINI_REST_URL", f"http://127.0.0.1:{closed_port()}")
     out = io.StringIO()
     code = asyncio.run(asyncio.wait_for(run_doctor(env, out, timeout=5.0), 60))
     text = out.getvalue()
@@ -48,13 +52,14 @@ def doctor(env: dict[str, str]) -> tuple[int, dict[str, str], str]:
 
 
 async def with_emulator(scenario: Scenario, api_key: str | None, fn):  # type: ignore[no-untyped-def]
-    async with GeminiEmulator(scenario, api_key=api_key) as emu:
+    async with GeminiEmulator(scenario, api_key=api_key, rest=True) as emu:
         return await asyncio.to_thread(fn, emu)
 
 
 def run_against_emulator(scenario: Scenario, api_key: str | None, make_env):  # type: ignore[no-untyped-def]
-    """The emulator in this loop; doctor (its own loop) in a thread against it."""
-    return asyncio.run(with_emulator(scenario, api_key, lambda emu: doctor(make_env(emu))))
+    """The emulator (Live and REST) in this loop; doctor (its own loop) in a thread against it."""
+    return asyncio.run(with_emulator(scenario, api_key, lambda emu: doctor({"GEMINI_REST_URL": emu.rest_url,
+                                                                              **make_env(emu)})))
 
 
 def test_a_good_configuration_passes_every_check(tmp_path: Path) -> None:
@@ -62,7 +67,7 @@ def test_a_good_configuration_passes_every_check(tmp_path: Path) -> None:
         Scenario(known_models=["gemini-3.8-live"]), KEY, lambda emu: base_env(tmp_path, emu.url))
     assert code == 0, text
     assert list(lines) == ["settings", "public-url", "persona", "tools", "model", "store", "recordings",
-                           "credentials", "live-session"]
+                           "credentials", "live-session", "report"]
     assert all(line.startswith("ok ") for line in lines.values()), text
     assert "setupComplete" in lines["live-session"] and "models/gemini-3.8-live" in lines["live-session"]
     assert "https://bridge.example.com/phone/twiml" in lines["public-url"]
@@ -73,7 +78,8 @@ def test_a_good_configuration_passes_every_check(tmp_path: Path) -> None:
     assert "gemini-3.8-live (Gemini 3.8 Live, stable)" in lines["model"]
     assert f"local {tmp_path / 'recordings'}: a probe written, read back and deleted" in lines["recordings"]
     assert list((tmp_path / "recordings").iterdir()) == []  # the probe is gone again
-    assert text.rstrip().endswith("doctor: 9 checks, 0 failing")
+    assert "gemini-3.8-flash answered in" in lines["report"]
+    assert text.rstrip().endswith("doctor: 10 checks, 0 failing")
 
 
 def test_a_wrong_key_is_bad_key(tmp_path: Path) -> None:
@@ -216,3 +222,101 @@ def test_an_s3_bucket_gets_a_probe_and_a_missing_one_fails(s3, tmp_path: Path) -
     code, lines, text = recordings_lines(tmp_path, RECORDINGS_BUCKET="s3://no-such-bucket")
     assert code == 1 and lines["recordings"].startswith("FAIL ") and "s3://no-such-bucket: " in lines["recordings"], text
     assert "NoSuchBucket" in lines["recordings"]
+
+
+# -- report: where each call's report goes, tried for real ------------------------------------------
+
+SECRET = "webhook-secret-" + "w" * 24
+ACCOUNT = "AC" + "a" * 32
+SENDER = "+15550100999"
+
+
+def report_lines(tmp_path: Path, receiver_secret: str = SECRET, rest_models: list[str] | None = None,
+                 numbers: tuple[str, ...] = (SENDER,), twilio_token: str = TWILIO,
+                 **extra: str) -> tuple[int, dict[str, str], str, WebhookReceiver]:
+    """doctor against the emulator (Live and REST), a webhook receiver and Twilio's REST fake."""
+    receiver = WebhookReceiver(receiver_secret)
+    twilio = FakeTwilioMessages(ACCOUNT, twilio_token, numbers=numbers)
+
+    async def go():  # type: ignore[no-untyped-def]
+        await receiver.start()
+        await twilio.start()
+        try:
+            async with GeminiEmulator(Scenario(), api_key=KEY, rest=True) as emu:
+                assert emu.rest is not None
+                emu.rest.models = rest_models
+                env = base_env(tmp_path, emu.url, **{"GEMINI_REST_URL": emu.rest_url or "",
+                                                     "REPORT_WEBHOOK_URL": receiver.url, "REPORT_WEBHOOK_SECRET": SECRET,
+                                                     "TWILIO_API_URL": twilio.origin, **extra})
+                return await asyncio.to_thread(doctor, env)
+        finally:
+            await twilio.stop()
+            await receiver.stop()
+
+    code, lines, text = asyncio.run(go())
+    assert SECRET not in text
+    return code, lines, text, receiver
+
+
+def test_the_report_model_the_webhook_and_the_sms_sender_are_each_tried(tmp_path: Path) -> None:
+    code, lines, text, receiver = report_lines(tmp_path, REPORT_SMS="on", TWILIO_ACCOUNT_SID=ACCOUNT,
+                                               TWILIO_FROM_NUMBER=SENDER)
+    assert code == 0, text
+    line = lines["report"]
+    assert line.startswith("ok ") and "gemini-3.8-flash answered in" in line, text
+    assert f"webhook {receiver.origin} took a signed ping (200)" in line
+    assert f"Twilio account active, sending from {SENDER}" in line
+    (ping,) = receiver.received
+    assert ping.signature_ok and ping.json() == {"delivery_id": ping.idempotency_key, "ping": True}
+    assert ping.idempotency_key.startswith("doctor-")
+
+
+def test_a_report_model_that_is_a_live_model_or_not_served_fails(tmp_path: Path) -> None:
+    # A Live model serves bidiGenerateContent only: every report would fail after its call.
+    code, lines, text, receiver = report_lines(tmp_path, REPORT_MODEL="gemini-3.8-live")
+    assert code == 1 and lines["report"].startswith("FAIL "), text
+    assert "REPORT_MODEL gemini-3.8-live: HTTP 404 NOT_FOUND: models/gemini-3.8-live is not found for API version v1beta, " \
+           "or is not supported for generateContent" in lines["report"]
+    assert receiver.received == []  # nothing past the first failure
+    code, lines, text, _ = report_lines(tmp_path, rest_models=["gemini-3.8-flash"], REPORT_MODEL="gemini-3.8-flahs")
+    assert code == 1 and "HTTP 404 NOT_FOUND: models/gemini-3.8-flahs is not found" in lines["report"], text
+    assert lines["live-session"].startswith("ok ")  # the Live side is another matter
+
+
+def test_a_webhook_with_another_key_warns_and_one_nobody_answers_fails(tmp_path: Path) -> None:
+    code, lines, text, receiver = report_lines(tmp_path, receiver_secret="another-secret-" + "x" * 24)
+    assert code == 0 and lines["report"].startswith("warn "), text
+    assert "answered HTTP 400 to a signed ping" in lines["report"] and "REPORT_WEBHOOK_SECRET" in lines["report"]
+    assert [r.signature_ok for r in receiver.received] == [False]
+    port = closed_port()
+    code, lines, text, _ = report_lines(tmp_path, REPORT_WEBHOOK_URL=f"http://127.0.0.1:{port}/hooks/reports?token=abc")
+    assert code == 1 and lines["report"].startswith("FAIL "), text
+    assert f"REPORT_WEBHOOK_URL http://127.0.0.1:{port}: ConnectError" in lines["report"]
+    assert "token=abc" not in text  # a URL's query may carry a secret of the receiver's
+
+
+def test_an_sms_sender_the_account_does_not_own_or_a_wrong_token_fails(tmp_path: Path) -> None:
+    sms = dict(REPORT_SMS="on", TWILIO_ACCOUNT_SID=ACCOUNT, TWILIO_FROM_NUMBER=SENDER)
+    code, lines, text, _ = report_lines(tmp_path, numbers=("+15550100000",), **sms)
+    assert code == 1 and f"REPORT_SMS: TWILIO_FROM_NUMBER {SENDER} is not a number of this account" in lines["report"]
+    code, lines, text, _ = report_lines(tmp_path, twilio_token="another-token-" + "z" * 16, **sms)
+    assert code == 1 and "REPORT_SMS: Twilio HTTP 401 (code 20003)" in lines["report"], text
+
+
+def test_report_off_is_ok_and_says_so(tmp_path: Path) -> None:
+    code, lines, text, receiver = report_lines(tmp_path, REPORT="off")
+    assert code == 0 and lines["report"] == "ok    report        off (REPORT=off)", text
+    assert receiver.received == []
+
+
+def test_a_live_model_as_the_report_model_on_vertex_is_the_publisher_model_404(tmp_path: Path) -> None:
+    with TokenEndpoint() as oauth:
+        key_file = oauth.write(tmp_path / "sa.json", oauth.service_account_info())
+        code, lines, text = run_against_emulator(Scenario(), None, lambda emu: base_env(
+            tmp_path, emu.url, GEMINI_API_KEY="", GEMINI_BACKEND="vertex", GOOGLE_CLOUD_PROJECT="my-proj-1",
+            GOOGLE_CLOUD_LOCATION="us-central1", GOOGLE_APPLICATION_CREDENTIALS=key_file,
+            REPORT_MODEL="gemini-live-2.5-flash-native-audio"))
+    assert code == 1 and lines["live-session"].startswith("ok "), text
+    assert "HTTP 404 NOT_FOUND: Publisher Model `projects/my-proj-1/locations/us-central1/publishers/google/models/" \
+           "gemini-live-2.5-flash-native-audio` was not found or your project does not have access to it" \
+           in lines["report"], text

@@ -34,12 +34,14 @@ RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
 def _google_message(body: bytes) -> str:
-    """``error.message`` of a Google error body, shortened (never the request)."""
+    """``error.status`` and ``error.message`` of a Google error body, shortened (never the request):
+    the message says what is wrong ("models/X is not found for API version v1beta, ...")."""
     try:
         err = json.loads(body).get("error", {})
-        return str(err.get("status") or err.get("message") or "")[:80]
+        status, message = str(err.get("status") or ""), str(err.get("message") or "")
     except (ValueError, AttributeError):
         return ""
+    return (f"{status}: {message}" if status and message else status or message)[:240]
 
 
 class ReportClient:
@@ -78,7 +80,18 @@ class ReportClient:
             log.append({"attempt": attempt, "outcome": "ok", "delay_s": None})
             return report
 
+    async def probe(self) -> float:
+        """One tiny ``generateContent`` to the report model, as ``doctor`` checks it: the seconds
+        it took; :class:`ReportError` when the model, the key or the endpoint is wrong."""
+        started = time.monotonic()
+        await self._post({"contents": [{"role": "user", "parts": [{"text": "Reply with one word: ready."}]}]})
+        return time.monotonic() - started
+
     async def _once(self, body: dict[str, Any]) -> dict[str, Any]:
+        return parse_answer(await self._post(body))
+
+    async def _post(self, body: dict[str, Any]) -> bytes:
+        """The 200 answer's bytes, else :class:`ReportError` (retryable or not, as the status says)."""
         try:
             endpoint = await self.backend.rest_endpoint(self.model)
         except BackendAuthError as exc:
@@ -100,7 +113,7 @@ class ReportClient:
             message = _google_message(raw)
             raise ReportError("http", f"HTTP {status}{' ' + message if message else ''}", status=status,
                               retryable=status in RETRY_STATUSES, retry_after_s=retry_after)
-        return parse_answer(raw)
+        return raw
 
 
 __all__ = ["ReportClient", "RETRY_STATUSES"]

@@ -63,6 +63,12 @@ def webhook_body(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode()
 
 
+def webhook_headers(secret: str, body: bytes, delivery: str) -> dict[str, str]:
+    """A delivery's headers: its signature (now), its idempotency key, who sends it."""
+    return {"Content-Type": "application/json", SIGNATURE_HEADER: sign(secret, body, int(time.time())),
+            IDEMPOTENCY_HEADER: delivery, "User-Agent": "telephony-bridge-report/1"}
+
+
 class ReportService:
     def __init__(self, settings: Settings, store: CallStore, backend: LiveBackend, *,
                  policies: dict[str, RetryPolicy] | None = None, client_policy: RetryPolicy | None = None,
@@ -178,10 +184,9 @@ class ReportService:
         if not url or not secret:
             raise ReportError("config", "REPORT_WEBHOOK_URL is no longer set", retryable=False)
         body = webhook_body(d.payload)
-        headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(secret, body, int(time.time())),
-                   IDEMPOTENCY_HEADER: d.id, "User-Agent": "telephony-bridge-report/1"}
         try:
-            response = await self.http.post(url, content=body, headers=headers, timeout=self.webhook_timeout_s)
+            response = await self.http.post(url, content=body, headers=webhook_headers(secret, body, d.id),
+                                            timeout=self.webhook_timeout_s)
         except httpx.TimeoutException:
             raise ReportError("timeout", f"the receiver did not answer in {self.webhook_timeout_s:g} s") from None
         except httpx.HTTPError as exc:
@@ -196,4 +201,4 @@ class ReportService:
         await self.sms.send(str(d.payload["to"]), str(d.payload["body"]))
 
 
-__all__ = ["ReportService", "POLICIES", "webhook_body"]
+__all__ = ["ReportService", "POLICIES", "webhook_body", "webhook_headers"]

@@ -66,6 +66,24 @@ class SmsSender:
             raise ReportError("network", type(exc).__name__) from None
         return str(message.sid)
 
+    def _check(self) -> str:
+        try:
+            account = self.client.api.v2010.accounts(self.client.username).fetch()
+            owned = self.client.incoming_phone_numbers.list(phone_number=self.from_number, limit=1)
+        except TwilioRestException as exc:
+            raise ReportError("http", f"Twilio HTTP {int(exc.status or 0)} (code {exc.code})",
+                              status=int(exc.status or 0)) from None
+        except Exception as exc:  # requests' connection errors, timeouts
+            raise ReportError("network", type(exc).__name__) from None
+        if not owned:
+            raise ReportError("config", f"TWILIO_FROM_NUMBER {self.from_number} is not a number of this account")
+        return f"Twilio account {account.status}, sending from {self.from_number}"
+
+    async def check(self) -> str:
+        """What ``doctor`` says: the account's credentials work and the sender is its number;
+        :class:`ReportError` otherwise (nothing is sent)."""
+        return await asyncio.to_thread(self._check)
+
     async def send(self, to: str, body: str) -> str:
         """The message's SID; :class:`ReportError` when Twilio refused or could not be reached."""
         return await asyncio.to_thread(self._send, to, body)

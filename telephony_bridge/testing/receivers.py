@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import secrets
 import time
@@ -105,15 +106,42 @@ class WebhookReceiver(LoopbackServer):
 
 
 class FakeTwilioMessages(LoopbackServer):
-    """Twilio's Messages endpoint on loopback: ``origin`` is what ``TWILIO_API_URL`` takes."""
+    """Twilio's Messages endpoint on loopback: ``origin`` is what ``TWILIO_API_URL`` takes. Also
+    the account itself and its phone numbers (``numbers``), which ``doctor`` reads."""
 
-    def __init__(self, account_sid: str, auth_token: str) -> None:
+    def __init__(self, account_sid: str, auth_token: str, numbers: tuple[str, ...] = ()) -> None:
         self.account_sid = account_sid
         self.auth_token = auth_token
+        self.numbers = list(numbers)
         self.messages: list[dict[str, str]] = []
         self.refused: list[int] = []
         super().__init__(Starlette(routes=[
-            Route("/2010-04-01/Accounts/{sid}/Messages.json", self._create, methods=["POST"])]))
+            Route("/2010-04-01/Accounts/{sid}/Messages.json", self._create, methods=["POST"]),
+            Route("/2010-04-01/Accounts/{sid}.json", self._account, methods=["GET"]),
+            Route("/2010-04-01/Accounts/{sid}/IncomingPhoneNumbers.json", self._numbers, methods=["GET"])]))
+
+    def _refuse(self) -> Response:
+        self.refused.append(401)
+        return JSONResponse({"code": 20003, "message": "Authenticate", "status": 401}, status_code=401)
+
+    async def _account(self, request: Request) -> Response:
+        if not self._authorised(request) or request.path_params["sid"] != self.account_sid:
+            return self._refuse()
+        return JSONResponse({"sid": self.account_sid, "status": "active", "type": "Full",
+                             "friendly_name": "bridge test account",
+                             "uri": f"/2010-04-01/Accounts/{self.account_sid}.json"})
+
+    async def _numbers(self, request: Request) -> Response:
+        if not self._authorised(request) or request.path_params["sid"] != self.account_sid:
+            return self._refuse()
+        wanted = request.query_params.get("PhoneNumber")
+        found = [{"sid": "PN" + hashlib.sha1(n.encode()).hexdigest()[:32], "account_sid": self.account_sid,
+                  "phone_number": n, "capabilities": {"sms": True, "voice": True}}
+                 for n in self.numbers if wanted is None or n == wanted]
+        uri = f"/2010-04-01/Accounts/{self.account_sid}/IncomingPhoneNumbers.json"
+        return JSONResponse({"incoming_phone_numbers": found, "page": 0, "page_size": 50, "first_page_uri": uri,
+                             "next_page_uri": None, "previous_page_uri": None, "uri": uri, "start": 0,
+                             "end": max(len(found) - 1, 0)})
 
     def _authorised(self, request: Request) -> bool:
         scheme, _, value = (request.headers.get("authorization") or "").partition(" ")
@@ -127,8 +155,7 @@ class FakeTwilioMessages(LoopbackServer):
 
     async def _create(self, request: Request) -> Response:
         if not self._authorised(request) or request.path_params["sid"] != self.account_sid:
-            self.refused.append(401)
-            return JSONResponse({"code": 20003, "message": "Authenticate", "status": 401}, status_code=401)
+            return self._refuse()
         form = dict(urllib.parse.parse_qsl((await request.body()).decode("utf-8", "replace")))
         to, from_, body = (str(form.get(k) or "") for k in ("To", "From", "Body"))
         if not to or not from_ or not body:

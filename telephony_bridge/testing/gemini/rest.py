@@ -13,6 +13,11 @@ Live upgrade::
 The answer is a deterministic report built from the transcript it is given (the ``Founder:``
 lines of the user turn) and shaped by the request's own ``responseJsonSchema`` (or
 ``responseSchema``): every property the schema asks for, enums picked from the schema's values.
+A model it does not serve is a 404 in the service's words: a Live model (the profile table's:
+they serve ``bidiGenerateContent`` only), or one outside :attr:`RestEmulator.models` when that is
+set (Gemini API: "models/X is not found for API version v1beta, or is not supported for
+generateContent. …"; Vertex AI: "Publisher Model `…` was not found or your project does not have
+access to it. …").
 :class:`RestFault` scripts failures for the next requests: ``500``, ``429`` (with
 ``Retry-After``), ``hang`` (no answer until the client gives up), ``off_schema`` (a 200 whose JSON
 does not match the schema).
@@ -31,6 +36,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ...gemini import profiles
 from . import auth
 
 RestFaultKind = Literal["500", "429", "hang", "off_schema"]
@@ -191,6 +197,8 @@ class RestEmulator:
         self._stopping: asyncio.Event | None = None
         #: Gemini TTS (:class:`.tts.TtsEmulator`): requests for audio output go to it; None: 400s.
         self.tts: Any = None
+        #: The models generateContent serves (bare names); None: any that is not a Live model.
+        self.models: list[str] | None = None
 
     @property
     def url(self) -> str:
@@ -210,10 +218,10 @@ class RestEmulator:
 
     async def _generate(self, request: Request) -> Response:
         path = request.url.path
-        if _GEMINI.match(path):
-            backend, ws_path = "gemini-api", auth.V1BETA_PATH
-        elif _EXPRESS.match(path) or _VERTEX.match(path):
-            backend, ws_path = "vertex", auth.VERTEX_PATH
+        if m := _GEMINI.match(path):
+            backend, ws_path, model = "gemini-api", auth.V1BETA_PATH, m.group(2)
+        elif m := _EXPRESS.match(path) or _VERTEX.match(path):
+            backend, ws_path, model = "vertex", auth.VERTEX_PATH, m.groups()[-1]
         else:
             self.requests.append(RestRequest(path, "?", None, 404))
             return _error(404, f"Method not found: {path[:80]}")
@@ -227,6 +235,15 @@ class RestEmulator:
         assert isinstance(verdict, auth.Admitted)
         if self.tts is not None and _wants_audio(await request.body()):
             return await self.tts.handle(request)  # Gemini TTS: same host, same credentials
+        if profiles.lookup(model).known or (self.models is not None and model not in self.models):
+            self.requests.append(RestRequest(path, backend, verdict.auth, 404))
+            if backend == "vertex":
+                resource = path.split(":generateContent")[0].split("/", 2)[2]
+                return _error(404, f"Publisher Model `{resource}` was not found or your project does not have "
+                                   "access to it. Please ensure you are using a valid model version.")
+            return _error(404, f"models/{model} is not found for API version {path.split('/')[1]}, or is not "
+                               "supported for generateContent. Call ListModels to see the list of available "
+                               "models and their supported methods.")
         try:
             body = json.loads(await request.body())
             assert isinstance(body, dict) and body.get("contents")
