@@ -14,6 +14,15 @@ judge a per-frame change here first, by interleaved A/B runs of the old and new 
 
 Figure: CPU ms per call-second (``time.process_time``), with the Twilio frames in and out per
 second to show the traffic was the intended one.
+
+    python benchmarks/core_cost.py --instructions   # instructions per call-second, under callgrind
+
+``--instructions`` counts instead of timing: the same run under ``valgrind --tool=callgrind``
+(Debian's valgrind) at two lengths, the difference divided by the extra simulated seconds, so
+start-up (imports, filter design) cancels out. The count is the same from one run to the next
+(within about 1%) whatever else the machine does: a per-frame change of a few percent shows in one A/B
+pair, where timed runs need many interleaved rounds. It takes about two minutes (both lengths run
+at once, ~50x slower than native).
 """
 
 from __future__ import annotations
@@ -22,8 +31,13 @@ import argparse
 import base64
 import cProfile
 import json
+import os
 import pstats
+import re
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -99,12 +113,46 @@ def run(seconds: float) -> tuple[float, float, float]:
     return 1000 * cpu / seconds, n_in / seconds, n_out / seconds
 
 
+INSTRUCTION_SECONDS = (10.0, 90.0)  # the two lengths whose difference is counted
+
+
+def instructions(short_s: float, long_s: float) -> tuple[float, float]:
+    """(instructions per simulated call-second, frames in per second) from two callgrind runs."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        raise SystemExit("--instructions needs valgrind (apt-get install valgrind)")
+    env = {**os.environ, "PYTHONHASHSEED": "0"}  # the same dict layouts in both runs
+    with tempfile.TemporaryDirectory() as tmp:
+        procs = [subprocess.Popen([valgrind, "--tool=callgrind", f"--callgrind-out-file={tmp}/cg.{i}",
+                                   sys.executable, __file__, "--seconds", str(s), "--runs", "1"],
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for i, s in enumerate((short_s, long_s))]
+        counts, rates = [], []
+        for proc in procs:
+            out, err = proc.communicate()
+            found = re.search(r"Collected : (\d+)", err)
+            if proc.returncode != 0 or found is None:
+                raise SystemExit(f"callgrind run failed ({proc.returncode}): {err[-500:]}")
+            counts.append(int(found.group(1)))
+            row = re.search(r"^\s+1\s+\S+\s+(\S+)", out, re.M)
+            rates.append(float(row.group(1)) if row else float("nan"))
+    return (counts[1] - counts[0]) / (long_s - short_s), rates[1]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=120.0, help="simulated seconds per run")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--instructions", action="store_true",
+                    help="count instructions per call-second under callgrind instead of timing")
     args = ap.parse_args(argv)
+    if args.instructions:
+        per_s, fin = instructions(*INSTRUCTION_SECONDS)
+        print(f"call core + echo gate (python {sys.version.split()[0]}), callgrind, "
+              f"{INSTRUCTION_SECONDS[1]:.0f} - {INSTRUCTION_SECONDS[0]:.0f} simulated s")
+        print(f"{per_s / 1e6:.2f} M instructions per call-second ({fin:.1f} Twilio frames in per second)")
+        return 0
     if args.profile:
         profiler = cProfile.Profile()
         profiler.runcall(run, args.seconds)
