@@ -232,7 +232,7 @@ def test_a_refusal_at_setup_plays_the_goodbye_and_ends_only_when_its_last_mark_r
         assert core.gemini_closed(1008, reason, 0.05) is False  # no retry
         assert core.refusal.kind.value == "model_not_found" and core.refusal.reason == reason
         assert core.closing and core.ended is None
-        msgs = run_clock(core, 0.05, 1.4)  # the 1.2 s goodbye_error is sent, paced
+        msgs = run_clock(core, 0.05, 1.4)  # the 1.2 s goodbye_error is sent (whole: a last phrase)
         frames = [m for _, m in msgs if m["event"] == "media"]
         assert len(frames) == 60
         assert core.ended is None  # played, but Twilio has not said so: the stream stays open
@@ -247,6 +247,42 @@ def test_a_refusal_at_setup_plays_the_goodbye_and_ends_only_when_its_last_mark_r
     value = metrics.registry.get_sample_value
     assert value("bridge_gemini_refusals_total", {"kind": "model_not_found"}) == 1.0
     assert value("bridge_gemini_refusals_total", {"kind": "bad_key"}) == 0.0
+
+
+def twilio_holes(msgs):
+    """Where Twilio's buffer ran dry inside the audio sent (seconds of silence the caller heard).
+
+    Twilio plays what it holds back to back from the first frame: frame *i* plays at ``start +
+    i * 20 ms`` if it has arrived by then; one that arrives later leaves a hole and starts there."""
+    play_at, holes = None, []
+    for t, m in msgs:
+        if m["event"] != "media":
+            continue
+        if play_at is None:
+            play_at = t
+        elif t > play_at + 1e-9:
+            holes.append(round(t - play_at, 3))
+            play_at = t
+        play_at += 0.02
+    return holes
+
+
+def test_a_stall_on_our_side_puts_no_hole_in_the_goodbye():
+    # The bridge's event loop stops for 300 ms in the middle of the apology (a GC pause, a starved
+    # CPU): no caller frame is read, no timer runs. Twilio plays on meanwhile from what it holds.
+    # Paced at the lead (100 ms here), its buffer ran dry and the caller heard a hole mid-sentence
+    # (the flake in test_refusal_end_to_end: "not byte for byte"); the last phrase must be in
+    # Twilio's hands whole before such a stall can matter.
+    core = refused_core()
+    assert core.gemini_closed(1007, "API key not valid. Please pass a valid API key.", 0.05) is False
+    msgs = [(0.05, m) for m in drain(core.twilio_out)]
+    msgs += run_clock(core, 0.06, 0.5)
+    msgs += run_clock(core, 0.8, 1.6)  # nothing between 0.5 and 0.8: the stall
+    frames = [m["media"]["payload"] for _, m in msgs if m["event"] == "media"]
+    assert len(frames) == 60 and twilio_holes(msgs) == []
+    assert core.ended is None  # all played by now, but the stream waits for Twilio to say so
+    return_marks(core, msgs, 1.6)
+    assert core.ended == "gemini-refused:bad_key" and not core.goodbye_unheard
 
 
 def test_a_goodbye_whose_marks_never_return_ends_at_the_cap_and_counts_as_unheard():

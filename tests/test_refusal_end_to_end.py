@@ -70,7 +70,9 @@ def bridge_settings(emulator: GeminiEmulator, key: str, **extra) -> Settings:
                     twilio_auth_token=secrets.token_hex(16), operator_token=OPERATOR, **extra)
 
 
-async def refused_call(case: str) -> dict:
+async def refused_call(case: str, stall_s: float = 0.0) -> dict:
+    """One refused call. ``stall_s``: the event loop (bridge, caller and emulator alike) stops
+    that long 2 s into the apology, as a gen-2 GC pause of a loaded xdist worker does."""
     kind, scenario, key, allowed = CASES[case]
     emulator = GeminiEmulator(scenario, api_key=DEMO_KEY)
     await emulator.start()
@@ -79,9 +81,13 @@ async def refused_call(case: str) -> dict:
     bridge = LocalBridge(bridge_settings(emulator, key))
     await bridge.start()
     try:
+        def on_event(event: dict) -> None:
+            if stall_s and event["kind"] == "media_in_first":
+                asyncio.get_running_loop().call_later(2.0, time.sleep, stall_s)
+
         # A caller who would stay on for 30 s: the bridge must end the call, once.
         sim = CallerSimulator(bridge.twiml_url, CallerScript([Wait(30_000), Hangup()]),
-                              auth_token=bridge.settings.twilio_auth_token, timeout=60)
+                              auth_token=bridge.settings.twilio_auth_token, timeout=60, on_event=on_event)
         result = await sim.run()
         core = await bridge.finished_call(result.call_sid)
         metric = bridge.app.state.metrics.registry.get_sample_value
@@ -127,7 +133,20 @@ def calls() -> dict:
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_refused_call_plays_the_whole_apology_and_ends_after_one_stream(calls, case):
-    c = calls[case]
+    check_refused_call(calls[case])
+
+
+def test_a_stall_of_the_whole_process_mid_apology_leaves_no_hole_in_it():
+    # The flake this file had (6 of the 7 refused calls "not byte for byte" in one run, once
+    # bad_key_http alone): a pause of the worker's whole event loop a little over the playback
+    # lead (160 ms) during the apologies; gen-2 collections of 200-535 ms were measured in the
+    # suite's workers during tests (4 workers on 2 cores). The bridge kept only the lead in
+    # Twilio's buffer, Twilio played on through the pause and ran dry: a hole in the caller's last
+    # words. The last phrase now goes to Twilio whole, so no pause after that can break it up.
+    check_refused_call(asyncio.run(refused_call("bad_key_http", stall_s=0.3)))
+
+
+def check_refused_call(c: dict) -> None:
     result, core, kind = c["result"], c["core"], c["kind"]
     # Gemini: no more attempts than allowed (1, or the reconnect policy's for unreachable).
     assert c["attempts"] == c["allowed"], (c["attempts"], [s.closed_code for s in c["emulator"].sessions],

@@ -3,8 +3,9 @@
 * ``end_call`` (the agent decided): the call ends once the goodbye has been heard — a new agent
   turn after the request has played out and the model is quiet — or after ``end_call_grace_s``
   with nothing playing, or at the latest ``end_call_timeout_s`` after the request.
-* A last phrase (an apology, "we have to end here"): the call ends when it has been heard, or
-  three seconds after its length (:meth:`Ending.end_with_phrase`).
+* A last phrase (an apology, "we have to end here"): handed to Twilio whole (not paced: a stall
+  on our side must not put a hole in it), the call ends when it has been heard, or three seconds
+  after it should have (:meth:`Ending.end_with_phrase`).
 * Limits: no media for ``no_media_timeout_s`` is a dead stream; a call longer than ``max_call_s``
   is ended with a phrase.
 * Silent stalls (:mod:`.stall_watch`): a model turn that ends with nothing, or never starts, is
@@ -111,13 +112,14 @@ class Ending:
         """End the call after a last phrase has been heard (never dead air)."""
         if self.ended is not None or self._closing is not None:
             return
-        self._playout.drop_agent_audio()
+        playout = self._playout
+        playout.drop_agent_audio()
+        playout.closing = True  # the phrase goes to Twilio whole: no stall of ours can break it up
         self._goodbye_wanted = True
         if not self._play_phrase(kind, now):
             self._end(now, reason)
             return
-        seconds = self._playout.phrase_seconds_queued()
-        self._closing = (reason, now + seconds + 3.0)
+        self._closing = (reason, playout.phrase_end(now) + 3.0)
 
     def check(self, now: float) -> None:
         """Has the moment to end come (a last phrase heard, a goodbye heard)?"""

@@ -15,7 +15,11 @@ those names go to a "flushed" set, and when they come back they mean "dropped", 
 
 Phrases (filler, "one moment", apologies: pre-rendered μ-law) play under the same lead and marks
 when no agent audio is waiting; real agent audio stops a phrase at once, including what Twilio
-already buffered (``clear``).
+already buffered (``clear``). A *last* phrase (:attr:`Playout.closing`: the apology or goodbye the
+call ends on) is not paced: it goes to Twilio whole, at once, under the same marks. Nothing may cut
+it short, and Twilio plays what it holds back to back, so a pause on our side (a GC pause, a
+starved CPU) longer than the lead can no longer run Twilio's buffer dry and put a hole in the
+caller's last words; the call still ends when its last mark comes back.
 
 Barge-in (:meth:`interrupt`): the queue and phrase dropped, the converter and framer reset, media
 not yet written to the socket removed, ``clear`` sent, marks flushed: nothing stale plays.
@@ -87,6 +91,8 @@ class Playout:
         self._unconfirmed: deque[bytes] = deque()
         #: Paused on the caller's speech onset (barge.py): nothing is forwarded.
         self.paused = False
+        #: The call is closing on a last phrase: queued phrases go to Twilio whole, not paced.
+        self.closing = False
         #: The call's recording (recording/core.py StereoRecorder), told every frame, mark and clear.
         self.recorder: Any = None
 
@@ -218,13 +224,14 @@ class Playout:
             self.on_turn_done(now)
 
     def _pump_phrase(self, now: float) -> None:
-        """Forward bridge-made audio (filler, notices) under the same lead and marks."""
+        """Forward bridge-made audio (filler, notices) under the same lead and marks; a last
+        phrase (:attr:`closing`) all at once."""
         msgs = self.messages
         assert msgs is not None
         queue = self.phrase_queue
         if self.playout_end < now:
             self.playout_end = now
-        lead = self.config.playback_lead_s
+        lead = float("inf") if self.closing else self.config.playback_lead_s
         out = self.twilio_out
         while queue and self.playout_end + FRAME_S - now <= lead + 1e-9:
             frame = queue.popleft()
@@ -251,8 +258,9 @@ class Playout:
         self.counters["phrases"] += 1
         return round(len(frames) * FRAME_S, 2)
 
-    def phrase_seconds_queued(self) -> float:
-        return len(self.phrase_queue) * FRAME_S
+    def phrase_end(self, now: float) -> float:
+        """When the phrases sent and queued so far will have played: Twilio's buffer, then ours."""
+        return max(self.playout_end, now) + len(self.phrase_queue) * FRAME_S
 
     def stop_phrase(self, now: float) -> None:
         """Real agent audio arrived: the phrase stops now, including what Twilio buffered."""
