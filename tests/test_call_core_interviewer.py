@@ -349,3 +349,37 @@ def test_go_away_hands_over_before_the_cut_even_when_busy():
     core.receive_gemini(audio_frame(pcm24_tone(10.0)), 1.0)
     assert core.next_deadline() <= 4.0
     assert not core.handover_wanted(2.0) and core.handover_wanted(4.0)
+
+
+def test_agent_audio_after_the_max_duration_goodbye_neither_cuts_nor_clears_it():
+    # At the length limit the call ends on the goodbye phrase while Gemini is still connected. A
+    # reply still streaming in is not "real agent audio stopping a phrase": it must not clear
+    # Twilio's buffer or drop the goodbye (the caller would lose the ending, the record say heard).
+    core = make_core(max_call_s=5.0)
+    msgs = run_clock(core, 0.0, 5.02)
+    assert core.closing and core.ended is None
+    goodbye = [m for t, m in msgs if t >= 5.0 and m["event"] == "media"]
+    assert len(goodbye) == 60  # 1.2 s of goodbye_error, all in Twilio's hands
+    core.receive_gemini(audio_frame(pcm24_tone(0.4)), 5.05)  # the model was mid-reply
+    later = run_clock(core, 5.06, 5.5)
+    assert [m["event"] for _, m in later if m["event"] in ("clear", "media")] == []
+    assert core.playout.phrase_queue or not core.playout.queue  # nothing of the reply queued to play
+    return_marks(core, msgs, 6.3)
+    core.tick(6.3)
+    assert core.ended == "max-duration"
+    assert core.counters["agent_chunks_dropped_closing"] == 1
+
+
+def test_an_interruption_during_the_max_duration_goodbye_does_not_clear_it():
+    # The caller talks over "we have to end here": Gemini's VAD says interrupted. The call ends
+    # anyway; cutting its last words would only leave the caller hanging in silence.
+    core = make_core(max_call_s=5.0)
+    msgs = run_clock(core, 0.0, 5.02)
+    assert core.closing
+    core.receive_gemini(b'{"serverContent":{"interrupted":true}}', 5.1)
+    later = run_clock(core, 5.12, 5.5)
+    assert [m["event"] for _, m in later if m["event"] == "clear"] == []
+    assert core.counters["barge_ins"] == 0
+    return_marks(core, msgs, 6.3)
+    core.tick(6.3)
+    assert core.ended == "max-duration"

@@ -435,6 +435,11 @@ class CallCore:
         if chunk.rate != 24000:
             self._protocol_error(now, GeminiProtocolError("unsupported-rate", str(chunk.rate)))
             return
+        if self.ending.closing:
+            # The call is ending on its last phrase (the length limit's goodbye) while the model
+            # still talks: the phrase plays whole, the reply is not "agent audio stopping a phrase".
+            self.counters["agent_chunks_dropped_closing"] += 1
+            return
         turns = self.turns_part
         turns.generation_done = False  # audio again: a generation is under way
         turns.model_turn_open = True
@@ -468,7 +473,10 @@ class CallCore:
         self._model_quiet(now)
 
     def _interrupted(self, now: float) -> None:
-        """Barge-in: nothing stale may play after this."""
+        """Barge-in: nothing stale may play after this (but a last phrase: it plays whole)."""
+        if self.ending.closing:
+            self.records.add(now, "interrupted", frames_dropped=0, closing=True)
+            return
         self.counters["barge_ins"] += 1
         if self.metrics is not None:
             self.metrics.barge_ins.inc()

@@ -20,6 +20,7 @@ COUNTERS = (
     "input_replayed_frames", "phrases",
     "stalls", "stall_nudges", "stall_phrases", "stall_recovered", "stall_apologies",
     "barge_pauses", "barge_false_alarms", "barge_confirmed", "barge_late_confirms",
+    "agent_chunks_dropped_closing",
 )
 
 
