@@ -202,7 +202,7 @@ async def _report(settings: Any, backend: Any, timeout: float) -> CheckResult:
 
     from .report.client import ReportClient
     from .report.schema import ReportError
-    from .report.service import webhook_body, webhook_headers
+    from .report.service import post_webhook
     from .report.sms import SmsSender
 
     if not settings.report:
@@ -219,17 +219,14 @@ async def _report(settings: Any, backend: Any, timeout: float) -> CheckResult:
         url, secret = settings.report_webhook_url, settings.report_webhook_secret
         if url and secret:
             ping = f"doctor-{secrets.token_hex(6)}"
-            body = webhook_body({"delivery_id": ping, "ping": True})
-            try:
-                response = await http.post(url, content=body, timeout=timeout,
-                                           headers=webhook_headers(secret, body, ping))
-            except httpx.HTTPError as exc:
-                return CheckResult("report", "FAIL", f"REPORT_WEBHOOK_URL {_origin(url)}: {type(exc).__name__}"
-                                                     f" (reports will wait in the outbox)")
-            if 200 <= response.status_code < 300:
-                parts.append(f"webhook {_origin(url)} took a signed ping ({response.status_code})")
-            else:
-                warnings.append(f"webhook {_origin(url)} answered HTTP {response.status_code} to a signed ping "
+            try:  # the report worker's own delivery path
+                status = await post_webhook(http, url, secret, {"delivery_id": ping, "ping": True}, ping, timeout)
+                parts.append(f"webhook {_origin(url)} took a signed ping ({status})")
+            except ReportError as err:
+                if err.kind != "http":
+                    return CheckResult("report", "FAIL", f"REPORT_WEBHOOK_URL {_origin(url)}: {err.detail}"
+                                                         f" (reports will wait in the outbox)")
+                warnings.append(f"webhook {_origin(url)} answered HTTP {err.status} to a signed ping "
                                 f"(a receiver checking Bridge-Signature with another key than "
                                 f"REPORT_WEBHOOK_SECRET answers so; reports are retried until 2xx)")
     if settings.report_sms:

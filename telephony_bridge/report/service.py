@@ -63,10 +63,24 @@ def webhook_body(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode()
 
 
-def webhook_headers(secret: str, body: bytes, delivery: str) -> dict[str, str]:
-    """A delivery's headers: its signature (now), its idempotency key, who sends it."""
-    return {"Content-Type": "application/json", SIGNATURE_HEADER: sign(secret, body, int(time.time())),
-            IDEMPOTENCY_HEADER: delivery, "User-Agent": "telephony-bridge-report/1"}
+async def post_webhook(http: httpx.AsyncClient, url: str, secret: str, payload: dict[str, Any], delivery: str,
+                       timeout_s: float) -> int:
+    """POST one delivery to the receiver, signed now, with ``delivery`` as its idempotency key:
+    the 2xx status it answered; :class:`ReportError` otherwise (``http`` with the status and
+    any ``Retry-After``, ``timeout``, ``network``). The report worker's and ``doctor``'s ping."""
+    body = webhook_body(payload)
+    headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(secret, body, int(time.time())),
+               IDEMPOTENCY_HEADER: delivery, "User-Agent": "telephony-bridge-report/1"}
+    try:
+        response = await http.post(url, content=body, headers=headers, timeout=timeout_s)
+    except httpx.TimeoutException:
+        raise ReportError("timeout", f"the receiver did not answer in {timeout_s:g} s") from None
+    except httpx.HTTPError as exc:
+        raise ReportError("network", type(exc).__name__) from None
+    if not 200 <= response.status_code < 300:
+        raise ReportError("http", f"receiver HTTP {response.status_code}", status=response.status_code,
+                          retry_after_s=parse_retry_after(response.headers.get("retry-after"), time.time()))
+    return response.status_code
 
 
 class ReportService:
@@ -183,17 +197,7 @@ class ReportService:
         url, secret = self.settings.report_webhook_url, self.settings.report_webhook_secret
         if not url or not secret:
             raise ReportError("config", "REPORT_WEBHOOK_URL is no longer set", retryable=False)
-        body = webhook_body(d.payload)
-        try:
-            response = await self.http.post(url, content=body, headers=webhook_headers(secret, body, d.id),
-                                            timeout=self.webhook_timeout_s)
-        except httpx.TimeoutException:
-            raise ReportError("timeout", f"the receiver did not answer in {self.webhook_timeout_s:g} s") from None
-        except httpx.HTTPError as exc:
-            raise ReportError("network", type(exc).__name__) from None
-        if not 200 <= response.status_code < 300:
-            raise ReportError("http", f"receiver HTTP {response.status_code}", status=response.status_code,
-                              retry_after_s=parse_retry_after(response.headers.get("retry-after"), time.time()))
+        await post_webhook(self.http, url, secret, d.payload, d.id, self.webhook_timeout_s)
 
     async def _sms(self, d: Delivery) -> None:
         if self.sms is None:
@@ -201,4 +205,4 @@ class ReportService:
         await self.sms.send(str(d.payload["to"]), str(d.payload["body"]))
 
 
-__all__ = ["ReportService", "POLICIES", "webhook_body", "webhook_headers"]
+__all__ = ["ReportService", "POLICIES", "post_webhook", "webhook_body"]

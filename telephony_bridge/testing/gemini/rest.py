@@ -219,9 +219,9 @@ class RestEmulator:
     async def _generate(self, request: Request) -> Response:
         path = request.url.path
         if m := _GEMINI.match(path):
-            backend, ws_path, model = "gemini-api", auth.V1BETA_PATH, m.group(2)
+            backend, ws_path = "gemini-api", auth.V1BETA_PATH
         elif m := _EXPRESS.match(path) or _VERTEX.match(path):
-            backend, ws_path, model = "vertex", auth.VERTEX_PATH, m.groups()[-1]
+            backend, ws_path = "vertex", auth.VERTEX_PATH
         else:
             self.requests.append(RestRequest(path, "?", None, 404))
             return _error(404, f"Method not found: {path[:80]}")
@@ -235,13 +235,14 @@ class RestEmulator:
         assert isinstance(verdict, auth.Admitted)
         if self.tts is not None and _wants_audio(await request.body()):
             return await self.tts.handle(request)  # Gemini TTS: same host, same credentials
+        version, model = m.group(1), m.groups()[-1]
         if profiles.lookup(model).known or (self.models is not None and model not in self.models):
             self.requests.append(RestRequest(path, backend, verdict.auth, 404))
             if backend == "vertex":
-                resource = path.split(":generateContent")[0].split("/", 2)[2]
+                resource = path[len(version) + 2:].removesuffix(":generateContent")  # publishers/…, projects/…
                 return _error(404, f"Publisher Model `{resource}` was not found or your project does not have "
                                    "access to it. Please ensure you are using a valid model version.")
-            return _error(404, f"models/{model} is not found for API version {path.split('/')[1]}, or is not "
+            return _error(404, f"models/{model} is not found for API version {version}, or is not "
                                "supported for generateContent. Call ListModels to see the list of available "
                                "models and their supported methods.")
         try:
