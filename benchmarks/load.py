@@ -69,7 +69,7 @@ import time
 from collections.abc import Callable
 from contextlib import redirect_stdout
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -671,13 +671,13 @@ async def bench(args: argparse.Namespace) -> bool:
 
     if args.floor:
         print()
-        same_steps(await bench_workers(args, floor=True), lambda peer, me: (
+        same_steps(await bench_workers(args, floor_peer(args)), lambda peer, me: (
             f"the floor {peer:.2f} CPU ms per call-second, the bridge {me:.2f}: the call logic costs {me / peer:.2f}x "
             f"the floor; at the floor's cost {int(1000 * CPU_LIMIT / peer)} calls would fill "
             f"{100 * CPU_LIMIT:.0f}% of a core"))
     if args.pipecat:
         print()
-        same_steps(await bench_workers(args, pipecat=args.pipecat), lambda peer, me: (
+        same_steps(await bench_workers(args, pipecat_peer(args)), lambda peer, me: (
             f"pipecat {peer:.2f} CPU ms per call-second, the bridge {me:.2f}: pipecat costs {peer / me:.1f}x "
             f"(target >= 5x)"))
     return not problems
@@ -702,18 +702,39 @@ def proc_children(pid: int) -> list[int]:
     return out
 
 
-async def bench_workers(args: argparse.Namespace, pipecat: str | None = None,
-                        floor: bool = False) -> list[dict[str, Any]]:
+class Peer(NamedTuple):
+    """A relay run on the bridge's load in its place: pipecat, or the floor."""
+
+    name: str
+    python: str
+    script: str  # in benchmarks/, started with --port and --gemini-url
+    steps: list[int] | None  # None: the bridge's
+    ready_path: str  # answers once the relay listens
+    header: str  # what the table is of
+
+
+def pipecat_peer(args: argparse.Namespace) -> Peer:
+    return Peer("pipecat", args.pipecat, "pipecat_peer.py", args.pipecat_steps, "docs",
+                f"pipecat {_pipecat_version(args.pipecat)} (benchmarks/pipecat_peer.py: TwilioFrameSerializer + "
+                "GeminiLiveLLMService at the emulator)")
+
+
+def floor_peer(args: argparse.Namespace) -> Peer:
+    return Peer("the floor", sys.executable, "floor_peer.py", args.floor_steps, "readyz",
+                "the floor (benchmarks/floor_peer.py: the thinnest relay of the same messages on the bridge's server "
+                "and client stack, no call logic)")
+
+
+async def bench_workers(args: argparse.Namespace, peer: Peer | None = None) -> list[dict[str, Any]]:
     """``telephony-bridge serve --workers N`` as its own process tree (taskset to CPUs 0..N-1),
-    or (``pipecat``: its Python) the pipecat peer (pipecat_peer.py), or (``floor``) the thinnest
-    relay (floor_peer.py), pinned to CPU 0, with the same emulator and callers: per step, each
-    process's CPU and the calls' outcome."""
+    or ``peer`` (pipecat, the floor) pinned to CPU 0, with the same emulator and callers: per
+    step, each process's CPU and the calls' outcome."""
     import subprocess
     import urllib.request
 
     me = [sys.executable, str(Path(__file__).resolve())]
     ncpu = os.cpu_count() or 1
-    nproc = 1 if pipecat or floor else args.workers
+    nproc = 1 if peer is not None else args.workers
     cpus = ",".join(str(i) for i in range(min(nproc, ncpu)))
     emu = await asyncio.create_subprocess_exec(*me, "--role", "emulator", "--seed", str(args.seed), *tls_args(args),
                                                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
@@ -732,11 +753,8 @@ async def bench_workers(args: argparse.Namespace, pipecat: str | None = None,
                # As the in-process bridge: no recording, no report, no TTS phrases (no REST peer).
                RECORDINGS="off", REPORT="off", TTS_PHRASES="off")
     log = open(Path(tmp.name) / "serve.log", "wb")  # noqa: SIM115
-    # The peer, if any: (its name, its Python and script, its steps); else the bridge's own workers.
-    peer_run = (("pipecat", pipecat, "pipecat_peer.py", args.pipecat_steps) if pipecat else
-                ("the floor", sys.executable, "floor_peer.py", args.floor_steps) if floor else None)
-    if peer_run is not None:
-        cmd = [peer_run[1], str(ROOT / "benchmarks" / peer_run[2]), "--port", str(port), "--gemini-url", line[1]]
+    if peer is not None:
+        cmd = [peer.python, str(ROOT / "benchmarks" / peer.script), "--port", str(port), "--gemini-url", line[1]]
     else:
         cmd = [sys.executable, "-m", "telephony_bridge", "serve", "--workers", str(args.workers)]
     serve = subprocess.Popen(["taskset", "-c", cpus, *cmd], env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -747,19 +765,16 @@ async def bench_workers(args: argparse.Namespace, pipecat: str | None = None,
         workers = [c for c in proc_children(serve.pid)
                    if "resource_tracker" not in open(f"/proc/{c}/cmdline").read()] if nproc > 1 else [serve.pid]
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/{'docs' if pipecat else 'readyz'}", timeout=1):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/{peer.ready_path if peer else 'readyz'}",
+                                        timeout=1):
                 pass
         except OSError:
             continue
         if len(workers) >= nproc:
             break
     loop = asyncio.get_running_loop()
-    if pipecat:
-        print(f"pipecat {_pipecat_version(pipecat)} (benchmarks/pipecat_peer.py: TwilioFrameSerializer + "
-              f"GeminiLiveLLMService at the emulator) on CPU {cpus} (taskset), the same emulator and callers")
-    elif floor:
-        print(f"the floor (benchmarks/floor_peer.py: the thinnest relay of the same messages on the bridge's server "
-              f"and client stack, no call logic) on CPU {cpus} (taskset), the same emulator and callers")
+    if peer is not None:
+        print(f"{peer.header} on CPU {cpus} (taskset), the same emulator and callers")
     else:
         print(f"Load benchmark, workers  (python benchmarks/load.py {' '.join(args.argv)})")
         print(f"machine: {ncpu} CPUs; `telephony-bridge serve --workers {args.workers}` on CPUs {cpus} (taskset), "
@@ -770,7 +785,7 @@ async def bench_workers(args: argparse.Namespace, pipecat: str | None = None,
     print(f"{'calls':>5s} {'CPU ms/call-s':>13s} {'CPU % per worker':>22s} {'failed':>6s} {'out fps':>7s} {'underrun %':>10s} "
           f"{'callers p99':>11s} {'gap p99':>7s} {'load1':>5s}")
     rows: list[dict[str, Any]] = []
-    for n in (peer_run[3] or steps) if peer_run is not None else steps:
+    for n in (peer.steps or steps) if peer is not None else steps:
         spread = max(args.spread, n / 60)
         start_at = loop.time() + 1.0
         callers = await start_callers(me, f"http://127.0.0.1:{port}/twiml", token, n, spread, start_at, args)
@@ -811,8 +826,8 @@ async def bench_workers(args: argparse.Namespace, pipecat: str | None = None,
     await emu.stdin.drain()
     await emu.stdout.read()
     await emu.wait()
-    if peer_run is not None and (not rows or any(r["failed"] for r in rows)):
-        print(f"{peer_run[0]} did not run: " + (Path(tmp.name) / "serve.log").read_text()[-1500:])
+    if peer is not None and (not rows or any(r["failed"] for r in rows)):
+        print(f"{peer.name} did not run: " + (Path(tmp.name) / "serve.log").read_text()[-1500:])
     tmp.cleanup()
     return rows
 
