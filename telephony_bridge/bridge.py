@@ -270,19 +270,20 @@ class CallBridge:
             core.end(f"internal-error:{where}", self.loop.time())
         self._finish()
 
-    async def _after_input(self) -> None:
+    async def _after_input(self, tick: bool = True) -> None:
         """After input from a task (Gemini, a tool, a handover): as :meth:`_after`, and the
         Gemini outbox written before returning."""
         if self.core.gemini_out and not self._to_gemini.write_now():
             await self._to_gemini.flush()
-        self._after()
+        self._after(tick)
 
     def _after(self, tick: bool = True) -> None:
         """Write what the core queued, start/cancel tools, persist a new handle, move the timer.
 
         ``tick``: the core ticks on the loop's next iteration, whatever its deadline (after input
         from Gemini, a tool or a handover, as state may have changed that no deadline shows).
-        Caller frames do not ask for it: 50 a second, and their effects have deadlines."""
+        Caller frames do not ask for it: 50 a second, and their effects have deadlines; nor does
+        a Gemini frame of the model's audio (``core.tick_wanted``): the core pumped it already."""
         core = self.core
         if core.twilio_out:
             self._write_twilio()
@@ -447,7 +448,8 @@ class CallBridge:
                         return
                 continue  # a handover began: the next connection speaks for the session now
             core.receive_gemini(frame, loop.time())
-            await self._after_input()
+            # The model's audio (most frames) needs no tick of its own: the core pumped it.
+            await self._after_input(core.tick_wanted)
             if core.ended is not None:
                 return
             if core.handover_wanted(loop.time()):

@@ -243,3 +243,34 @@ def test_a_key_press_while_the_model_talks_is_context_on_3x_and_waits_on_2_5():
     core25.receive_gemini(b'{"serverContent":{"turnComplete":true}}', 1.0)
     (held,) = _client_contents(core25)
     assert held["turnComplete"] is True and "key 5" in held["turns"][0]["parts"][0]["text"]
+
+
+def test_model_audio_needs_no_tick_of_its_own_and_other_frames_ask_for_one():
+    """The adapter ticks after a Gemini frame only when ``tick_wanted``: after the model's audio
+    (most frames) a tick at once must find nothing to do, so skipping it loses nothing."""
+    core = ready_core(lead=0.16)
+    for i in range(20):  # the caller speaks, then goes quiet: a reply is awaited
+        core.receive_twilio(media(ulaw_tone(0.02, 0.3)), 0.02 * i)
+    for i in range(20, 60):
+        core.receive_twilio(media(b"\xff" * 160), 0.02 * i)
+    now = 1.2
+    for k in range(10):  # a reply streams in, 40 ms a frame
+        t = now + 0.04 * k
+        core.receive_gemini(audio_frame(pcm24_tone(0.04)), t)
+        assert core.tick_wanted is False
+        before = (list(core.twilio_out), len(core.queue), len(core.timeline), core.next_deadline())
+        core.tick(t)
+        assert (list(core.twilio_out), len(core.queue), len(core.timeline), core.next_deadline()) == before
+        core.twilio_out.clear()
+    core.receive_gemini(json.dumps({"serverContent": {"outputTranscription": {"text": "So tell me"}}}).encode(), 1.6)
+    assert core.tick_wanted is False
+    for frame in (b'{"serverContent":{"turnComplete":true}}', b'{"serverContent":{"interrupted":true}}',
+                  b'{"toolCall":{"functionCalls":[{"id":"1","name":"nope","args":{}}]}}', b'{"bad json'):
+        core.receive_gemini(frame, 1.7)
+        assert core.tick_wanted is True, frame
+    core.receive_gemini(audio_frame(pcm24_tone(0.04)), 1.8)
+    assert core.tick_wanted is False
+    odd_rate = json.dumps({"serverContent": {"modelTurn": {"parts": [{"inlineData": {
+        "mimeType": "audio/pcm;rate=16000", "data": base64.b64encode(b"\0\0" * 320).decode()}}]}}}).encode()
+    core.receive_gemini(odd_rate, 1.9)
+    assert core.tick_wanted is True

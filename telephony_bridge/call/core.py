@@ -103,6 +103,10 @@ class CallCore:
         self.clear_reactions_s: list[float] = []
         #: The call's recording (recording/core.py), attached by the adapter; see attach_recorder.
         self.recorder: Any = None
+        #: False when the last Gemini frame only carried the model's audio or transcription: its
+        #: effects are done (playout pumped, the stall watch stepped) and only make the line more
+        #: audible, so the adapter need not :meth:`tick` again on its account.
+        self.tick_wanted = True
 
     # -- state the adapter and tests read -------------------------------------------------------
 
@@ -347,6 +351,7 @@ class CallCore:
 
     def receive_gemini(self, data: str | bytes, now: float) -> None:
         """One frame from Gemini's websocket."""
+        self.tick_wanted = True
         if self.handoff is not None and self.handoff.holding:
             self.handoff.held.append(data)  # the next interviewer waits for the outgoing one's last word
             return
@@ -356,17 +361,23 @@ class CallCore:
             self._protocol_error(now, err)
             return
         turns = self.turns_part
+        routine = True  # only audio and transcription so far (see tick_wanted)
         for event in events:
             kind = type(event)
             if kind is gm.AudioChunk:
                 self._agent_audio(event, now)  # → playout
-            elif kind is gm.OutputTranscription:
+                if event.rate == 24000:
+                    continue
+            if kind is gm.OutputTranscription:
                 turns.model_turn_open = True
                 self.stall.model_content(now)
                 turns.agent_text(event.text)
-            elif kind is gm.InputTranscription:
+                continue
+            if kind is gm.InputTranscription:
                 turns.caller_text(event.text)
-            elif kind is gm.Interrupted:
+                continue
+            routine = False
+            if kind is gm.Interrupted:
                 self._interrupted(now)
             elif kind is gm.TurnComplete:
                 self._turn_complete(now)
@@ -392,6 +403,7 @@ class CallCore:
         if self.stall.steps:
             self.ending.stall_step(now)
         self.playout.pump(now)
+        self.tick_wanted = not routine
 
     @property
     def outgoing_open(self) -> bool:
