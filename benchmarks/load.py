@@ -906,15 +906,16 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.input_chunk_ms is None:
         args.input_chunk_ms = Settings.gemini_input_chunk_ms
+    try:
+        import uvloop
+    except ImportError:
+        uvloop = None
     if args.loop is None:
-        try:
-            import uvloop  # noqa: F401
-            args.loop = "uvloop"
-        except ImportError:
-            args.loop = "asyncio"
+        args.loop = "asyncio" if uvloop is None else "uvloop"
     factory = None
     if args.loop == "uvloop":
-        import uvloop
+        if uvloop is None:
+            raise SystemExit("--loop uvloop: uvloop is not installed (pip install uvicorn[standard])")
         factory = uvloop.new_event_loop
     if args.tls:
         make_tls(args)

@@ -579,8 +579,6 @@ def warn_at_startup(settings: Settings, stream: Any = None) -> list[str]:
 
 
 def serve(settings: Settings) -> None:
-    import uvicorn
-
     from .log import setup_logging
 
     setup_logging(settings.log_level)

@@ -530,7 +530,10 @@ def test_replay_is_verbatim_from_t0_and_cli(tmp_path: Any) -> None:
         check_inbound_protocol(peer, {"a": "b"}, peer.messages[1][1]["start"]["callSid"])
         arrivals = np.array([t for t, _ in peer.timed("media")])
         expected = arrivals[0] + 0.02 * np.arange(len(arrivals))
-        assert np.abs(arrivals - expected).max() < 0.04, run
+        # Paced from t0, never ahead of it (a burst would show here whatever the machine does);
+        # late by a pause of this busy machine at worst, and a late frame does not delay the next.
+        assert (arrivals - expected).min() > -0.01, run
+        assert np.median(np.abs(arrivals - expected)) < 0.01, run
     assert result.ended_by == "caller"
     assert result.sent_ulaw[: len(audio)] == audio
     with wave.open(str(tmp_path / "cli.wav"), "rb") as w:
