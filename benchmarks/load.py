@@ -524,6 +524,7 @@ async def bench(args: argparse.Namespace) -> bool:
     rows: list[dict[str, Any]] = []
     problems: list[str] = []
     profiler = None
+    profiled_call_s = 1.0
     if args.profile:
         import cProfile
         profiler = cProfile.Profile()
@@ -599,6 +600,7 @@ async def bench(args: argparse.Namespace) -> bool:
         played = sum(c["window_played"] for c in out["calls"])
         under = sum(c["window_underrun"] for c in out["calls"])
         call_s = max(1, f1[2]) * wall
+        profiled_call_s = call_s
         row = {
             "calls": n, "cpu_ms_per_call_s": 1000 * cpu / call_s, "cpu_pct": 100 * cpu / wall,
             "lag_p50": pct(window_lag, 50), "lag_p99": pct(window_lag, 99), "lag_max": max(window_lag, default=0.0),
@@ -632,7 +634,13 @@ async def bench(args: argparse.Namespace) -> bool:
     print()
     if profiler is not None:
         profiler.dump_stats(args.profile)
-        print(f"cProfile of the bridge during the last window: {args.profile}")
+        import pstats
+        stats = pstats.Stats(profiler)
+        ncalls = sum(v[1] for v in stats.stats.values())  # type: ignore[attr-defined]
+        # Calls, unlike seconds, hardly move with the machine: an A/B of an adapter change
+        # (which core_cost.py --instructions does not see) compares these.
+        print(f"cProfile of the bridge during the last window: {args.profile}; "
+              f"{ncalls / profiled_call_s:.0f} Python function calls per call-second")
     if warnings:
         kinds: dict[str, int] = {}
         for w in warnings:
