@@ -117,6 +117,9 @@ class CallBridge:
         self.loop = asyncio.get_running_loop()
         self.core = CallCore(setup, config, now=self.loop.time(), metrics=metrics, phrases=phrases, gate=gate,
                              panel=panel)
+        #: The core's ending part: ``ending.ended`` is ``core.ended`` without a property call (read
+        #: for every caller frame).
+        self._ending = self.core.ending
         self.started_at = time.time()
         #: This call's recording (recording/service.py) and the service that files it; None: not recorded.
         self.recordings = recordings
@@ -144,6 +147,7 @@ class CallBridge:
         #: Done once the call is over (ended, or the caller's socket gone): run() winds up.
         self._done: asyncio.Future[None] = self.loop.create_future()
         self._started = asyncio.Event()
+        self._call_started = False  # the same as _started.is_set(), read for every frame
         self._conn: _Connection | None = None
         self._handover_task: asyncio.Task[None] | None = None
         #: A panel hand-off's retiring connection, still carrying its interviewer's last sentence.
@@ -291,18 +295,20 @@ class CallBridge:
             self._kick_gemini()
         if core.tool_requests or core.tool_cancellations:
             self._dispatch_tools()
-        if core.new_handle is not None:
-            handle, core.new_handle = core.new_handle, None
+        link = core.link
+        if link.new_handle is not None:  # (core.new_handle)
+            handle, link.new_handle = link.new_handle, None
             if self.store is not None and core.call_sid is not None:
                 self._spawn(self.store.set_resumption_handle(core.call_sid, handle, seat=core.seat))
         if self._outgoing is not None and not core.outgoing_open:
             self._spawn(self._outgoing.client.close())
             self._outgoing = None
-        if not self._started.is_set() and core.call_sid is not None:
+        if not self._call_started and core.call_sid is not None:
+            self._call_started = True
             self._started.set()
             if self.store is not None:
                 self._spawn(self.store.set_call_state(core.call_sid, call_state.ACTIVE))
-        if core.ended is not None:
+        if self._ending.ended is not None:
             self._finish()
         else:
             if tick and not self._tick_soon:
@@ -322,9 +328,9 @@ class CallBridge:
 
     def _on_twilio_frame(self, data: str | bytes) -> None:
         """One frame from the caller's socket, inside its ``data_received``."""
-        core = self.core
-        if core.ended is not None:
+        if self._ending.ended is not None:
             return
+        core = self.core
         try:
             core.receive_twilio(data, self.loop.time())
             self._after(tick=False)
@@ -554,7 +560,7 @@ class CallBridge:
 
     def _on_timer(self) -> None:
         self._timer = self._timer_at = None
-        if self.core.ended is not None:
+        if self._ending.ended is not None:
             return
         deadline = self.core.next_deadline()
         if deadline is not None and deadline > self.loop.time():  # early: the deadline moved later
@@ -564,7 +570,7 @@ class CallBridge:
 
     def _on_tick_soon(self) -> None:
         self._tick_soon = False
-        if self.core.ended is None:
+        if self._ending.ended is None:
             self._tick()
 
     def _tick(self) -> None:

@@ -197,6 +197,65 @@ def test_mutated_gemini_messages_parse_or_raise_the_typed_error(data):
     gemini_ok(data)
 
 
+def _outcome(parse, msg):
+    try:
+        return parse(msg)
+    except GeminiProtocolError as err:
+        return ("error", err.kind)
+
+
+_b64_texts = st.one_of(st.binary(max_size=60).map(lambda b: base64.b64encode(b).decode()),
+                       st.binary(max_size=60).map(lambda b: base64.urlsafe_b64encode(b).decode().rstrip("=")),
+                       st.text(max_size=20))
+_mimes = st.sampled_from(["audio/pcm;rate=24000", "audio/pcm;rate=16000", "audio/pcm", "audio/wav", "", None])
+
+
+@st.composite
+def audio_shaped(draw):
+    """Messages shaped like a single chunk of the model's audio, each field changed one time in
+    eight: a value, a key's spelling, a part or field added or taken away."""
+    def odd() -> bool:
+        return draw(st.integers(0, 7)) == 0
+
+    def pick(usual, *others):
+        return draw(st.sampled_from(others)) if odd() else usual
+
+    inline = {"mimeType": pick("audio/pcm;rate=24000", "audio/pcm;rate=16000", "audio/pcm", "audio/wav", "", None),
+              "data": draw(_b64_texts) if not odd() else draw(st.one_of(st.none(), st.integers()))}
+    if odd():
+        inline[pick("extra", "data", "mimeType", "mime_type")] = draw(_b64_texts)
+    if odd():
+        del inline[pick("data", "mimeType")]
+    part = {pick("inlineData", "inline_data", "text"): inline}
+    if odd():
+        part["text"] = draw(st.text(max_size=5))
+    parts = [part] * pick(1, 0, 2)
+    sc = {pick("modelTurn", "model_turn"): {"parts": parts}}
+    if odd():
+        key = draw(st.sampled_from(["turnComplete", "interrupted", "generationComplete", "outputTranscription"]))
+        sc[key] = {"text": "hi"} if key == "outputTranscription" else True
+    msg = {pick("serverContent", "server_content"): sc}
+    if odd():
+        msg[pick("usageMetadata", "goAway", "setupComplete")] = {"totalTokenCount": 3}
+    return msg
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(audio_shaped())
+def test_the_model_audio_fast_path_parses_as_the_full_parse_does(msg):
+    fast = _outcome(gm._model_audio, msg)
+    if fast is not None:  # it took the message: the same events, or the same error
+        assert fast == _outcome(gm._parse_any, msg)
+    assert _outcome(gm._parse, msg) == _outcome(gm._parse_any, msg)
+    gemini_ok(json.dumps(msg))
+
+
+def test_the_model_audio_fast_path_takes_the_usual_chunk():
+    msg = {"serverContent": {"modelTurn": {"parts": [{"inlineData": {
+        "mimeType": "audio/pcm;rate=24000", "data": base64.b64encode(PCM).decode()}}]}}}
+    assert gm._model_audio(msg) == [gm.AudioChunk(PCM, 24000)] == gm._parse_any(msg)
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.one_of(mutated(TWILIO_TEMPLATES), st.sampled_from([json.dumps(t) for t in TWILIO_TEMPLATES])),
                 max_size=30))

@@ -513,9 +513,9 @@ class CallCore:
     def handover_wanted(self, now: float) -> bool:
         """After ``goAway``: time to open the next connection (a quiet moment, or the last call)."""
         link = self.link
-        if self.handoff is not None and self.ended is None and self.handoff.wanted(now):
+        if self.handoff is not None and self.ending.ended is None and self.handoff.wanted(now):
             return True
-        if self.ended is not None or not link.handover_pending():
+        if self.ending.ended is not None or not link.handover_pending():
             return False
         return link.handover_now(now, quiet=self.quiet_moment(now))
 
@@ -603,7 +603,7 @@ class CallCore:
     # -- timers --------------------------------------------------------------------------------
 
     def tick(self, now: float) -> None:
-        if self.ended is not None:
+        if self.ending.ended is not None:
             return
         barge = self.barge
         if barge is not None and barge.due(now):  # no interrupted in the window: a false alarm

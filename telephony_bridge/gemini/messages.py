@@ -450,7 +450,41 @@ def _tool_call(tc: Any) -> ToolCall:
     return ToolCall(tuple(parsed))
 
 
+def _model_audio(msg: dict[str, Any]) -> list[ServerEvent] | None:
+    """The hot path: a message that is exactly one chunk of the model's 24 kHz audio (most of
+    what Gemini sends while it talks), ``{"serverContent":{"modelTurn":{"parts":[{"inlineData":
+    {"mimeType":"audio/pcm;rate=24000","data":...}}]}}}``: its events, as :func:`_parse` would
+    give them. None: any other shape, for the full parse."""
+    if len(msg) != 1:
+        return None
+    sc = msg.get("serverContent")
+    if type(sc) is not dict or len(sc) != 1:
+        return None
+    turn = sc.get("modelTurn")
+    if type(turn) is not dict or len(turn) != 1:
+        return None
+    parts = turn.get("parts")
+    if type(parts) is not list or len(parts) != 1:
+        return None
+    part = parts[0]
+    if type(part) is not dict or len(part) != 1:
+        return None
+    inline = part.get("inlineData")
+    if type(inline) is not dict or len(inline) != 2 or inline.get("mimeType") != "audio/pcm;rate=24000":
+        return None
+    pcm = _b64(inline.get("data"))  # (raises on anything but base64 text, as the full parse does)
+    return [AudioChunk(pcm, 24000)] if pcm else []
+
+
 def _parse(msg: dict[str, Any]) -> list[ServerEvent]:
+    audio = _model_audio(msg)
+    if audio is not None:
+        return audio
+    return _parse_any(msg)
+
+
+def _parse_any(msg: dict[str, Any]) -> list[ServerEvent]:
+    """Every field the client reads, in camelCase or snake_case."""
     out: list[ServerEvent] = []
     if _get(msg, "setupComplete", "setup_complete") is not None:
         out.append(SetupComplete())
