@@ -63,6 +63,7 @@ import os
 import random
 import re
 import secrets
+import statistics
 import sys
 import tempfile
 import time
@@ -670,25 +671,39 @@ async def bench(args: argparse.Namespace) -> bool:
             print(f"  {p}")
     ours = {r["calls"]: r for r in rows}
 
-    def same_steps(peer_rows: list[dict[str, Any]], line: Callable[[float, float], str]) -> None:
+    def same_steps(name: str, peer_rows: list[dict[str, Any]], line: Callable[[float, float], str]) -> None:
         """A line per step both ran: ``line(peer's CPU ms per call-second, the bridge's)``."""
         for r in peer_rows:
             mine = ours.get(r["calls"])
             if mine is not None and not r["failed"]:
                 print(f"  at {r['calls']} calls: " + line(r["cpu_ms_per_call_s"], mine["cpu_ms_per_call_s"]))
+                args.compared.append((name, r["calls"], r["cpu_ms_per_call_s"], mine["cpu_ms_per_call_s"]))
 
     if args.floor:
         print()
-        same_steps(await bench_workers(args, floor_peer(args)), lambda peer, me: (
+        same_steps("floor", await bench_workers(args, floor_peer(args)), lambda peer, me: (
             f"the floor {peer:.2f} CPU ms per call-second, the bridge {me:.2f}: the call logic costs {me / peer:.2f}x "
             f"the floor; at the floor's cost {int(1000 * CPU_LIMIT / peer)} calls would fill "
             f"{100 * CPU_LIMIT:.0f}% of a core"))
     if args.pipecat:
         print()
-        same_steps(await bench_workers(args, pipecat_peer(args)), lambda peer, me: (
+        same_steps("pipecat", await bench_workers(args, pipecat_peer(args)), lambda peer, me: (
             f"pipecat {peer:.2f} CPU ms per call-second, the bridge {me:.2f}: pipecat costs {peer / me:.1f}x "
             f"(target >= 5x)"))
     return not problems
+
+
+def print_rounds(compared: list[tuple[str, int, float, float]]) -> None:
+    """Each peer's ratio to the bridge, round by round, and its median (over the rounds)."""
+    print()
+    print("over the rounds (each ratio from one round's bridge and peer runs):")
+    for name, calls in sorted({(n, c) for n, c, _, _ in compared}):
+        ratios = [peer / me if name == "pipecat" else me / peer for n, c, peer, me in compared
+                  if n == name and c == calls]
+        what = "pipecat costs Nx the bridge" if name == "pipecat" else "the bridge costs Nx the floor"
+        target = " (target >= 5x)" if name == "pipecat" else ""
+        print(f"  {name} at {calls} calls: {what}: " + ", ".join(f"{r:.2f}" for r in ratios)
+              + f"; median {statistics.median(ratios):.2f}{target}")
 
 
 def proc_cpu_s(pid: int) -> float:
@@ -884,6 +899,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="pipecat's steps (default: the bridge's)")
     ap.add_argument("--workers", type=int, default=0, help="run `telephony-bridge serve --workers N` as its own "
                     "process tree instead of the in-process bridge (no save)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run the bridge and its peers (--floor, --pipecat) this many times in turn and give "
+                         "each ratio's median over the rounds: this VM's speed drifts from one minute to the next, "
+                         "and a peer runs minutes after the bridge")
     ap.add_argument("--tls", action=argparse.BooleanOptionalAction, default=True,
                     help="the emulator serves wss:// with a self-signed certificate, as Gemini serves TLS (default on)")
     ap.add_argument("--tls-cert", help=argparse.SUPPRESS)
@@ -930,9 +949,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers:
         rows = asyncio.run(bench_workers(args))
         return 0 if rows and not any(r["failed"] for r in rows) else 1
+    args.compared = []  # (peer, calls, the peer's CPU ms per call-second, the bridge's) per round
+    ok = True
     with redirect_stdout(Tee()):
-        with asyncio.Runner(loop_factory=factory) as runner:
-            ok = runner.run(bench(args))
+        for round_ in range(args.rounds):
+            if args.rounds > 1:
+                print(f"{'' if round_ == 0 else chr(10)}== round {round_ + 1} of {args.rounds}")
+            with asyncio.Runner(loop_factory=factory) as runner:
+                ok = runner.run(bench(args)) and ok
+        if args.rounds > 1:
+            print_rounds(args.compared)
     if not args.no_save:
         (ROOT / "benchmarks" / "load-latest.txt").write_text(buf.getvalue())
     return 0 if ok else 1
