@@ -83,6 +83,7 @@ from telephony_bridge.settings import Settings  # noqa: E402
 CPU_LIMIT = 0.80
 LAG_P99_LIMIT_MS = 50.0
 TARGET_CALLS = 300
+PIPECAT_RATIO_TARGET = 5  # pipecat's CPU per call-second over the bridge's, on the same load
 DEFAULT_STEPS = (25, 50, 75, 100, 150, 200, 300)
 from probes import LoopLag, pct  # noqa: E402
 
@@ -671,39 +672,41 @@ async def bench(args: argparse.Namespace) -> bool:
             print(f"  {p}")
     ours = {r["calls"]: r for r in rows}
 
-    def same_steps(name: str, peer_rows: list[dict[str, Any]], line: Callable[[float, float], str]) -> None:
-        """A line per step both ran: ``line(peer's CPU ms per call-second, the bridge's)``."""
+    def same_steps(what: str, peer_rows: list[dict[str, Any]], ratio: Callable[[float, float], float],
+                   line: Callable[[float, float, float], str]) -> None:
+        """A line per step both ran: ``line(peer's CPU ms per call-second, the bridge's, ratio)``;
+        the ratio is kept for the rounds' summary under ``what``."""
         for r in peer_rows:
             mine = ours.get(r["calls"])
             if mine is not None and not r["failed"]:
-                print(f"  at {r['calls']} calls: " + line(r["cpu_ms_per_call_s"], mine["cpu_ms_per_call_s"]))
-                args.compared.append((name, r["calls"], r["cpu_ms_per_call_s"], mine["cpu_ms_per_call_s"]))
+                peer, me = r["cpu_ms_per_call_s"], mine["cpu_ms_per_call_s"]
+                x = ratio(peer, me)
+                print(f"  at {r['calls']} calls: " + line(peer, me, x))
+                args.compared.setdefault((what, r["calls"]), []).append(x)
 
     if args.floor:
         print()
-        same_steps("floor", await bench_workers(args, floor_peer(args)), lambda peer, me: (
-            f"the floor {peer:.2f} CPU ms per call-second, the bridge {me:.2f}: the call logic costs {me / peer:.2f}x "
+        same_steps("the bridge costs Nx the floor", await bench_workers(args, floor_peer(args)),
+                   lambda peer, me: me / peer, lambda peer, me, x: (
+            f"the floor {peer:.2f} CPU ms per call-second, the bridge {me:.2f}: the call logic costs {x:.2f}x "
             f"the floor; at the floor's cost {int(1000 * CPU_LIMIT / peer)} calls would fill "
             f"{100 * CPU_LIMIT:.0f}% of a core"))
     if args.pipecat:
         print()
-        same_steps("pipecat", await bench_workers(args, pipecat_peer(args)), lambda peer, me: (
-            f"pipecat {peer:.2f} CPU ms per call-second, the bridge {me:.2f}: pipecat costs {peer / me:.1f}x "
-            f"(target >= 5x)"))
+        same_steps(f"pipecat costs Nx the bridge (target >= {PIPECAT_RATIO_TARGET}x)",
+                   await bench_workers(args, pipecat_peer(args)), lambda peer, me: peer / me, lambda peer, me, x: (
+            f"pipecat {peer:.2f} CPU ms per call-second, the bridge {me:.2f}: pipecat costs {x:.1f}x "
+            f"(target >= {PIPECAT_RATIO_TARGET}x)"))
     return not problems
 
 
-def print_rounds(compared: list[tuple[str, int, float, float]]) -> None:
+def print_rounds(compared: dict[tuple[str, int], list[float]]) -> None:
     """Each peer's ratio to the bridge, round by round, and its median (over the rounds)."""
     print()
     print("over the rounds (each ratio from one round's bridge and peer runs):")
-    for name, calls in sorted({(n, c) for n, c, _, _ in compared}):
-        ratios = [peer / me if name == "pipecat" else me / peer for n, c, peer, me in compared
-                  if n == name and c == calls]
-        what = "pipecat costs Nx the bridge" if name == "pipecat" else "the bridge costs Nx the floor"
-        target = " (target >= 5x)" if name == "pipecat" else ""
-        print(f"  {name} at {calls} calls: {what}: " + ", ".join(f"{r:.2f}" for r in ratios)
-              + f"; median {statistics.median(ratios):.2f}{target}")
+    for (what, calls), ratios in compared.items():
+        print(f"  at {calls} calls, {what}: " + ", ".join(f"{r:.2f}" for r in ratios)
+              + f"; median {statistics.median(ratios):.2f}")
 
 
 def proc_cpu_s(pid: int) -> float:
@@ -949,7 +952,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers:
         rows = asyncio.run(bench_workers(args))
         return 0 if rows and not any(r["failed"] for r in rows) else 1
-    args.compared = []  # (peer, calls, the peer's CPU ms per call-second, the bridge's) per round
+    args.compared = {}  # (what the ratio says, calls) -> the ratio, round by round
     ok = True
     with redirect_stdout(Tee()):
         for round_ in range(args.rounds):

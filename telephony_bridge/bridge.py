@@ -147,7 +147,6 @@ class CallBridge:
         #: Done once the call is over (ended, or the caller's socket gone): run() winds up.
         self._done: asyncio.Future[None] = self.loop.create_future()
         self._started = asyncio.Event()
-        self._call_started = False  # the same as _started.is_set(), read for every frame
         self._conn: _Connection | None = None
         self._handover_task: asyncio.Task[None] | None = None
         #: A panel hand-off's retiring connection, still carrying its interviewer's last sentence.
@@ -295,16 +294,14 @@ class CallBridge:
             self._kick_gemini()
         if core.tool_requests or core.tool_cancellations:
             self._dispatch_tools()
-        link = core.link
-        if link.new_handle is not None:  # (core.new_handle)
-            handle, link.new_handle = link.new_handle, None
+        if core.new_handle is not None:
+            handle, core.new_handle = core.new_handle, None
             if self.store is not None and core.call_sid is not None:
                 self._spawn(self.store.set_resumption_handle(core.call_sid, handle, seat=core.seat))
         if self._outgoing is not None and not core.outgoing_open:
             self._spawn(self._outgoing.client.close())
             self._outgoing = None
-        if not self._call_started and core.call_sid is not None:
-            self._call_started = True
+        if not self._started.is_set() and core.call_sid is not None:
             self._started.set()
             if self.store is not None:
                 self._spawn(self.store.set_call_state(core.call_sid, call_state.ACTIVE))

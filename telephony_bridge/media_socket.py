@@ -124,12 +124,7 @@ class MediaStreamProtocol(WebSocketsSansIOProtocol):
             pos = end
             if self.close_sent:  # we are closing: data is discarded until the peer's close
                 continue
-            if opcode == 1:  # (_text_or_bytes, inline: every caller frame)
-                try:
-                    payload = payload.decode()
-                except UnicodeDecodeError:
-                    pass
-            self.on_frame(payload)  # type: ignore[misc]
+            self.on_frame(_text_or_bytes(payload) if opcode == 1 else payload)  # type: ignore[misc]
             if self.on_frame is None:  # the call let go of the stream
                 break
         if pos < n:

@@ -37,6 +37,9 @@ from .timeline import Timeline
 from .tool_dispatch import ToolDispatch
 from .turns import AgentTurn, Turns
 
+#: Gemini events that, like the model's audio, need no tick of their own (see tick_wanted).
+_TRANSCRIPTIONS = frozenset({gm.OutputTranscription, gm.InputTranscription})
+
 logger = logging.getLogger("telephony_bridge.call")
 
 
@@ -361,23 +364,22 @@ class CallCore:
             self._protocol_error(now, err)
             return
         turns = self.turns_part
-        routine = True  # only audio and transcription so far (see tick_wanted)
+        routine = True  # only the model's audio and transcriptions so far (see tick_wanted)
         for event in events:
             kind = type(event)
             if kind is gm.AudioChunk:
-                self._agent_audio(event, now)  # → playout
-                if event.rate == 24000:
-                    continue
+                if not self._agent_audio(event, now):  # → playout (False: refused, a protocol error)
+                    routine = False
+                continue
+            if kind not in _TRANSCRIPTIONS:
+                routine = False
             if kind is gm.OutputTranscription:
                 turns.model_turn_open = True
                 self.stall.model_content(now)
                 turns.agent_text(event.text)
-                continue
-            if kind is gm.InputTranscription:
+            elif kind is gm.InputTranscription:
                 turns.caller_text(event.text)
-                continue
-            routine = False
-            if kind is gm.Interrupted:
+            elif kind is gm.Interrupted:
                 self._interrupted(now)
             elif kind is gm.TurnComplete:
                 self._turn_complete(now)
@@ -442,16 +444,17 @@ class CallCore:
         for frame in self.handoff.finish_outgoing(now):
             self.receive_gemini(frame, now)
 
-    def _agent_audio(self, chunk: gm.AudioChunk, now: float) -> None:
+    def _agent_audio(self, chunk: gm.AudioChunk, now: float) -> bool:
+        """A chunk of the model's audio to the playout. False: refused (not 24 kHz)."""
         self.counters["gemini_chunks_in"] += 1
         if chunk.rate != 24000:
             self._protocol_error(now, GeminiProtocolError("unsupported-rate", str(chunk.rate)))
-            return
+            return False
         if self.ending.closing:
             # The call is ending on its last phrase (the length limit's goodbye) while the model
             # still talks: the phrase plays whole, the reply is not "agent audio stopping a phrase".
             self.counters["agent_chunks_dropped_closing"] += 1
-            return
+            return True
         turns = self.turns_part
         turns.generation_done = False  # audio again: a generation is under way
         turns.model_turn_open = True
@@ -459,6 +462,7 @@ class CallCore:
         if self.handoff is not None:
             self.handoff.model_content()
         self.playout.agent_pcm(chunk.pcm, now)
+        return True
 
     def _generation_complete(self, now: float) -> None:
         self.turns_part.generation_done = True
