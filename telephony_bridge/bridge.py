@@ -43,6 +43,21 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("telephony_bridge.bridge")
 
+#: uvloop's ``loop.time()`` counts whole milliseconds and its timers fire up to half of one before
+#: that clock shows their time; asyncio's loop runs a handle within its own clock's resolution too.
+CLOCK_RESOLUTION_S = 0.001
+
+
+def due_now(deadline: float | None, now: float) -> float | None:
+    """The ``now`` to tick the core with when its timer fires at ``now`` (the loop's clock), or
+    None when the deadline has moved later than the clock can tell apart. A timer firing within
+    the clock's resolution of its deadline is due, and the core is ticked at that deadline: read
+    as early, it was re-armed for the same instant and fired again, every loop iteration until
+    the millisecond turned (100-170 wasted wake-ups per call-second at 25 calls)."""
+    if deadline is None or deadline <= now:
+        return now
+    return deadline if deadline - now <= CLOCK_RESOLUTION_S + 1e-9 else None
+
 
 class _Writer:
     """Drains the core's Gemini outbox into the current connection, one writer at a time, in order."""
@@ -560,20 +575,23 @@ class CallBridge:
         if self._ending.ended is not None:
             return
         deadline = self.core.next_deadline()
-        if deadline is not None and deadline > self.loop.time():  # early: the deadline moved later
+        now = due_now(deadline, self.loop.time())
+        if now is None:  # the deadline moved later
             self._schedule(deadline)
             return
-        self._tick()
+        self._tick(now)
 
     def _on_tick_soon(self) -> None:
         self._tick_soon = False
         if self._ending.ended is None:
             self._tick()
 
-    def _tick(self) -> None:
+    def _tick(self, now: float | None = None) -> None:
+        """Tick the core at ``now`` (default: the loop's clock)."""
         core = self.core
         try:
-            now = self.loop.time()
+            if now is None:
+                now = self.loop.time()
             core.tick(now)
             if core.handover_wanted(now):
                 self._start_handover()
