@@ -454,9 +454,19 @@ class CallBridge:
             self.on_gemini(refusal)
 
     async def _read(self, conn: _Connection) -> None:
+        """Read ``conn`` until it closes. Its frames go to the core inside the socket's
+        ``data_received`` (direct mode, :meth:`_on_gemini_frame`) while that is possible; this
+        task takes the rest: frames queued before, and all from a handover's retired connection."""
         core, loop = self.core, self.loop
-        recv = conn.client.recv
-        while (frame := await recv()) is not None:
+        client = conn.client
+        recv = client.recv
+        on_frame = self._direct_reader(conn)
+        while True:
+            if not conn.retired:
+                client.go_direct(on_frame)  # once recv() has taken what was queued; sticky off
+            frame = await recv()
+            if frame is None:
+                break
             if conn.retired:
                 if conn is self._outgoing:  # a hand-off: the outgoing interviewer's last sentence
                     core.receive_outgoing(frame, loop.time())
@@ -472,6 +482,28 @@ class CallBridge:
                 return
             if core.handover_wanted(loop.time()):
                 self._start_handover()
+
+    def _direct_reader(self, conn: _Connection) -> Callable[[bytes], bool]:
+        """The direct-mode callback for ``conn``: what :meth:`_read` does with a frame, without
+        the await (what cannot be written to Gemini yet goes from a task, :meth:`_kick_gemini`).
+        A retired connection's frames are declined: the reading task takes them, in order."""
+        core, loop, ending = self.core, self.loop, self._ending
+
+        def on_frame(frame: bytes) -> bool:
+            if conn.retired:
+                return False
+            if ending.ended is not None:
+                return True  # the call is over: nothing more from Gemini counts
+            try:
+                core.receive_gemini(frame, loop.time())
+                self._after(core.tick_wanted)  # the model's audio needs no tick of its own
+                if ending.ended is None and core.handover_wanted(loop.time()):
+                    self._start_handover()
+            except Exception as exc:
+                self._failed("gemini", exc)
+            return True
+
+        return on_frame
 
     async def _drain_outgoing(self, conn: _Connection) -> None:
         """A hand-off's retiring connection, read beside the next one until its sentence ends."""

@@ -5,6 +5,13 @@
 (URL and headers from the backend: the key in ``x-goog-api-key``, or Vertex AI's Bearer token;
 never a credential in the URL, which proxies and servers log), sends ``setup`` and waits for
 ``setupComplete``: the Live API accepts nothing else before it.
+
+Server frames are read one of two ways. :meth:`GeminiLiveClient.recv` is websockets' own path:
+each frame queued, a future set, the reading task woken, an await per frame. In *direct* mode
+(:meth:`GeminiLiveClient.go_direct`, what the bridge uses) each whole data frame is handed to a
+callback inside the socket's ``data_received``, as the Twilio side does (media_socket.py): no
+queue, no task switch. A frame the callback declines, and every frame after it, takes the queued
+path, so the reader always sees frames in the order they came.
 """
 
 from __future__ import annotations
@@ -14,8 +21,11 @@ import ipaddress
 from urllib.parse import urlsplit
 
 import websockets
+from collections.abc import Callable
+
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
+from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
 from ..errors import GeminiProtocolError
@@ -54,6 +64,44 @@ def closed_during_setup(exc: BaseException) -> tuple[int, str] | None:
     return (close.code, close.reason or "") if close is not None else None
 
 
+#: A server frame's payload for direct mode: True if taken, False to queue it (and all after) for recv().
+OnFrame = Callable[[bytes], bool]
+
+_TEXT, _BINARY = Opcode.TEXT, Opcode.BINARY
+
+
+class LiveConnection(ClientConnection):
+    """websockets' client connection plus direct mode (see the module's docstring)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.on_frame: OnFrame | None = None
+        #: Direct mode is over for this connection (a frame was declined, or fragmented).
+        self.direct_off = False
+        #: Whole messages queued for recv(), and taken by it: direct mode starts only when equal.
+        self.queued = 0
+        self.taken = 0
+
+    def process_event(self, event: object) -> None:
+        on_frame = self.on_frame
+        if on_frame is not None and type(event) is Frame:
+            opcode = event.opcode
+            if event.fin and (opcode is _TEXT or opcode is _BINARY):
+                data = event.data
+                if on_frame(data if type(data) is bytes else bytes(data)):
+                    return
+                self.stop_direct()
+            elif opcode is _TEXT or opcode is _BINARY or opcode is Opcode.CONT:
+                self.stop_direct()  # a fragmented message: websockets' assembler joins it
+        if type(event) is Frame and event.fin and event.opcode.value <= 2:
+            self.queued += 1
+        super().process_event(event)  # type: ignore[arg-type]
+
+    def stop_direct(self) -> None:
+        self.on_frame = None
+        self.direct_off = True
+
+
 class GeminiLiveClient:
     """One websocket connection to the Live API, set up and ready to stream."""
 
@@ -75,11 +123,13 @@ class GeminiLiveClient:
             compression=None,  # PCM barely compresses; deflate would cost CPU on every frame
             open_timeout=timeout,
             proxy=None if _is_loopback(url) else True,
+            create_connection=LiveConnection,
         )
         try:
             await ws.send(setup_message)
             async with asyncio.timeout(timeout):
                 frame = await ws.recv()
+            ws.taken += 1  # type: ignore[attr-defined]
             events = parse_server_message(frame)
             if not events or not isinstance(events[0], SetupComplete):
                 raise GeminiProtocolError("no-setup-complete", "first server message was not setupComplete",
@@ -116,10 +166,25 @@ class GeminiLiveClient:
     async def recv(self) -> bytes | str | None:
         """The next server frame; None once the connection has closed (normally or not).
         (A plain await per frame: an async generator around it costs two more per frame.)"""
+        ws = self.ws
         try:
-            return await self.ws.recv()
+            frame = await ws.recv()
         except websockets.ConnectionClosed:
             return None
+        if isinstance(ws, LiveConnection):
+            ws.taken += 1
+        return frame
+
+    def go_direct(self, on_frame: OnFrame) -> bool:
+        """From now on, hand whole data frames to ``on_frame`` inside ``data_received`` (see the
+        module's docstring); :meth:`recv` then returns only the frames it declines, and None at
+        the close. False: not now (frames are still queued for recv(), which must take them
+        first, in order) or not on this connection any more (a frame was declined)."""
+        ws = self.ws
+        if not isinstance(ws, LiveConnection) or ws.direct_off or ws.queued != ws.taken:
+            return False
+        ws.on_frame = on_frame
+        return True
 
     @property
     def close_code(self) -> int | None:
