@@ -455,7 +455,7 @@ class CallBridge:
 
     async def _read(self, conn: _Connection) -> None:
         """Read ``conn`` until it closes. Its frames go to the core inside the socket's
-        ``data_received`` (direct mode, :meth:`_on_gemini_frame`) while that is possible; this
+        ``data_received`` (direct mode, :meth:`_direct_reader`) while that is possible; this
         task takes the rest: frames queued before, and all from a handover's retired connection."""
         core, loop = self.core, self.loop
         client = conn.client
@@ -475,21 +475,18 @@ class CallBridge:
                         self._spawn(self._drain_outgoing(conn))
                         return
                 continue  # a handover began: the next connection speaks for the session now
-            core.receive_gemini(frame, loop.time())
-            # The model's audio (most frames) needs no tick of its own: the core pumped it.
-            await self._after_input(core.tick_wanted)
+            on_frame(frame)  # as a frame in direct mode
             if core.ended is not None:
                 return
-            if core.handover_wanted(loop.time()):
-                self._start_handover()
 
-    def _direct_reader(self, conn: _Connection) -> Callable[[bytes], bool]:
-        """The direct-mode callback for ``conn``: what :meth:`_read` does with a frame, without
-        the await (what cannot be written to Gemini yet goes from a task, :meth:`_kick_gemini`).
-        A retired connection's frames are declined: the reading task takes them, in order."""
+    def _direct_reader(self, conn: _Connection) -> Callable[[bytes | str], bool]:
+        """What is done with each frame of ``conn`` while it speaks for the session, in direct
+        mode and from :meth:`_read` alike: to the core, then what it queued written (what cannot
+        go to Gemini yet goes from a task, :meth:`_kick_gemini`). A retired connection's frames
+        are declined: the reading task takes them, in order."""
         core, loop, ending = self.core, self.loop, self._ending
 
-        def on_frame(frame: bytes) -> bool:
+        def on_frame(frame: bytes | str) -> bool:
             if conn.retired:
                 return False
             if ending.ended is not None:

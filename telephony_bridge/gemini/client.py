@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import websockets
-from collections.abc import Callable
-
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 from websockets.frames import Frame, Opcode
@@ -67,9 +67,6 @@ def closed_during_setup(exc: BaseException) -> tuple[int, str] | None:
 #: A server frame's payload for direct mode: True if taken, False to queue it (and all after) for recv().
 OnFrame = Callable[[bytes], bool]
 
-_TEXT, _BINARY = Opcode.TEXT, Opcode.BINARY
-
-
 class LiveConnection(ClientConnection):
     """websockets' client connection plus direct mode (see the module's docstring)."""
 
@@ -82,20 +79,23 @@ class LiveConnection(ClientConnection):
         self.queued = 0
         self.taken = 0
 
-    def process_event(self, event: object) -> None:
-        on_frame = self.on_frame
-        if on_frame is not None and type(event) is Frame:
-            opcode = event.opcode
-            if event.fin and (opcode is _TEXT or opcode is _BINARY):
+    def process_event(self, event: Any) -> None:
+        if type(event) is Frame and event.opcode.value <= 2:  # text, binary, continuation
+            on_frame = self.on_frame
+            if on_frame is not None:
                 data = event.data
-                if on_frame(data if type(data) is bytes else bytes(data)):
+                if event.fin and event.opcode is not Opcode.CONT \
+                        and on_frame(data if type(data) is bytes else bytes(data)):
                     return
-                self.stop_direct()
-            elif opcode is _TEXT or opcode is _BINARY or opcode is Opcode.CONT:
-                self.stop_direct()  # a fragmented message: websockets' assembler joins it
-        if type(event) is Frame and event.fin and event.opcode.value <= 2:
-            self.queued += 1
-        super().process_event(event)  # type: ignore[arg-type]
+                self.stop_direct()  # declined, or a fragment (websockets' assembler joins it)
+            if event.fin:
+                self.queued += 1
+        super().process_event(event)
+
+    async def recv(self, *args: Any, **kwargs: Any) -> Any:
+        message = await super().recv(*args, **kwargs)
+        self.taken += 1
+        return message
 
     def stop_direct(self) -> None:
         self.on_frame = None
@@ -105,7 +105,7 @@ class LiveConnection(ClientConnection):
 class GeminiLiveClient:
     """One websocket connection to the Live API, set up and ready to stream."""
 
-    def __init__(self, ws: ClientConnection, setup_complete_frame: bytes | str) -> None:
+    def __init__(self, ws: LiveConnection, setup_complete_frame: bytes | str) -> None:
         self.ws = ws
         #: The raw ``setupComplete`` frame, for a session state machine that wants to see it.
         self.setup_complete_frame = setup_complete_frame
@@ -129,7 +129,6 @@ class GeminiLiveClient:
             await ws.send(setup_message)
             async with asyncio.timeout(timeout):
                 frame = await ws.recv()
-            ws.taken += 1  # type: ignore[attr-defined]
             events = parse_server_message(frame)
             if not events or not isinstance(events[0], SetupComplete):
                 raise GeminiProtocolError("no-setup-complete", "first server message was not setupComplete",
@@ -166,14 +165,10 @@ class GeminiLiveClient:
     async def recv(self) -> bytes | str | None:
         """The next server frame; None once the connection has closed (normally or not).
         (A plain await per frame: an async generator around it costs two more per frame.)"""
-        ws = self.ws
         try:
-            frame = await ws.recv()
+            return await self.ws.recv()
         except websockets.ConnectionClosed:
             return None
-        if isinstance(ws, LiveConnection):
-            ws.taken += 1
-        return frame
 
     def go_direct(self, on_frame: OnFrame) -> bool:
         """From now on, hand whole data frames to ``on_frame`` inside ``data_received`` (see the
@@ -181,7 +176,7 @@ class GeminiLiveClient:
         the close. False: not now (frames are still queued for recv(), which must take them
         first, in order) or not on this connection any more (a frame was declined)."""
         ws = self.ws
-        if not isinstance(ws, LiveConnection) or ws.direct_off or ws.queued != ws.taken:
+        if ws.direct_off or ws.queued != ws.taken:
             return False
         ws.on_frame = on_frame
         return True
