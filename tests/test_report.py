@@ -451,3 +451,33 @@ def test_the_emulators_generate_content_checks_credentials_like_live() -> None:
     assert wrong.status_code == 403 and "API key not valid" in wrong.json()["error"]["message"]
     assert vertex.status_code == 404  # this emulator serves the Gemini API only
     assert bad.status_code == 400
+
+
+def test_the_emulators_generate_content_takes_a_client_hanging_up_mid_request(capfd) -> None:
+    """A bridge killed while it sends a report (the fault matrix's drain row): the emulator
+    records the request as abandoned and goes on serving, with no traceback in its log."""
+    async def go():
+        rest = RestEmulator(api_key=KEY, oauth=None, backends=frozenset({"gemini-api"}))
+        await rest.start()
+        try:
+            reader, writer = await asyncio.open_connection(rest.host, rest.port)
+            writer.write(b"POST /v1beta/models/m:generateContent HTTP/1.1\r\nHost: x\r\n"
+                         b"x-goog-api-key: " + KEY.encode() + b"\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 5000\r\n\r\n{\"contents\":")
+            await writer.drain()
+            await asyncio.sleep(0.2)  # the server has the headers and waits for the body
+            writer.close()
+            for _ in range(200):
+                if rest.requests:
+                    break
+                await asyncio.sleep(0.01)
+            async with httpx.AsyncClient() as http:
+                after = await http.post(rest.url + "/v1beta/models/m:generateContent",
+                                        json=build_request(RECORD), headers={"x-goog-api-key": KEY})
+            return [r.status for r in rest.requests], after.status_code
+        finally:
+            await rest.stop()
+
+    statuses, after = run(go())
+    assert statuses == [499, 200] and after == 200
+    assert "Traceback" not in capfd.readouterr().err

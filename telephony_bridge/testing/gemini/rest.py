@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -218,6 +218,11 @@ class RestEmulator:
 
     async def _generate(self, request: Request) -> Response:
         path = request.url.path
+        try:
+            await request.body()  # whole, once (Starlette keeps it for the reads below)
+        except ClientDisconnect:  # the client hung up mid-request (a bridge killed in a drain)
+            self.requests.append(RestRequest(path, "?", None, 499))
+            return Response(status_code=499)
         if m := _GEMINI.match(path):
             backend, ws_path = "gemini-api", auth.V1BETA_PATH
         elif m := _EXPRESS.match(path) or _VERTEX.match(path):
