@@ -274,3 +274,33 @@ def test_model_audio_needs_no_tick_of_its_own_and_other_frames_ask_for_one():
         "mimeType": "audio/pcm;rate=16000", "data": base64.b64encode(b"\0\0" * 320).decode()}}]}}}).encode()
     core.receive_gemini(odd_rate, 1.9)
     assert core.tick_wanted is True
+
+
+def test_a_tick_never_leaves_a_deadline_in_the_past():
+    """The adapter ticks the core at next_deadline(); a deadline that a tick leaves at or before
+    ``now`` would have it tick again on every loop iteration. Here the reply watchdog comes due
+    while Gemini's link is down (a reconnect that takes its time): it must look again later, not
+    at once and forever."""
+    core = CallCore(SetupConfig(model="m"), CallConfig(), now=0.0)
+    core.gemini_connected(0.0)
+    core.receive_gemini(b'{"setupComplete":{}}', 0.0)
+    core.receive_twilio(START, 0.0)
+    speech, quiet = ulaw_tone(0.02, 0.3), b"\xff" * 160
+    now, ticks, link_down_at = 0.0, 0, 5.0
+    for i in range(1, 701):  # 14 s of frames: 1 s of speech, then silence; Gemini never answers
+        t = i * 0.02
+        while (d := core.next_deadline()) is not None and d <= t and core.ended is None:
+            now = max(now, d)
+            core.tick(now)
+            ticks += 1
+            after = core.next_deadline()
+            assert after is None or after > now, (now, after)
+        now = t
+        if link_down_at is not None and now >= link_down_at:
+            core.gemini_closed(1011, "internal error", now)
+            link_down_at = None
+        core.receive_twilio(media(speech if t <= 1.0 else quiet), now)
+        drain(core.twilio_out)
+        core.gemini_out.clear()
+    assert core.ended is None
+    assert ticks < 200, ticks  # the timers' own pace, not one per frame

@@ -624,7 +624,7 @@ class CallCore:
                 and self.play_phrase("filler", now):
             self.tools.filler_played()
         if self.link.notice_due(now, self.playout.audible):  # Gemini down: "one moment"
-            self.link.notice_played(self.play_phrase("reconnect", now))
+            self.link.notice_played(self.play_phrase("reconnect", now), now)
         self.ending.stall_step(now)  # silent stalls: found when they happen, recovered out loud
         self.ending.watchdog(now)  # the last resort
 

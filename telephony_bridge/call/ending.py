@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from ..gemini import messages as gm
 from ..log import log_event
 from ..metrics import Metrics
-from .config import CallConfig
+from .config import RECHECK_S, CallConfig
 from .stall_watch import NUDGE_TEXT, StallState, StallStep, StallWatch
 from .timeline import Timeline
 
@@ -70,6 +70,9 @@ class Ending:
         #: When the call started waiting for the agent to speak (None: not waiting).
         self.awaiting_reply_since: float | None = None
         self._nudged = False
+        #: The watchdog was due but could not act (link down, audio playing, a tool, a stall
+        #: being recovered): look again at this time, not on every loop iteration.
+        self._watchdog_recheck = 0.0
         self._end_requested: tuple[str, float] | None = None
         self._end_turns_at_request = 0
         #: (reason, deadline): ending after a last phrase has played.
@@ -156,8 +159,10 @@ class Ending:
     def watchdog(self, now: float) -> None:
         """Nudge once, then apologise."""
         since = self.awaiting_reply_since
-        if since is None or now - since < self.config.reply_watchdog_s or not self._link.can_send() \
-                or self._playout.audible or self._tools.running or self.stall.recovering:
+        if since is None or now < since + self.config.reply_watchdog_s:  # as deadline() adds it
+            return
+        if not self._link.can_send() or self._playout.audible or self._tools.running or self.stall.recovering:
+            self._watchdog_recheck = now + RECHECK_S  # due, not now: look again later
             return
         if not self._nudged:
             self._nudged = True
@@ -259,7 +264,7 @@ class Ending:
         cfg = self.config
         deadline = min(self.last_media + cfg.no_media_timeout_s, self.t0 + cfg.max_call_s)
         if self.awaiting_reply_since is not None:
-            deadline = min(deadline, self.awaiting_reply_since + cfg.reply_watchdog_s)
+            deadline = min(deadline, max(self.awaiting_reply_since + cfg.reply_watchdog_s, self._watchdog_recheck))
         if self._end_requested is not None:
             deadline = min(deadline, max(self._end_requested[1] + cfg.end_call_grace_s,
                                          self._playout.playout_end + 0.1))
