@@ -295,13 +295,15 @@ class CallBridge:
             await self._to_gemini.flush()
         self._after(tick)
 
-    def _after(self, tick: bool = True) -> None:
+    def _after(self, tick: bool = True, schedule: bool = True) -> None:
         """Write what the core queued, start/cancel tools, persist a new handle, move the timer.
 
         ``tick``: the core ticks on the loop's next iteration, whatever its deadline (after input
         from Gemini, a tool or a handover, as state may have changed that no deadline shows).
         Caller frames do not ask for it: 50 a second, and their effects have deadlines; nor does
-        a Gemini frame of the model's audio (``core.tick_wanted``): the core pumped it already."""
+        a Gemini frame of the model's audio (``core.tick_wanted``): the core pumped it already.
+        ``schedule``: look at the core's next deadline; a caller frame that brought no deadline
+        sooner (``core.deadline_sooner``) leaves the timer as it is."""
         core = self.core
         if core.twilio_out:
             self._write_twilio()
@@ -326,7 +328,8 @@ class CallBridge:
             if tick and not self._tick_soon:
                 self._tick_soon = True
                 self.loop.call_soon(self._on_tick_soon)
-            self._schedule()
+            if schedule:
+                self._schedule()
 
     def _kick_gemini(self) -> None:
         """Write the Gemini outbox now; what cannot go yet (a full buffer) goes from a task."""
@@ -345,7 +348,7 @@ class CallBridge:
         core = self.core
         try:
             core.receive_twilio(data, self.loop.time())
-            self._after(tick=False)
+            self._after(False, core.deadline_sooner)
         except Exception as exc:
             self._failed("twilio", exc)
 

@@ -5,8 +5,10 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from telephony_bridge.call import CallConfig, CallCore
+from telephony_bridge.echo_gate import EchoGate
 from telephony_bridge.gemini.messages import SetupConfig
 
 STREAM_SID = "MZ" + "1" * 32
@@ -304,3 +306,90 @@ def test_a_tick_never_leaves_a_deadline_in_the_past():
         core.gemini_out.clear()
     assert core.ended is None
     assert ticks < 200, ticks  # the timers' own pace, not one per frame
+
+
+# -- deadline_sooner: the adapter skips next_deadline() after most caller frames -----------------
+
+_QUIET, _SPEECH, _HUSH = b"\xff" * 160, ulaw_tone(0.02, 0.3), ulaw_tone(0.02, 0.02)
+_CALLER = st.tuples(st.just("caller"), st.sampled_from([_QUIET, _SPEECH, _HUSH]), st.sampled_from([1, 3, 8, 30, 60]))
+_STEP = st.one_of(
+    _CALLER, _CALLER, _CALLER,  # most of a call is caller frames
+    st.tuples(st.just("audio"), st.floats(0.02, 1.5)),
+    st.tuples(st.just("gemini"), st.sampled_from([
+        b'{"serverContent":{"interrupted":true}}', b'{"serverContent":{"turnComplete":true}}',
+        b'{"serverContent":{"generationComplete":true}}',
+        b'{"toolCall":{"functionCalls":[{"id":"t1","name":"nope","args":{}}]}}',
+        b'{"serverContent":{"outputTranscription":{"text":"and so"}}}'])),
+    st.tuples(st.just("silence"), st.sampled_from([0.1, 0.5, 2.0, 9.0])),
+    st.tuples(st.just("link"), st.sampled_from(["drop", "back"])),  # a 1011, then a resumed session
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_STEP, min_size=1, max_size=25), st.booleans(), st.sampled_from([0.1, 0.16, 0.3]))
+def test_a_caller_frame_that_says_no_deadline_came_sooner_never_brings_one_sooner(steps, gated, lead):
+    """The adapter's timer stays where it was after a caller frame with ``deadline_sooner``
+    False: so after such a frame next_deadline() must never be earlier than before it. Driven
+    through pauses, barge-ins, awaited replies, stalls, tool calls and timeouts, with the echo
+    gate's real decisions, Gemini drops and resumes, the timer run as the adapter runs it
+    (ticked at each deadline). And no tick leaves a deadline at or before its ``now``: the
+    adapter would tick again on every loop iteration."""
+    core = CallCore(SetupConfig(model="m"), CallConfig(playback_lead_s=lead), now=0.0,
+                    gate=EchoGate() if gated else None)
+    core.gemini_connected(0.0)
+    core.receive_gemini(b'{"setupComplete":{}}', 0.0)
+    core.receive_twilio(START, 0.0)
+    now = 0.0
+    marks: list[str] = []
+
+    def advance_to(t: float) -> None:
+        nonlocal now
+        while core.ended is None and (d := core.next_deadline()) is not None and d <= t:
+            now = max(now, d)
+            core.tick(now)
+            after = core.next_deadline()  # a deadline the tick left behind: the adapter would spin
+            assert core.ended is not None or after is None or after > now, ("left in the past", after, now)
+        now = max(now, t)
+
+    def collect() -> None:  # Twilio plays what it got; its marks come back a little later
+        for m in drain(core.twilio_out):
+            if m["event"] == "mark":
+                marks.append(m["mark"]["name"])
+            elif m["event"] == "clear":
+                marks.clear()
+
+    for step in steps:
+        if core.ended is not None:
+            break
+        kind = step[0]
+        if kind == "caller":
+            for _ in range(step[2]):
+                advance_to(now + 0.02)
+                if core.ended is not None:
+                    break
+                before = core.next_deadline()
+                core.receive_twilio(media(step[1]), now)
+                if not core.deadline_sooner and core.ended is None:
+                    after = core.next_deadline()
+                    assert after is not None and before is not None and after >= before - 1e-9, \
+                        (before, after, now)
+                collect()
+                if marks and len(marks) > 2:
+                    core.receive_twilio(json.dumps({"event": "mark", "streamSid": STREAM_SID,
+                                                    "mark": {"name": marks.pop(0)}}), now)
+                    assert core.deadline_sooner  # any other Twilio event: always looked at
+        elif kind == "audio":
+            core.receive_gemini(audio_frame(pcm24_tone(step[1])), now)
+        elif kind == "link":
+            if step[1] == "drop":
+                core.gemini_closed(1011, "internal error", now)
+            else:
+                core.gemini_connected(now)
+                core.receive_gemini(b'{"setupComplete":{}}', now)
+            core.gemini_out.clear()
+        elif kind == "gemini":
+            core.receive_gemini(step[1], now)
+            core.tool_requests.clear()
+        else:
+            advance_to(now + step[1])
+        collect()

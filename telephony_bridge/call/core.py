@@ -110,6 +110,11 @@ class CallCore:
         #: effects are done (playout pumped, the stall watch stepped) and only make the line more
         #: audible, so the adapter need not :meth:`tick` again on its account.
         self.tick_wanted = True
+        #: False when the last Twilio frame was caller audio that left every deadline where it
+        #: was or moved it later (most frames: the no-media timeout moves on): the adapter's
+        #: timer, set at or before :meth:`next_deadline`, is still early enough, so it need not
+        #: compute the deadline again (a property test holds this to the real deadlines).
+        self.deadline_sooner = True
 
     # -- state the adapter and tests read -------------------------------------------------------
 
@@ -191,6 +196,7 @@ class CallCore:
 
     def receive_twilio(self, data: str | bytes, now: float) -> None:
         """One text frame from Twilio's websocket."""
+        self.deadline_sooner = True
         try:
             event = self.stream.receive(data)
         except TwilioProtocolError as err:
@@ -199,7 +205,8 @@ class CallCore:
         if type(event) is te.Media:
             if self.recorder is not None:
                 self.recorder.caller(event.payload, now)  # as received, before the gate
-            self._caller_audio(event.payload, now)  # gate → turns → link (→ Gemini)
+            # gate → turns → link (→ Gemini); True: a deadline may have come sooner
+            self.deadline_sooner = self._caller_audio(event.payload, now)
             self.playout.pump(now)
         elif isinstance(event, te.Mark):
             if self.recorder is not None:
@@ -237,7 +244,10 @@ class CallCore:
         log_event(logger, "call.start", call_sid=start.call_sid, stream_sid=start.stream_sid)
         self._maybe_greet(now)
 
-    def _caller_audio(self, ulaw: bytes, now: float) -> None:
+    def _caller_audio(self, ulaw: bytes, now: float) -> bool:
+        """One caller frame. True when it may have brought :meth:`next_deadline` sooner (a pause,
+        a reply awaited, the stall watch stepped); False: every deadline stayed or moved later."""
+        sooner = False
         ending, turns = self.ending, self.turns_part
         ending.last_media = now
         self.counters["twilio_frames_in"] += 1
@@ -250,6 +260,7 @@ class CallCore:
             decision = gate.decide(ulaw, now, energy)
             if barge is not None and barge.caller_frame(decision is GateDecision.DOUBLE_TALK, now):
                 self._pause(now)
+                sooner = True
             if decision is not self._gate_last:
                 # The timeline gets every change of decision: a run-length record of all frames.
                 self._count_gate()
@@ -268,11 +279,14 @@ class CallCore:
             if self.stall.state is not StallState.IDLE:
                 self.stall.caller_spoke(now)
                 ending.stall_step(now)
+                sooner = True
         elif turns.caller_spoke and ending.awaiting_reply_since is None and not self.playout.sending_turn \
                 and not self.tools.running and now - turns.last_caller_speech > 0.5:  # type: ignore[operator]
             ending.await_reply(turns.last_caller_speech)  # type: ignore[arg-type]
             ending.expect_reply(turns.last_caller_speech, now)  # type: ignore[arg-type]
+            sooner = True
         self.link.caller_audio(ulaw)
+        return sooner
 
     def _pause(self, now: float) -> None:
         """The caller started talking over the agent: it goes quiet now (barge.py)."""
