@@ -80,7 +80,9 @@ def test_an_empty_answer_to_a_nudge_is_retried_at_once_and_the_nudges_are_bounde
     w.poll(1.1, True)
     w.turn_complete(1.4)
     w.poll(1.4, True)
-    assert steps(w) == [("detected", 0.8), ("nudge", 0.8), ("nudge", 1.1), ("nudge", 1.4)]
+    # the second empty turn: the phrase that waited on the first nudge plays at once
+    assert steps(w) == [("detected", 0.8), ("nudge", 0.8), ("nudge", 1.1), ("phrase", 1.1, "thinking"),
+                        ("nudge", 1.4)]
     w.turn_complete(1.7)  # the third nudge fails as well: no fourth
     w.poll(1.7, True)
     assert steps(w) == [("apology", 1.7)]
@@ -95,7 +97,7 @@ def test_a_second_empty_turn_answered_on_the_retry_is_one_stall_two_nudges():
     w.turn_complete(1.1)
     w.poll(1.1, True)
     w.model_content(1.45)
-    assert [s.kind for s in w.steps] == ["detected", "nudge", "nudge", "recovered"]
+    assert [s.kind for s in w.steps] == ["detected", "nudge", "nudge", "phrase", "recovered"]
     assert w.steps[-1].nudges == 2 and w.stalls == 1
 
 

@@ -24,7 +24,8 @@ While RECOVERING, :meth:`StallWatch.poll` hands the owner these steps, each one 
 2. ``phrase`` ("let me think about that…"; "one moment…" before a greeting) when the nudge has
    brought no audio within :attr:`StallConfig.phrase_after_s`, or at once when the stall was
    found by the deadline: by then the caller has already waited longer than a healthy reply takes.
-3. another ``nudge`` after another empty turn (at once: that generation is over), or after
+3. another ``nudge`` after another empty turn (at once: that generation is over; with the phrase
+   at once, if it has not played: the caller has waited twice a healthy reply), or after
    :attr:`StallConfig.retry_after_s` of silence (with a short ``phrase`` so the line never goes
    quiet for long), at most :attr:`StallConfig.max_nudges` in all;
 4. then ``apology``, and IDLE: the caller is asked to say it again and a new turn begins.
@@ -292,6 +293,11 @@ class StallWatch:
         if silent and self._phrase_at is None:
             self._phrase_at = now  # a long silence while recovering: say something meanwhile
             self._phrase_kind = "filler"
+        elif self._phrase_at is not None:
+            # A second empty turn: the caller has waited a healthy reply's time twice over, and
+            # the next answer takes another model turn. The phrase that waited on the first
+            # nudge plays now (faults.py's "empty x2": 1.44-1.56 s of dead air without it).
+            self._phrase_at = now
 
     def _step(self, kind: str, now: float, phrase: str | None = None) -> None:
         self.steps.append(StallStep(kind, now, self._expected, self._reason, self._nudges,
