@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from telephony_bridge.call import CallConfig, CallCore
 from telephony_bridge.echo_gate import EchoGate
@@ -311,6 +311,7 @@ def test_a_tick_never_leaves_a_deadline_in_the_past():
 # -- deadline_sooner: the adapter skips next_deadline() after most caller frames -----------------
 
 _QUIET, _SPEECH, _HUSH = b"\xff" * 160, ulaw_tone(0.02, 0.3), ulaw_tone(0.02, 0.02)
+_PHRASES = {kind: ulaw_tone(0.8, 0.2) for kind in ("filler", "thinking", "reconnect", "apology", "goodbye_error")}
 _CALLER = st.tuples(st.just("caller"), st.sampled_from([_QUIET, _SPEECH, _HUSH]), st.sampled_from([1, 3, 8, 30, 60]))
 _STEP = st.one_of(
     _CALLER, _CALLER, _CALLER,  # most of a call is caller frames
@@ -326,8 +327,15 @@ _STEP = st.one_of(
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(_STEP, min_size=1, max_size=25), st.booleans(), st.sampled_from([0.1, 0.16, 0.3]))
-def test_a_caller_frame_that_says_no_deadline_came_sooner_never_brings_one_sooner(steps, gated, lead):
+@given(st.lists(_STEP, min_size=1, max_size=25), st.booleans(), st.sampled_from([0.1, 0.16, 0.3]), st.booleans())
+# Cases it found, kept: the watchdog due during a stall's recovery; the no-media timeout read short
+# of due at its own deadline (float subtraction); a phrase queued behind the agent's end of turn.
+@example([("caller", _SPEECH, 1), ("silence", 9.0), ("caller", _QUIET, 1), ("caller", _QUIET, 1)], False, 0.1, False)
+@example([("caller", _QUIET, 3), ("silence", 9.0), ("caller", _QUIET, 1), ("silence", 2.0), ("silence", 9.0)],
+         False, 0.1, False)
+@example([("silence", 2.0), ("gemini", b'{"serverContent":{"turnComplete":true}}'), ("caller", _QUIET, 1),
+          ("caller", _QUIET, 1)], False, 0.1, True)
+def test_a_caller_frame_that_says_no_deadline_came_sooner_never_brings_one_sooner(steps, gated, lead, phrases):
     """The adapter's timer stays where it was after a caller frame with ``deadline_sooner``
     False: so after such a frame next_deadline() must never be earlier than before it. Driven
     through pauses, barge-ins, awaited replies, stalls, tool calls and timeouts, with the echo
@@ -335,7 +343,8 @@ def test_a_caller_frame_that_says_no_deadline_came_sooner_never_brings_one_soone
     (ticked at each deadline). And no tick leaves a deadline at or before its ``now``: the
     adapter would tick again on every loop iteration."""
     core = CallCore(SetupConfig(model="m"), CallConfig(playback_lead_s=lead), now=0.0,
-                    gate=EchoGate() if gated else None)
+                    gate=EchoGate() if gated else None,
+                    phrases=_PHRASES.get if phrases else None)  # with them, notices and fillers play
     core.gemini_connected(0.0)
     core.receive_gemini(b'{"setupComplete":{}}', 0.0)
     core.receive_twilio(START, 0.0)

@@ -75,6 +75,7 @@ class Ending:
         self._watchdog_recheck = 0.0
         self._end_requested: tuple[str, float] | None = None
         self._end_turns_at_request = 0
+        self._end_recheck = 0.0
         #: (reason, deadline): ending after a last phrase has played.
         self._closing: tuple[str, float] | None = None
         # A last phrase before hanging up (apology, goodbye): wanted, and heard to its last mark.
@@ -137,18 +138,20 @@ class Ending:
             reason, at = self._end_requested
             quiet = not self._playout.audible and not self._turns.model_turn_open
             goodbye_heard = len(self._turns.turns) > self._end_turns_at_request \
-                or now - at >= self.config.end_call_grace_s
-            if (quiet and goodbye_heard) or now - at >= self.config.end_call_timeout_s:
+                or now >= at + self.config.end_call_grace_s  # (each compared as deadline() adds it)
+            if (quiet and goodbye_heard) or now >= at + self.config.end_call_timeout_s:
                 self._end(now, reason if reason.startswith("end_call") else f"end_call:{reason}")
+            else:
+                self._end_recheck = now + RECHECK_S  # the goodbye still playing or being said
 
     def limits(self, now: float) -> bool:
         """No media, maximum length, an ending due. True when the call ended or is closing."""
         cfg = self.config
-        if now - self.last_media >= cfg.no_media_timeout_s:
+        if now >= self.last_media + cfg.no_media_timeout_s:
             self.timeline.add(now, "no_media_timeout")
             self._end(now, "no-media")
             return True
-        if now - self.t0 >= cfg.max_call_s:
+        if now >= self.t0 + cfg.max_call_s:
             self.timeline.add(now, "max_duration")
             self.end_with_phrase(now, "goodbye_error", "max-duration")
         self.check(now)
@@ -266,8 +269,9 @@ class Ending:
         if self.awaiting_reply_since is not None:
             deadline = min(deadline, max(self.awaiting_reply_since + cfg.reply_watchdog_s, self._watchdog_recheck))
         if self._end_requested is not None:
-            deadline = min(deadline, max(self._end_requested[1] + cfg.end_call_grace_s,
-                                         self._playout.playout_end + 0.1))
+            at = self._end_requested[1]
+            deadline = min(deadline, at + cfg.end_call_timeout_s,
+                           max(at + cfg.end_call_grace_s, self._playout.playout_end + 0.1, self._end_recheck))
         if self._closing is not None:
             deadline = min(deadline, self._closing[1])
         else:

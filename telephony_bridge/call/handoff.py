@@ -176,7 +176,7 @@ class Handoff:
         if self.state is not HandoffState.ANSWERED:
             return False
         self._next_check = now + 0.05
-        if now - self._answered_at >= self.cfg.max_wait_s:
+        if now >= self._answered_at + self.cfg.max_wait_s:
             return True
         last = self.turns.last_caller_speech
         caller_quiet = last is None or now - last >= self.cfg.caller_quiet_s
@@ -192,9 +192,9 @@ class Handoff:
         ``answer_wait_s``, or ``max_wait_s``)."""
         if not self.outgoing_open:
             return False
-        waited = now - self._answered_at
-        return ((turn_complete and self._model_turn_seen) or waited >= self.cfg.max_wait_s
-                or (not self._model_turn_seen and waited >= self.cfg.answer_wait_s))
+        at = self._answered_at  # compared as deadline() adds it
+        return ((turn_complete and self._model_turn_seen) or now >= at + self.cfg.max_wait_s
+                or (not self._model_turn_seen and now >= at + self.cfg.answer_wait_s))
 
     def deadline(self) -> float | None:
         """While waiting: look again every 50 ms (ANSWERED); the outgoing sentence's time limits."""
