@@ -210,8 +210,6 @@ class Playout:
                 self._place_mark()
             if self._turn_sent and not self._pending_marks:
                 self._turn_done(now)
-            if self.phrase_queue:  # waiting behind the agent's audio (or only its end of turn)
-                self._pump_phrase(now)
 
     def _start_turn(self, now: float) -> AgentTurn:
         assert self.on_turn_start is not None
