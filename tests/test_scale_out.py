@@ -244,7 +244,11 @@ def test_workers_metrics_show_the_whole_machine_whichever_worker_answers(tmp_pat
 def _listens(pid: int, port: int) -> bool:
     """The process holds a socket listening on ``port`` (its fds against /proc/net/tcp)."""
     inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:  # gone since it was listed (the worker just killed, reaped)
+        return False
+    for fd in fds:
         try:
             target = os.readlink(fd)
         except OSError:
