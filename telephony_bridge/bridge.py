@@ -242,6 +242,7 @@ class CallBridge:
         if conn is not None:
             try:
                 async with asyncio.timeout(2):
+                    self._to_gemini.write_now()  # the caller's last partial chunk (Link.flush_caller_audio)
                     await conn.client.close()
             except Exception:
                 pass

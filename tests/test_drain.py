@@ -155,6 +155,21 @@ def test_caller_audio_goes_to_gemini_in_chunks_of_the_configured_length_in_order
     assert len(_pcm(batched.gemini_out[0])) == 5 * 640  # 100 ms of 16 kHz PCM
 
 
+def test_the_chunk_short_of_whole_goes_when_the_call_ends():
+    frames = [bytes([0x80 + i]) * 160 for i in range(8)]
+    single = _ready_link(20)
+    batched = _ready_link(100)
+    for f in frames:
+        single.caller_audio(f)
+        batched.caller_audio(f)
+    assert len(batched.gemini_out) == 1  # 3 frames wait for the rest of their chunk
+    batched.flush_caller_audio()
+    assert len(batched.gemini_out) == 2 and len(_pcm(batched.gemini_out[1])) == 3 * 640
+    assert b"".join(_pcm(m) for m in batched.gemini_out) == b"".join(_pcm(m) for m in single.gemini_out)
+    batched.flush_caller_audio()  # nothing left: nothing more
+    assert len(batched.gemini_out) == 2
+
+
 def test_chunks_kept_while_down_are_replayed_and_counted_in_frames():
     link = _ready_link(100)
     link.resumption_update(gm.SessionResumptionUpdate(new_handle="h1", resumable=True), 0.0)

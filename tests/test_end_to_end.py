@@ -3,6 +3,7 @@
 import asyncio
 
 import numpy as np
+import pytest
 
 from telephony_bridge.testing import CallerScript
 from telephony_bridge.testing.local_call import founder_turns, place_local_call
@@ -33,6 +34,8 @@ def test_an_interview_runs_end_to_end():
         "save_note", "lookup_market", "end_call", "hand_off"}
     assert len(session.turns) == len(turns)
     assert session.audio_in_seconds > sum(len(t) for t in turns) / 8000
+    # All of it, to the last frame: the chunk short of whole at the hang-up goes too (link.py).
+    assert session.audio_in_seconds == pytest.approx(len(result.sent_ulaw) / 8000, abs=1e-6)
 
     # The agent's speech reached the caller, in 160-byte frames, with real energy.
     assert set(result.media_sizes_seen) == {160}

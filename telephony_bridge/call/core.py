@@ -158,6 +158,7 @@ class CallCore:
         if self.ending.ended is None:
             self._count_gate()
             self.ending.ended = reason
+            self.link.flush_caller_audio()
             self.turns_part.finish_agent(now)
             self.records.add(now, "call_end", reason=reason)
             log_event(logger, "call.end", call_sid=self.call_sid, reason=reason, **self.summary())

@@ -98,6 +98,18 @@ class Link:
             ulaw = bytes(acc)
             acc.clear()
             self._acc_frames = 0
+        self._send_caller_chunk(ulaw)
+
+    def flush_caller_audio(self) -> None:
+        """The call is ending: the caller's frames batched short of a whole chunk go too (up to
+        ``input_chunk_ms`` - 20 ms of what the caller said last, before a hang-up or a hand-over)."""
+        if self._acc_frames:
+            ulaw = bytes(self._acc)
+            self._acc.clear()
+            self._acc_frames = 0
+            self._send_caller_chunk(ulaw)
+
+    def _send_caller_chunk(self, ulaw: bytes) -> None:
         pcm = self._inbound.convert(ulaw)
         message = self._audio_in.message(pcm)
         if self.session.can_send():
