@@ -9,10 +9,6 @@ from .stall_watch import StallConfig
 #: One Twilio media frame: 20 ms of μ-law at 8 kHz.
 FRAME_S = 0.02
 FRAME_BYTES = 160
-#: A timed step that came due but cannot act yet (audio playing, the link down, a tool running)
-#: looks again this much later. Left at its due time, its deadline would stay in the past and the
-#: adapter would tick the call on every loop iteration until the obstacle went.
-RECHECK_S = 0.25
 
 
 @dataclass(slots=True)

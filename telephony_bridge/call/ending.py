@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING
 from ..gemini import messages as gm
 from ..log import log_event
 from ..metrics import Metrics
-from .config import RECHECK_S, CallConfig
+from .config import CallConfig
+from .recheck import Recheck
 from .stall_watch import NUDGE_TEXT, StallState, StallStep, StallWatch
 from .timeline import Timeline
 
@@ -72,10 +73,10 @@ class Ending:
         self._nudged = False
         #: The watchdog was due but could not act (link down, audio playing, a tool, a stall
         #: being recovered): look again at this time, not on every loop iteration.
-        self._watchdog_recheck = 0.0
+        self._watchdog_recheck = Recheck()
         self._end_requested: tuple[str, float] | None = None
         self._end_turns_at_request = 0
-        self._end_recheck = 0.0
+        self._end_recheck = Recheck()
         #: (reason, deadline): ending after a last phrase has played.
         self._closing: tuple[str, float] | None = None
         # A last phrase before hanging up (apology, goodbye): wanted, and heard to its last mark.
@@ -142,7 +143,7 @@ class Ending:
             if (quiet and goodbye_heard) or now >= at + self.config.end_call_timeout_s:
                 self._end(now, reason if reason.startswith("end_call") else f"end_call:{reason}")
             else:
-                self._end_recheck = now + RECHECK_S  # the goodbye still playing or being said
+                self._end_recheck.blocked(now)  # the goodbye still playing or being said
 
     def limits(self, now: float) -> bool:
         """No media, maximum length, an ending due. True when the call ended or is closing."""
@@ -165,7 +166,7 @@ class Ending:
         if since is None or now < since + self.config.reply_watchdog_s:  # as deadline() adds it
             return
         if not self._link.can_send() or self._playout.audible or self._tools.running or self.stall.recovering:
-            self._watchdog_recheck = now + RECHECK_S  # due, not now: look again later
+            self._watchdog_recheck.blocked(now)  # due, not now: look again later
             return
         if not self._nudged:
             self._nudged = True
@@ -267,11 +268,11 @@ class Ending:
         cfg = self.config
         deadline = min(self.last_media + cfg.no_media_timeout_s, self.t0 + cfg.max_call_s)
         if self.awaiting_reply_since is not None:
-            deadline = min(deadline, max(self.awaiting_reply_since + cfg.reply_watchdog_s, self._watchdog_recheck))
+            deadline = min(deadline, self._watchdog_recheck.deadline(self.awaiting_reply_since + cfg.reply_watchdog_s))
         if self._end_requested is not None:
             at = self._end_requested[1]
             deadline = min(deadline, at + cfg.end_call_timeout_s,
-                           max(at + cfg.end_call_grace_s, self._playout.playout_end + 0.1, self._end_recheck))
+                           self._end_recheck.deadline(max(at + cfg.end_call_grace_s, self._playout.playout_end + 0.1)))
         if self._closing is not None:
             deadline = min(deadline, self._closing[1])
         else:

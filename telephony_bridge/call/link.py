@@ -30,7 +30,8 @@ from ..gemini.refusal import Refusal, classify_close, classify_handshake, unreac
 from ..gemini.session import GeminiSession, SessionState
 from ..log import log_event
 from ..metrics import Metrics
-from .config import FRAME_S, RECHECK_S, CallConfig
+from .config import FRAME_S, CallConfig
+from .recheck import Recheck
 from .timeline import Timeline
 
 logger = logging.getLogger("telephony_bridge.call")
@@ -66,7 +67,7 @@ class Link:
         self._handover = False
         self._down_since: float | None = None
         self._notice_played = False
-        self._notice_recheck = 0.0  # due but not played (audio playing, no phrase): look again then
+        self._notice_recheck = Recheck()  # due but not played (audio playing, no phrase)
         self._fresh_fallback = False
         self._cut_mid_turn = False
         #: Why Gemini refused this call, once known (see gemini/refusal.py); set once per call.
@@ -309,17 +310,17 @@ class Link:
 
     def notice_due(self, now: float, audible: bool) -> bool:
         if self._down_since is None or self._notice_played \
-                or now < self._down_since + self.config.reconnect_notice_after_s or now < self._notice_recheck:
+                or now < self._down_since + self.config.reconnect_notice_after_s or self._notice_recheck.waiting(now):
             return False
         if audible:  # the caller hears something already: look again once it may have ended
-            self._notice_recheck = now + RECHECK_S
+            self._notice_recheck.blocked(now)
             return False
         return True
 
     def notice_played(self, played: bool, now: float) -> None:
         self._notice_played = played
         if not played:
-            self._notice_recheck = now + RECHECK_S
+            self._notice_recheck.blocked(now)
 
     # -- goAway handover -----------------------------------------------------------------------
 
@@ -352,7 +353,7 @@ class Link:
     def deadline(self, last_media: float) -> float | None:
         deadline = None
         if self._down_since is not None and not self._notice_played:
-            deadline = max(self._down_since + self.config.reconnect_notice_after_s, self._notice_recheck)
+            deadline = self._notice_recheck.deadline(self._down_since + self.config.reconnect_notice_after_s)
         go_away = self.session.go_away_deadline
         if go_away is not None and self.handover_pending():
             # Look for a quiet moment every 100 ms; hand over before the cut at the latest.
