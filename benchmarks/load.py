@@ -692,11 +692,27 @@ async def bench(args: argparse.Namespace) -> bool:
             f"the floor; at the floor's cost {int(1000 * CPU_LIMIT / peer)} calls would fill "
             f"{100 * CPU_LIMIT:.0f}% of a core"))
     if args.pipecat:
+        # The bridge as its users run it, measured as pipecat is: `telephony-bridge serve` in its own
+        # process on CPU 0, its CPU read from /proc, no probe in its loop (the rows above include
+        # this process's 10 ms loop-lag probe and the harness's bookkeeping).
         print()
+        served = {r["calls"]: r for r in await bench_workers(argparse.Namespace(**{
+            **vars(args), "workers": 1, "steps": args.pipecat_steps or args.steps}))}
+        print()
+        pipecat_rows = await bench_workers(args, pipecat_peer(args))
         same_steps(f"pipecat costs Nx the bridge (target >= {PIPECAT_RATIO_TARGET}x)",
-                   await bench_workers(args, pipecat_peer(args)), lambda peer, me: peer / me, lambda peer, me, x: (
+                   pipecat_rows, lambda peer, me: peer / me, lambda peer, me, x: (
             f"pipecat {peer:.2f} CPU ms per call-second, the bridge {me:.2f}: pipecat costs {x:.1f}x "
             f"(target >= {PIPECAT_RATIO_TARGET}x)"))
+        for r in pipecat_rows:
+            mine = served.get(r["calls"])
+            if mine is not None and not r["failed"] and not mine["failed"]:
+                x = r["cpu_ms_per_call_s"] / mine["cpu_ms_per_call_s"]
+                print(f"  at {r['calls']} calls: pipecat {r['cpu_ms_per_call_s']:.2f}, `telephony-bridge serve` "
+                      f"{mine['cpu_ms_per_call_s']:.2f} CPU ms per call-second, both measured alike: pipecat "
+                      f"costs {x:.1f}x")
+                args.compared.setdefault(("pipecat costs Nx `telephony-bridge serve`, both in their own process",
+                                          r["calls"]), []).append(x)
     return not problems
 
 
