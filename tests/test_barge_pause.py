@@ -304,3 +304,27 @@ def test_core_without_pause_setting_waits_for_gemini_as_before():
     now = run_call(core, 0.0, 1.0, {}, twilio)
     run_call(core, now, 1.4, {k: loud for k in range(20)}, twilio)
     assert twilio.clears == 0 and not any(e["kind"] == "pause" for e in core.timeline)
+
+
+def test_a_caller_talking_over_the_agent_reaches_gemini_frame_by_frame_with_100_ms_chunks():
+    """Batched input (100 ms) would hold the barge-in's first words for up to 80 ms, and Gemini's
+    `interrupted` with them: while the caller talks over the agent or the agent is paused for
+    them, each frame goes on its arrival."""
+    core = CallCore(SetupConfig(model="m"), CallConfig(playback_lead_s=0.1, input_chunk_ms=100),
+                    now=0.0, gate=EchoGate())
+    core.gemini_connected(0.0)
+    core.receive_gemini(b'{"setupComplete":{}}', 0.0)
+    core.receive_twilio(START, 0.0)
+    twilio = FakeTwilio()
+    core.receive_gemini(audio_frame(pcm24_tone(3.0, amp=0.2)), 0.0)
+    now = run_call(core, 0.0, 1.0, {}, twilio)
+    before = [m for m in drain(core.gemini_out) if "realtimeInput" in m]
+    assert len(before) == 10  # a second of the agent talking: whole chunks
+    loud = ulaw_tone(0.02, 0.5, 700)
+    sent = []
+    for k in range(10):  # the caller talks at 1.0 s
+        core.receive_twilio(media(loud), now)
+        sent.append(len([m for m in drain(core.gemini_out) if "realtimeInput" in m]))
+        now = round(now + FRAME_S, 6)
+    assert any(e["kind"] == "pause" for e in core.timeline)
+    assert sent == [1] * 10  # each frame on its arrival, not five to a message

@@ -406,3 +406,31 @@ def test_a_caller_frame_that_says_no_deadline_came_sooner_never_brings_one_soone
         else:
             advance_to(now + step[1])
         collect()
+
+
+def test_frames_near_the_vad_commit_go_one_by_one_the_rest_in_chunks():
+    """100 ms chunks, silenceDurationMs 800: a second of speech, then silence. Frames from 0.6 to
+    1.0 s after the last speech go at once (the one completing the VAD's silence is not held);
+    the rest go five to a message."""
+    core = CallCore(SetupConfig(model="m", silence_duration_ms=800), CallConfig(input_chunk_ms=100), now=0.0)
+    core.gemini_connected(0.0)
+    core.receive_gemini(b'{"setupComplete":{}}', 0.0)
+    core.receive_twilio(START, 0.0)
+    core.gemini_out.clear()
+    speech, quiet = ulaw_tone(0.02, 0.3), b"\xff" * 160
+    sent: list[tuple[float, int]] = []  # (when, frames in the message)
+    for i in range(1, 126):  # 2.5 s of 20 ms frames: speech until 1.0 s
+        now = round(0.02 * i, 2)
+        core.receive_twilio(media(speech if now <= 1.0 else quiet), now)
+        for m in drain(core.gemini_out):
+            if "realtimeInput" in m:
+                sent.append((now, len(base64.b64decode(m["realtimeInput"]["audio"]["data"])) // 640))
+    assert core.turns_part.last_caller_speech == 1.0
+    core.receive_twilio(json.dumps({"event": "stop", "streamSid": STREAM_SID, "stop": {}}), 2.52)
+    last = [m for m in drain(core.gemini_out) if "realtimeInput" in m]  # the hang-up's partial chunk
+    assert core.ended == "caller-hangup" and len(last) == 1
+    assert sum(n for _, n in sent) + len(base64.b64decode(last[0]["realtimeInput"]["audio"]["data"])) // 640 == 125
+    eager = [(t, n) for t, n in sent if 1.6 <= t < 2.0]
+    assert [t for t, _ in eager] == [round(1.6 + 0.02 * k, 2) for k in range(20)]  # each on its arrival
+    assert all(n == 5 for t, n in sent if t < 1.6)  # before the window: whole chunks
+    assert all(n == 5 for t, n in sent[len([s for s in sent if s[0] < 2.0]) + 1:])  # after: whole again

@@ -35,6 +35,11 @@ class CallConfig:
     replay_input_s: float = 10.0
     #: Caller audio per ``realtimeInput`` message (a multiple of 20 ms; 20: one per Twilio frame).
     input_chunk_ms: int = 20
+    #: Around the moment Gemini's VAD should commit the caller's turn (their last speech +
+    #: ``silenceDurationMs``), from this long before to this long after, caller frames go one
+    #: by one: the frame that completes the silence is not held for the rest of its chunk.
+    eager_input_before_s: float = 0.2
+    eager_input_after_s: float = 0.2
     #: Filler phrase when a tool call is still running after this long and nothing plays.
     filler_after_s: float = 0.8
     filler_repeat_s: float = 4.0

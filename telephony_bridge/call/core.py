@@ -22,7 +22,7 @@ from ..metrics import Metrics
 from ..twilio import events as te
 from ..twilio.stream import TwilioStream
 from ..echo_gate import GateDecision
-from .barge import BargePause
+from .barge import BargePause, PauseState
 from .config import FRAME_BYTES, CallConfig
 from .ending import Ending
 from .handoff import Handoff, HandoffState, Panel
@@ -70,12 +70,16 @@ class CallCore:
                                 rearm_s=cfg.pause_rearm_s, timeline=self.records, counters=self.counters,
                                 metrics=metrics) if cfg.pause_on_onset else None
         self.link = Link(setup, cfg, self.records, self.counters, metrics)
+        vad_s = (1000 if setup.silence_duration_ms is None else setup.silence_duration_ms) / 1000
+        #: Caller frames this long after their last speech go to Gemini one by one (config.py).
+        self._eager_from = vad_s - cfg.eager_input_before_s
+        self._eager_to = vad_s + cfg.eager_input_after_s
         self.tools = ToolDispatch(cfg, self.records, self.counters, self.profile)
         self.prompts = Prompts(self.profile, self.records, self.link.send)
         self.ending = Ending(cfg, self.records, self.counters, now=now, playout=self.playout,
                              turns=self.turns_part, link=self.link, tools=self.tools,
                              play_phrase=self.play_phrase, end=self._end, metrics=metrics,
-                             vad_s=(1000 if setup.silence_duration_ms is None else setup.silence_duration_ms) / 1000,
+                             vad_s=vad_s,
                              say=self.say)
         self.stall = self.ending.stall
         self.session = self.link.session
@@ -248,7 +252,7 @@ class CallCore:
     def _caller_audio(self, ulaw: bytes, now: float) -> bool:
         """One caller frame. True when it may have brought :meth:`next_deadline` sooner (a pause,
         a reply awaited, the stall watch stepped); False: every deadline stayed or moved later."""
-        sooner = False
+        sooner = eager = False
         ending, turns = self.ending, self.turns_part
         ending.last_media = now
         self.counters["twilio_frames_in"] += 1
@@ -259,9 +263,14 @@ class CallCore:
         barge = self.barge
         if gate is not None:
             decision = gate.decide(ulaw, now, energy)
-            if barge is not None and barge.caller_frame(decision is GateDecision.DOUBLE_TALK, now):
-                self._pause(now)
-                sooner = True
+            eager = decision is GateDecision.DOUBLE_TALK
+            if barge is not None:
+                if barge.caller_frame(eager, now):
+                    self._pause(now)
+                    sooner = True
+                # Talking over the agent, or paused for it: Gemini hears it frame by frame, so
+                # its `interrupted` (which confirms the pause, barge.py) is not held for a chunk.
+                eager = eager or barge.state is PauseState.PAUSED
             if decision is not self._gate_last:
                 # The timeline gets every change of decision: a run-length record of all frames.
                 self._count_gate()
@@ -286,7 +295,10 @@ class CallCore:
             ending.await_reply(turns.last_caller_speech)  # type: ignore[arg-type]
             ending.expect_reply(turns.last_caller_speech, now)  # type: ignore[arg-type]
             sooner = True
-        self.link.caller_audio(ulaw)
+        if not eager:
+            last = turns.last_caller_speech
+            eager = last is not None and self._eager_from <= now - last < self._eager_to
+        self.link.caller_audio(ulaw, eager)
         return sooner
 
     def _pause(self, now: float) -> None:

@@ -82,8 +82,9 @@ class Link:
     def can_send(self) -> bool:
         return self.session.can_send()
 
-    def caller_audio(self, ulaw: bytes) -> None:
-        """One caller frame (after the gate) for Gemini: sent, or kept until the session is up."""
+    def caller_audio(self, ulaw: bytes, eager: bool = False) -> None:
+        """One caller frame (after the gate) for Gemini: sent, or kept until the session is up.
+        ``eager``: near the VAD's commit (config.eager_input_*), what is batched goes now."""
         if not ulaw:
             return
         if self._chunk_frames > 1:
@@ -94,7 +95,7 @@ class Link:
             acc = self._acc
             acc += ulaw
             self._acc_frames += 1
-            if self._acc_frames < self._chunk_frames:
+            if self._acc_frames < self._chunk_frames and not eager:
                 return
             ulaw = bytes(acc)
             acc.clear()
