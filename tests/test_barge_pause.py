@@ -221,8 +221,9 @@ def test_no_interrupted_resumes_and_a_backchannel_gets_one_pause_until_the_calle
 
 # -- the core, with the real echo gate ---------------------------------------------------------------
 
-def gated_core(confirm_s: float = 0.7) -> CallCore:
-    core = CallCore(SetupConfig(model="m"), CallConfig(playback_lead_s=0.1, pause_confirm_s=confirm_s),
+def gated_core(confirm_s: float = 0.7, **config: object) -> CallCore:
+    core = CallCore(SetupConfig(model="m"), CallConfig(playback_lead_s=0.1, pause_confirm_s=confirm_s,
+                                                       **config),  # type: ignore[arg-type]
                     now=0.0, gate=EchoGate())
     core.gemini_connected(0.0)
     core.receive_gemini(b'{"setupComplete":{}}', 0.0)
@@ -293,11 +294,7 @@ def test_core_resumes_a_false_alarm_where_the_caller_stopped_hearing():
 
 
 def test_core_without_pause_setting_waits_for_gemini_as_before():
-    core = CallCore(SetupConfig(model="m"), CallConfig(playback_lead_s=0.1, pause_on_onset=False),
-                    now=0.0, gate=EchoGate())
-    core.gemini_connected(0.0)
-    core.receive_gemini(b'{"setupComplete":{}}', 0.0)
-    core.receive_twilio(START, 0.0)
+    core = gated_core(pause_on_onset=False)
     twilio = FakeTwilio()
     core.receive_gemini(audio_frame(pcm24_tone(3.0, amp=0.2)), 0.0)
     loud = ulaw_tone(0.02, 0.5, 700)
@@ -310,11 +307,7 @@ def test_a_caller_talking_over_the_agent_reaches_gemini_frame_by_frame_with_100_
     """Batched input (100 ms) would hold the barge-in's first words for up to 80 ms, and Gemini's
     `interrupted` with them: while the caller talks over the agent or the agent is paused for
     them, each frame goes on its arrival."""
-    core = CallCore(SetupConfig(model="m"), CallConfig(playback_lead_s=0.1, input_chunk_ms=100),
-                    now=0.0, gate=EchoGate())
-    core.gemini_connected(0.0)
-    core.receive_gemini(b'{"setupComplete":{}}', 0.0)
-    core.receive_twilio(START, 0.0)
+    core = gated_core(input_chunk_ms=100)
     twilio = FakeTwilio()
     core.receive_gemini(audio_frame(pcm24_tone(3.0, amp=0.2)), 0.0)
     now = run_call(core, 0.0, 1.0, {}, twilio)
