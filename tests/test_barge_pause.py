@@ -305,8 +305,8 @@ def test_core_without_pause_setting_waits_for_gemini_as_before():
 
 def test_a_caller_talking_over_the_agent_reaches_gemini_frame_by_frame_with_100_ms_chunks():
     """Batched input (100 ms) would hold the barge-in's first words for up to 80 ms, and Gemini's
-    `interrupted` with them: while the caller talks over the agent or the agent is paused for
-    them, each frame goes on its arrival."""
+    `interrupted` with them: while the agent is paused for the caller, each frame goes on its
+    arrival."""
     core = gated_core(input_chunk_ms=100)
     twilio = FakeTwilio()
     core.receive_gemini(audio_frame(pcm24_tone(3.0, amp=0.2)), 0.0)
@@ -315,9 +315,15 @@ def test_a_caller_talking_over_the_agent_reaches_gemini_frame_by_frame_with_100_
     assert len(before) == 10  # a second of the agent talking: whole chunks
     loud = ulaw_tone(0.02, 0.5, 700)
     sent = []
-    for k in range(10):  # the caller talks at 1.0 s
+    for k in range(40):  # the caller talks from 1.0 s on
         core.receive_twilio(media(loud), now)
-        sent.append(len([m for m in drain(core.gemini_out) if "realtimeInput" in m]))
+        audio = [m for m in drain(core.gemini_out) if "realtimeInput" in m]
+        sent.append((len(audio), sum(len(m["realtimeInput"]["audio"]["data"]) * 3 // 4 // 640 for m in audio)))
         now = round(now + FRAME_S, 6)
     assert any(e["kind"] == "pause" for e in core.timeline)
-    assert sent == [1] * 10  # each frame on its arrival, not five to a message
+    # The onset's first frame waits for the pause (its second double-talk frame), then each
+    # frame goes on its arrival, not five to a message.
+    assert [n for n, _ in sent[:10]] == [0] + [1] * 9 and [f for _, f in sent[:10]] == [0, 2] + [1] * 8
+    # From eager_input_paused_s (0.4 s) after the pause at 1.02 s: whole chunks again.
+    assert [n for n, _ in sent[22:]] == [0, 0, 0, 0, 1] * 3 + [0, 0, 0]  # from 1.44 s
+    assert sum(f for _, f in sent) == 40 - 3  # every frame once; three wait for their chunk

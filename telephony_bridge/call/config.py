@@ -40,6 +40,9 @@ class CallConfig:
     #: by one: the frame that completes the silence is not held for the rest of its chunk.
     eager_input_before_s: float = 0.2
     eager_input_after_s: float = 0.2
+    #: And for this long after the agent paused for a caller talking over it (call/barge.py):
+    #: the speech Gemini needs to send `interrupted` (about 300 ms from the onset).
+    eager_input_paused_s: float = 0.4
     #: Filler phrase when a tool call is still running after this long and nothing plays.
     filler_after_s: float = 0.8
     filler_repeat_s: float = 4.0

@@ -22,7 +22,7 @@ from ..metrics import Metrics
 from ..twilio import events as te
 from ..twilio.stream import TwilioStream
 from ..echo_gate import GateDecision
-from .barge import BargePause, PauseState
+from .barge import BargePause
 from .config import FRAME_BYTES, CallConfig
 from .ending import Ending
 from .handoff import Handoff, HandoffState, Panel
@@ -263,14 +263,16 @@ class CallCore:
         barge = self.barge
         if gate is not None:
             decision = gate.decide(ulaw, now, energy)
-            eager = decision is GateDecision.DOUBLE_TALK
             if barge is not None:
-                if barge.caller_frame(eager, now):
+                if barge.caller_frame(decision is GateDecision.DOUBLE_TALK, now):
                     self._pause(now)
                     sooner = True
-                # Talking over the agent, or paused for it: Gemini hears it frame by frame, so
-                # its `interrupted` (which confirms the pause, barge.py) is not held for a chunk.
-                eager = eager or barge.state is PauseState.PAUSED
+                # Just paused for the caller: Gemini hears them frame by frame, so its
+                # `interrupted` (which confirms the pause, barge.py) is not held for a chunk. Only
+                # for the speech it needs to tell (eager_input_paused_s), not on every double-talk
+                # frame: an echo leak or a caller talking along could last the whole call.
+                paused_at = barge.paused_at
+                eager = paused_at is not None and now - paused_at < self.config.eager_input_paused_s
             if decision is not self._gate_last:
                 # The timeline gets every change of decision: a run-length record of all frames.
                 self._count_gate()
