@@ -84,7 +84,8 @@ class Link:
 
     def caller_audio(self, ulaw: bytes, eager: bool = False) -> None:
         """One caller frame (after the gate) for Gemini: sent, or kept until the session is up.
-        ``eager``: near the VAD's commit (config.eager_input_*), what is batched goes now."""
+        ``eager``: what is batched goes now (near the VAD's commit, just after a barge-in pause;
+        config.eager_input_*)."""
         if not ulaw:
             return
         if self._chunk_frames > 1:
@@ -92,19 +93,16 @@ class Link:
             # five times fewer messages than 20 ms frames). Barge-in does not wait on it (barge.py).
             # The μ-law is kept and resampled once per chunk: the converter streams (its output
             # is the same however the input is cut), so this is one filter call instead of five.
-            acc = self._acc
-            acc += ulaw
+            self._acc += ulaw
             self._acc_frames += 1
-            if self._acc_frames < self._chunk_frames and not eager:
-                return
-            ulaw = bytes(acc)
-            acc.clear()
-            self._acc_frames = 0
+            if self._acc_frames >= self._chunk_frames or eager:
+                self.flush_caller_audio()
+            return
         self._send_caller_chunk(ulaw)
 
     def flush_caller_audio(self) -> None:
-        """The call is ending: the caller's frames batched short of a whole chunk go too (up to
-        ``input_chunk_ms`` - 20 ms of what the caller said last, before a hang-up or a hand-over)."""
+        """What is batched goes now: a whole chunk, an eager frame, or at the call's end the
+        frames short of a chunk (up to ``input_chunk_ms`` - 20 ms of the caller's last words)."""
         if self._acc_frames:
             ulaw = bytes(self._acc)
             self._acc.clear()
