@@ -44,10 +44,27 @@ AUDIO_HEAD = '{"realtimeInput":{"audio":{"mimeType":"audio/pcm;rate=16000","data
 SETUP = '{"setup":{"model":"models/gemini-3.8-live","generationConfig":{"responseModalities":["AUDIO"]}}}'
 
 
+MAX_FRAME = 16 * 1024 * 1024
+
+
+class PicowsSender:
+    """The floor's Gemini sends through picows: one frame written per call, no await."""
+
+    def __init__(self, transport: object) -> None:
+        import picows
+
+        self.transport = transport
+        self.text = picows.WSMsgType.TEXT
+
+    def send_nowait(self, message: str) -> bool:
+        self.transport.send(self.text, message.encode())  # type: ignore[attr-defined]
+        return True
+
+
 class FloorCall:
     """One call: caller frames in (inside data_received), Gemini frames in (a reader task)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, sock: object, sid: str, gemini: GeminiLiveClient) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: object, sid: str, gemini: GeminiLiveClient | PicowsSender) -> None:
         self.loop = loop
         self.sock = sock
         self.media = OutboundMessages(sid).media  # the bridge's own message builder and send path
@@ -105,7 +122,16 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--gemini-url", required=True, help="the emulator's ws:// or wss:// URL")
+    ap.add_argument("--gemini-client", choices=("websockets", "picows"), default="websockets",
+                    help="the Gemini socket's library: websockets (the bridge's) or picows (Cython; a lever measured "
+                         "in load.py --floor-picows)")
+    ap.add_argument("--twilio-server", choices=("uvicorn", "picows"), default="uvicorn",
+                    help="the media stream's server: uvicorn with the bridge's direct mode, or picows on the next "
+                         "port (the TwiML points the stream there; implies --gemini-client picows)")
     args = ap.parse_args()
+    if args.twilio_server == "picows":
+        args.gemini_client = "picows"
+    stream_port = args.port + 1 if args.twilio_server == "picows" else args.port
 
     import uvicorn
     from starlette.applications import Starlette
@@ -117,7 +143,7 @@ def main() -> int:
 
     async def twiml(request):  # noqa: ANN001, ANN202
         return Response(f'<?xml version="1.0" encoding="UTF-8"?><Response><Connect><Stream '
-                        f'url="ws://127.0.0.1:{args.port}/ws"></Stream></Connect></Response>',
+                        f'url="ws://127.0.0.1:{stream_port}/ws"></Stream></Connect></Response>',
                         media_type="application/xml")
 
     async def ready(request):  # noqa: ANN001, ANN202
@@ -128,6 +154,8 @@ def main() -> int:
         await websocket.receive_text()  # connected
         sid = json.loads(await websocket.receive_text())["streamSid"]  # start
         loop = asyncio.get_running_loop()
+        if args.gemini_client == "picows":
+            return await stream_picows(websocket, sid, loop)
         async with connect(args.gemini_url, compression=None, max_size=None, ping_interval=None) as gemini:
             await gemini.send(SETUP)
             sock = media_socket(websocket)
@@ -147,11 +175,111 @@ def main() -> int:
             reader.cancel()
             sock.stop()
 
+    async def gemini_picows(loop):  # noqa: ANN001, ANN202
+        """A picows connection to the emulator after setupComplete: (transport, listener)."""
+        import ssl
+
+        import picows
+
+        class Listener(picows.WSListener):
+            call: FloorCall | None = None
+            first: asyncio.Future = loop.create_future()
+
+            def on_ws_frame(self, transport, frame) -> None:  # noqa: ANN001
+                if frame.msg_type in (picows.WSMsgType.TEXT, picows.WSMsgType.BINARY):
+                    text = frame.get_payload_as_utf8_text()
+                    if self.call is not None:
+                        self.call.agent(text)
+                    elif not self.first.done():
+                        self.first.set_result(text)
+                elif frame.msg_type is picows.WSMsgType.CLOSE:
+                    transport.disconnect()
+
+            def on_ws_disconnected(self, transport) -> None:  # noqa: ANN001
+                if self.call is not None:
+                    self.call.on_closed()
+
+        tls = ssl.create_default_context() if args.gemini_url.startswith("wss:") else None
+        transport, listener = await picows.ws_connect(Listener, args.gemini_url, ssl_context=tls,
+                                                     max_frame_size=MAX_FRAME)
+        transport.send(picows.WSMsgType.TEXT, SETUP.encode())
+        await listener.first  # setupComplete
+        return transport, listener
+
+    async def stream_picows(websocket, sid, loop):  # noqa: ANN001, ANN202
+        transport, listener = await gemini_picows(loop)
+        sock = media_socket(websocket)
+        call = FloorCall(loop, sock, sid, PicowsSender(transport))
+        listener.call = call
+        sock.start(call.on_frame, call.on_closed)
+        await call.closed
+        transport.disconnect()
+        sock.stop()
+
     app = Starlette(routes=[Route("/twiml", twiml, methods=["POST"]), Route("/readyz", ready),
                             WebSocketRoute("/ws", stream)])
-    print("READY", flush=True)
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", loop="uvloop", lifespan="off",
-                ws=PROTOCOL_PATH, ws_per_message_deflate=False)
+    if args.twilio_server == "uvicorn":
+        print("READY", flush=True)
+        uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", loop="uvloop", lifespan="off",
+                    ws=PROTOCOL_PATH, ws_per_message_deflate=False)
+        return 0
+
+    import picows
+    import uvloop
+
+    class PicowsSocket:
+        """The media stream's writes through picows: a frame each (picows has no batch send)."""
+
+        def __init__(self, transport) -> None:  # noqa: ANN001
+            self.transport = transport
+
+        def write(self, messages: deque[str]) -> bool:
+            send, text = self.transport.send, picows.WSMsgType.TEXT
+            for m in messages:
+                send(text, m.encode())
+            messages.clear()
+            return True
+
+    class TwilioListener(picows.WSListener):
+        def __init__(self) -> None:
+            self.call: FloorCall | None = None
+            self.n = 0
+            self.transport = None
+
+        def on_ws_connected(self, transport) -> None:  # noqa: ANN001
+            self.transport = transport
+
+        def on_ws_frame(self, transport, frame) -> None:  # noqa: ANN001
+            if frame.msg_type is picows.WSMsgType.TEXT:
+                if self.call is not None:
+                    self.call.on_frame(frame.get_payload_as_utf8_text())
+                    return
+                self.n += 1
+                if self.n == 2:  # start
+                    sid = json.loads(frame.get_payload_as_utf8_text())["streamSid"]
+                    asyncio.get_running_loop().create_task(self.open(sid))
+            elif frame.msg_type is picows.WSMsgType.CLOSE:
+                transport.disconnect()
+
+        async def open(self, sid: str) -> None:
+            loop = asyncio.get_running_loop()
+            gemini, listener = await gemini_picows(loop)
+            self.call = listener.call = FloorCall(loop, PicowsSocket(self.transport), sid, PicowsSender(gemini))
+            self.gemini = gemini
+
+        def on_ws_disconnected(self, transport) -> None:  # noqa: ANN001
+            if self.call is not None:
+                self.gemini.disconnect()
+
+    async def serve() -> None:
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=args.port, log_level="warning",
+                                               lifespan="off", ws="none"))
+        await picows.ws_create_server(lambda request: TwilioListener(), "127.0.0.1", stream_port,
+                                      max_frame_size=MAX_FRAME)
+        print("READY", flush=True)
+        await server.serve()
+
+    uvloop.run(serve())
     return 0
 
 

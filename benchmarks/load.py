@@ -686,11 +686,26 @@ async def bench(args: argparse.Namespace) -> bool:
 
     if args.floor:
         print()
-        same_steps("the bridge costs Nx the floor", await bench_workers(args, floor_peer(args)),
+        args.last_floor = await bench_workers(args, floor_peer(args))
+        same_steps("the bridge costs Nx the floor", args.last_floor,
                    lambda peer, me: me / peer, lambda peer, me, x: (
             f"the floor {peer:.2f} CPU ms per call-second, the bridge {me:.2f}: the call logic costs {x:.2f}x "
             f"the floor; at the floor's cost {int(1000 * CPU_LIMIT / peer)} calls would fill "
             f"{100 * CPU_LIMIT:.0f}% of a core"))
+    if args.floor_picows:
+        # The lever for the Gemini socket, measured where nothing else moves: the floor's CPU with
+        # websockets (above) over its CPU with picows.
+        floor_rows = {r["calls"]: r for r in args.last_floor}
+        print()
+        for peer, what in ((floor_picows_peer(args), "its Gemini socket on picows"),
+                           (floor_all_picows_peer(args), "both sockets on picows")):
+            for r in await bench_workers(args, peer):
+                base = floor_rows.get(r["calls"])
+                if base is not None and not r["failed"] and not base["failed"]:
+                    x = base["cpu_ms_per_call_s"] / r["cpu_ms_per_call_s"]
+                    print(f"  at {r['calls']} calls: the floor {base['cpu_ms_per_call_s']:.2f} CPU ms per call-second, "
+                          f"{r['cpu_ms_per_call_s']:.2f} with {what}: {x:.2f}x")
+                    args.compared.setdefault((f"the floor costs Nx the floor with {what}", r["calls"]), []).append(x)
     if args.pipecat:
         # The bridge as its users run it, measured as pipecat is: `telephony-bridge serve` in its own
         # process on CPU 0, its CPU read from /proc, no probe in its loop (the rows above include
@@ -753,6 +768,7 @@ class Peer(NamedTuple):
     steps: list[int] | None  # None: the bridge's
     ready_path: str  # answers once the relay listens
     header: str  # what the table is of
+    extra: tuple[str, ...] = ()  # more arguments for the script
 
 
 def pipecat_peer(args: argparse.Namespace) -> Peer:
@@ -765,6 +781,18 @@ def floor_peer(args: argparse.Namespace) -> Peer:
     return Peer("the floor", sys.executable, "floor_peer.py", args.floor_steps, "readyz",
                 "the floor (benchmarks/floor_peer.py: the thinnest relay of the same messages on the bridge's server "
                 "and client stack, no call logic)")
+
+
+def floor_picows_peer(args: argparse.Namespace) -> Peer:
+    return Peer("the floor on picows", sys.executable, "floor_peer.py", args.floor_steps, "readyz",
+                "the floor with its Gemini socket on picows (Cython websockets) instead of websockets",
+                ("--gemini-client", "picows"))
+
+
+def floor_all_picows_peer(args: argparse.Namespace) -> Peer:
+    return Peer("the floor all on picows", sys.executable, "floor_peer.py", args.floor_steps, "readyz",
+                "the floor with both sockets on picows: the media stream on its own port (TwiML points there), "
+                "the Gemini socket", ("--twilio-server", "picows"))
 
 
 async def bench_workers(args: argparse.Namespace, peer: Peer | None = None) -> list[dict[str, Any]]:
@@ -796,7 +824,8 @@ async def bench_workers(args: argparse.Namespace, peer: Peer | None = None) -> l
                RECORDINGS="off", REPORT="off", TTS_PHRASES="off")
     log = open(Path(tmp.name) / "serve.log", "wb")  # noqa: SIM115
     if peer is not None:
-        cmd = [peer.python, str(ROOT / "benchmarks" / peer.script), "--port", str(port), "--gemini-url", line[1]]
+        cmd = [peer.python, str(ROOT / "benchmarks" / peer.script), "--port", str(port), "--gemini-url", line[1],
+               *peer.extra]
     else:
         cmd = [sys.executable, "-m", "telephony_bridge", "serve", "--workers", str(args.workers)]
     serve = subprocess.Popen(["taskset", "-c", cpus, *cmd], env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -912,6 +941,9 @@ def main(argv: list[str] | None = None) -> int:
                     "interpreter: a venv with pipecat-ai[google,websocket], fastapi, uvicorn) on the same load")
     ap.add_argument("--floor", action="store_true", help="also run the floor (benchmarks/floor_peer.py: the "
                     "thinnest relay of the same messages, no call logic) on the same load")
+    ap.add_argument("--floor-picows", action="store_true", help="with --floor: the floor again with its Gemini "
+                    "socket on picows, and with both sockets on picows (the media stream served on its own port): "
+                    "a lever for the bridge's sockets, measured where nothing else moves")
     ap.add_argument("--floor-steps", type=lambda s: [int(x) for x in s.split(",")], default=None,
                     help="the floor's steps (default: the bridge's)")
     ap.add_argument("--pipecat-steps", type=lambda s: [int(x) for x in s.split(",")], default=None,
