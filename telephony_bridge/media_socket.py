@@ -34,6 +34,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.frames import apply_mask
 
+from .ws_frames import at_frame_boundary, frame_at, frame_header
+
 #: The scope extension through which the protocol offers direct mode to the app.
 MEDIA_EXTENSION = "telephony_bridge.media_socket"
 #: ``uvicorn.Config(ws=...)``: an import string uvicorn resolves itself.
@@ -58,15 +60,6 @@ def _text_or_bytes(payload: bytes) -> str | bytes:
         return payload.decode()
     except UnicodeDecodeError:
         return payload
-
-
-def _header(n: int) -> bytes:
-    """An unmasked, final text frame's header for an ``n``-byte payload (RFC 6455 §5.2)."""
-    if n < 126:
-        return bytes((0x81, n))
-    if n < 65536:
-        return b"\x81\x7e" + n.to_bytes(2, "big")
-    return b"\x81\x7f" + n.to_bytes(8, "big")
 
 
 class MediaStreamProtocol(WebSocketsSansIOProtocol):
@@ -94,24 +87,15 @@ class MediaStreamProtocol(WebSocketsSansIOProtocol):
             data = self._partial + data
             self._partial = b""
         pos, n = 0, len(data)
-        while n - pos >= 2:
-            b0, b1 = data[pos], data[pos + 1]
-            opcode = b0 & 0x0F
-            length = b1 & 0x7F
-            head = pos + 6
-            if length == 126:
-                if n - pos < 4:
-                    break
-                length = (data[pos + 2] << 8) | data[pos + 3]
-                head = pos + 8
-            if (b0 & 0xF0) != 0x80 or not b1 & 0x80 or length > self._max_size \
-                    or not (opcode == 1 or opcode == 2 or (8 <= opcode <= 10 and length <= 125)):
-                # Not final, reserved bits or opcodes, unmasked, a 64-bit length, oversized: the
-                # websockets protocol takes the rest of the stream (and closes it if it is bad).
+        max_size = self._max_size
+        while True:
+            opcode, head, end = frame_at(data, pos, n, True, max_size)
+            if not opcode:
+                # Not final, reserved bits or opcodes, unmasked, oversized: the websockets
+                # protocol takes the rest of the stream (and closes it if it is bad).
                 self.fast = False
                 super().data_received(data[pos:])
                 return
-            end = head + length
             if end > n:
                 break
             if opcode >= 8:  # ping, pong, close, whole: the websockets protocol answers it
@@ -182,7 +166,7 @@ class DirectMediaSocket:
             queued.append(p.queue.get_nowait())
         p.on_frame, p.on_closed = on_frame, on_closed
         # Cut frames here only from a frame boundary: nothing half-parsed in the protocol.
-        p.fast = not p.conn.reader.buffer
+        p.fast = at_frame_boundary(p.conn)
         for message in queued:
             if message["type"] == "websocket.receive":
                 on_frame(asgi_frame(message))
@@ -214,7 +198,7 @@ class DirectMediaSocket:
         append = parts.append
         for message in messages:
             payload = message.encode()
-            append(_header(len(payload)))
+            append(frame_header(1, len(payload), False))
             append(payload)
         messages.clear()
         p.transport.write(b"".join(parts))

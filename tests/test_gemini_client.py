@@ -9,18 +9,21 @@ from telephony_bridge.gemini.client import GeminiLiveClient
 
 
 class _Transport:
+    def __init__(self) -> None:
+        self.tried: list[bytes] = []
+
     def is_closing(self) -> bool:
         return False  # uvloop's TLS transport still says open: only the TCP handle under it closed
+
+    def write(self, data: bytes) -> None:
+        self.tried.append(data)
+        raise RuntimeError("unable to perform operation on <TCPTransport closed=True reading=False>; "
+                           "the handler is closed")
 
 
 class _Protocol:
     state = State.OPEN
-
-    def __init__(self) -> None:
-        self.sent: list[bytes] = []
-
-    def send_text(self, data: bytes) -> None:
-        self.sent.append(data)
+    writes: list[bytes] = []
 
 
 class _DeadUnderTls:
@@ -34,16 +37,12 @@ class _DeadUnderTls:
         self.transport = _Transport()
         self.protocol = _Protocol()
 
-    def send_data(self) -> None:
-        raise RuntimeError("unable to perform operation on <TCPTransport closed=True reading=False>; "
-                           "the handler is closed")
-
 
 def test_a_write_to_a_socket_that_closed_under_tls_is_lost_with_it_not_raised():
     ws = _DeadUnderTls()
     client = GeminiLiveClient(ws, b'{"setupComplete":{}}')  # type: ignore[arg-type]
     assert client.send_nowait('{"realtimeInput":{}}') is True  # gone with the socket: not queued again
-    assert ws.protocol.sent == [b'{"realtimeInput":{}}']
+    assert len(ws.transport.tried) == 1
 
 
 # -- direct mode, against a real websockets server on loopback ----------------------------------
@@ -135,5 +134,62 @@ def test_a_fragmented_message_in_direct_mode_reaches_recv_whole():
             assert json.loads(await client.recv()) == {"n": 3}
             assert seen == [1]
             await client.close()
+
+    asyncio.run(main())
+
+
+def test_direct_mode_cuts_big_frames_split_across_reads_and_answers_pings_between_them():
+    """Frames of every length class (7-, 16- and 64-bit) arrive whole however TCP splits them,
+    a ping from the server is answered while frames are being cut, and the close still reaches
+    recv(); caller audio sent with send_nowait reaches the server as the same text."""
+    sizes = [10, 300, 70_000, 250_000, 5]
+
+    async def main():
+        async with asyncio.timeout(20):
+            await run()
+
+    async def run():
+        got_by_server: list[str] = []
+        pong_in: asyncio.Future = asyncio.get_running_loop().create_future()
+
+        async def handler(ws):
+            await ws.recv()
+            await ws.send('{"setupComplete":{}}')
+            await ws.recv()  # the client is in direct mode
+            for i, size in enumerate(sizes):
+                await ws.send(json.dumps({"n": i, "pad": "x" * size}))
+                if i == 1:
+                    waiter = await ws.ping(b"are-you-there")
+                    await waiter  # the client answered between data frames
+                    pong_in.set_result(True)
+            got_by_server.extend([await ws.recv() for _ in range(3)])
+            await ws.close(1000, "done")
+
+        async with serve(handler, "127.0.0.1", 0, max_size=None) as server:
+            port = server.sockets[0].getsockname()[1]
+            client = await GeminiLiveClient.connect(Endpoint(f"ws://127.0.0.1:{port}", {}), '{"setup":{}}')
+            seen: list[tuple[int, int]] = []
+            cutting: list[bool] = []
+
+            def on_frame(data: bytes) -> bool:
+                message = json.loads(data)
+                seen.append((message["n"], len(message["pad"])))
+                cutting.append(client.ws.cutting)
+                return True
+
+            assert client.go_direct(on_frame)
+            await client.send("ready")
+            for _ in range(200):
+                if len(seen) == len(sizes):
+                    break
+                await asyncio.sleep(0.01)
+            assert seen == list(enumerate(sizes)) and all(cutting)
+            assert await pong_in
+            sent = ["a" * 100, "b" * 1000, "c" * 70_000]
+            for text in sent:
+                assert client.send_nowait(text)
+            assert await client.recv() is None  # the close, after everything was taken directly
+            assert client.close_code == 1000
+            assert got_by_server == sent
 
     asyncio.run(main())

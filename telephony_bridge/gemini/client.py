@@ -10,14 +10,19 @@ Server frames are read one of two ways. :meth:`GeminiLiveClient.recv` is websock
 each frame queued, a future set, the reading task woken, an await per frame. In *direct* mode
 (:meth:`GeminiLiveClient.go_direct`, what the bridge uses) each whole data frame is handed to a
 callback inside the socket's ``data_received``, as the Twilio side does (media_socket.py): no
-queue, no task switch. A frame the callback declines, and every frame after it, takes the queued
-path, so the reader always sees frames in the order they came.
+queue, no task switch, and the frames cut from the stream here (ws_frames.py) instead of through
+websockets' parser; control frames, fragments and anything unusual still go to websockets. A
+frame the callback declines, and every frame after it, takes the queued path, so the reader
+always sees frames in the order they came. Caller audio goes out the same way, a masked frame
+built here and written at once (:meth:`GeminiLiveClient.send_nowait`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
+import sys
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,10 +30,11 @@ from urllib.parse import urlsplit
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
-from websockets.frames import Frame, Opcode
+from websockets.frames import Frame, Opcode, apply_mask
 from websockets.protocol import State
 
 from ..errors import GeminiProtocolError
+from ..ws_frames import at_frame_boundary, frame_at, frame_header
 from .backend import Endpoint
 from .messages import SetupComplete, parse_server_message
 
@@ -78,6 +84,53 @@ class LiveConnection(ClientConnection):
         #: Whole messages queued for recv(), and taken by it: direct mode starts only when equal.
         self.queued = 0
         self.taken = 0
+        #: Frames are cut from the stream here (ws_frames.py), not parsed by websockets.
+        self.cutting = False
+        self._partial = b""  # the start of a frame not received whole yet, while cutting
+        protocol = self.protocol  # (older websockets: max_size)
+        self._max_size = getattr(protocol, "max_message_size", getattr(protocol, "max_size", None)) or sys.maxsize
+
+    def data_received(self, data: bytes) -> None:
+        on_frame = self.on_frame
+        if self.cutting:
+            if self._partial:
+                data = self._partial + data
+                self._partial = b""
+            if on_frame is None:  # direct mode ended between two reads
+                self.cutting = False
+                super().data_received(data)
+                return
+        elif on_frame is None or not at_frame_boundary(self.protocol):
+            super().data_received(data)
+            return
+        else:
+            self.cutting = True
+        pos, n = 0, len(data)
+        max_size = self._max_size
+        while True:
+            opcode, head, end = frame_at(data, pos, n, False, max_size)
+            if not opcode:  # a fragment, masked, oversized...: websockets handles it, or fails it
+                break
+            if end > n:
+                self._partial = data[pos:]
+                return
+            if opcode >= 8:  # ping, pong, close: websockets answers it
+                self.cutting = False  # (it may close, or its keepalive may write)
+                super().data_received(data[pos:end])
+                pos = end
+                if self.on_frame is not on_frame or not at_frame_boundary(self.protocol):
+                    break
+                self.cutting = True
+                continue
+            if not on_frame(data[head:end]):  # declined: it and all after it queue for recv()
+                self.stop_direct()
+                break
+            pos = end
+            if self.on_frame is not on_frame:  # the reader let go of this connection
+                break
+        self.cutting = False
+        if pos < n:
+            super().data_received(data[pos:])
 
     def process_event(self, event: Any) -> None:
         if type(event) is Frame and event.opcode.value <= 2:  # text, binary, continuation
@@ -148,11 +201,14 @@ class GeminiLiveClient:
         Caller audio goes out ten times a second per call: this is that path."""
         ws = self.ws
         if ws.send_in_progress is not None or ws.paused or ws.protocol.state is not State.OPEN \
-                or ws.transport.is_closing():
+                or ws.protocol.writes or ws.transport.is_closing():
             return False
-        ws.protocol.send_text(message.encode())
+        # The frame websockets' send_text would build (a masked text frame, RFC 6455 §5.3), built
+        # here in one join, and written in one call.
+        payload = message.encode()
+        mask = os.urandom(4)
         try:
-            ws.send_data()
+            ws.transport.write(b"".join((frame_header(1, len(payload), True), mask, apply_mask(payload, mask))))
         except (RuntimeError, OSError):
             # The TCP socket under the TLS transport closed before its protocol heard (uvloop:
             # "unable to perform operation on <TCPTransport closed=True>"): this frame went down
