@@ -59,6 +59,24 @@ def test_a_frame_written_after_the_next_tick_came_plays_a_tick_later() -> None:
     assert right[4 * F:5 * F] == agent(0) and right.count(agent(0)[:1]) == F
 
 
+def test_a_frame_written_after_a_stall_plays_where_the_line_is_now_not_one_tick_on() -> None:
+    """The process was starved for 200 ms and its timer wrote the agent's next frame before the
+    socket's queued caller frames were read: Twilio's line went on meanwhile (ten ticks), its
+    buffer ran dry, and the caller heard a hole; the frame plays after it."""
+    rec = StereoRecorder()
+    t = caller_frames(rec, 3, 0.0)
+    rec.agent_frame(agent(0), t - 0.019)  # in time: plays at tick 3
+    rec.agent_frame(agent(1), t - 0.019 + 0.2)  # 200 ms later, nothing read meanwhile
+    rec.mark("m")
+    t = caller_frames(rec, 16, t)  # the queued ticks arrive at last, and go on
+    rec.mark_returned("m")
+    rec.finish()
+    _, right = rec.take(final=True)
+    assert right[3 * F:4 * F] == agent(0)
+    assert right[4 * F:13 * F] == SIL * 9  # the hole the caller heard
+    assert right[13 * F:14 * F] == agent(1) and right.count(agent(1)[:1]) == F
+
+
 def test_the_first_echo_of_a_run_moves_it_to_where_it_really_played() -> None:
     rec = StereoRecorder()
     t = caller_frames(rec, 3, 0.0)

@@ -821,3 +821,61 @@ def test_ulaw_codec_and_stereo_wav(tmp_path: Any) -> None:
     raw = tmp_path / "x.ulaw"
     raw.write_bytes(tone)
     assert load_ulaw(raw) == tone  # anything else is raw μ-law
+
+
+def test_a_starved_simulator_plays_what_the_bridge_sent_meanwhile_without_a_hole() -> None:
+    """The simulator's process is starved for 300 ms (a busy machine) while a bridge in another
+    thread goes on sending in real time with a 160 ms lead, as the real one does. Twilio would
+    have had every frame in time; the simulator, catching up its missed ticks, must take what
+    arrived before it plays them, not play holes only it heard."""
+    import threading
+    import time
+
+    agent = tone_ulaw(440, 2000, 2.0)  # 100 frames
+    frames = [agent[i:i + 160] for i in range(0, len(agent), 160)]
+    started = threading.Event()
+    port_box: list[int] = []
+    stop = threading.Event()
+    log: dict[str, Any] = {}
+
+    async def stream(peer: Peer) -> None:
+        await peer.handshake()
+        t0 = peer.loop.time()
+        for k, frame in enumerate(frames):  # frame k leaves 160 ms before it is due to play
+            delay = t0 + k * 0.02 - 0.16 - peer.loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await peer.media(frame)
+        await peer.until(lambda: bool(peer.of("stop")), timeout=10)
+
+    def bridge_thread() -> None:
+        async def main() -> None:
+            async with serve([twiml_route("/twiml", connect_twiml("/s", {}), []), stream_route("/s", stream, log)]) as port:
+                port_box.append(port)
+                started.set()
+                while not stop.is_set():
+                    await asyncio.sleep(0.05)
+        asyncio.run(main())
+
+    thread = threading.Thread(target=bridge_thread, daemon=True)
+    thread.start()
+    assert started.wait(10)
+
+    async def scenario() -> CallResult:
+        asyncio.get_running_loop().call_later(0.8, time.sleep, 0.3)  # the starved 300 ms
+        return await CallerSimulator(
+            f"{PUBLIC}/twiml", CallerScript([Wait(3000), Hangup()]), auth_token=TOKEN,
+            url_rewrite=loopback_rewrite(f"http://127.0.0.1:{port_box[0]}"), timeout=10,
+        ).run()
+
+    try:
+        result = asyncio.run(scenario())
+    finally:
+        stop.set()
+        thread.join(10)
+    # Played once, all of it, in one stretch: no hole where the simulator was starved.
+    ((start, end),) = result.playback
+    assert end - start == pytest.approx(2.0, abs=1e-6)
+    heard = result.heard_ulaw
+    first = round(start * 8000)
+    assert heard[first:first + len(agent)] == agent

@@ -31,8 +31,9 @@ from ..dsp import ULAW_SILENCE
 #: A Media Streams frame: 20 ms of 8 kHz μ-law.
 FRAME = 160
 #: A frame written this long after the last caller frame arrived plays a tick later: the next
-#: tick has come (its caller frame is on the wire).
+#: tick has come (its caller frame is on the wire); each 20 ms more, another tick.
 LATE_S = 0.0195
+TICK_S = 0.02
 #: How far (samples) the first echo of a run may move it: the wire's race, no more.
 MAX_SHIFT = 2 * FRAME
 #: Audio unconfirmed this long after its time (samples) is taken as placed: marks that never
@@ -99,8 +100,12 @@ class StereoRecorder:
     def agent_frame(self, frame: bytes, now: float) -> None:
         """An agent (or phrase) frame handed to Twilio."""
         line = self.base + len(self.left)
-        if self._last_in is not None and now - self._last_in >= LATE_S:
-            line += FRAME
+        if self._last_in is not None:
+            late = now - self._last_in
+            if late >= LATE_S:
+                # Ticks came that this process has not read yet (it was busy, or starved, and
+                # its timer ran before the socket's frames): Twilio's line moved on regardless.
+                line += FRAME * (1 + int((late - LATE_S) / TICK_S))
         start = self._play_at
         if line > start:
             start = line
