@@ -995,6 +995,13 @@ def main(argv: list[str] | None = None) -> int:
         if uvloop is None:
             raise SystemExit("--loop uvloop: uvloop is not installed (pip install uvicorn[standard])")
         factory = uvloop.new_event_loop
+    if args.floor_picows:
+        import importlib.util
+        if not args.floor:
+            raise SystemExit("--floor-picows runs the floor again on picows: give --floor too")
+        if importlib.util.find_spec("picows") is None:
+            raise SystemExit("--floor-picows: picows is not installed (pip install picows: a measurement, "
+                             "not one of the project's dependencies)")
     if args.tls:
         make_tls(args)
     if args.workers:
