@@ -309,7 +309,7 @@ async def emulator_role(args: argparse.Namespace) -> None:
 class _Call:
     __slots__ = ("i", "ws", "sid", "k", "pos", "buf", "enqueued", "played", "marks", "dry_since",
                  "underrun_ticks", "underruns", "sent", "media_in", "marks_back", "clears", "ended",
-                 "error", "window_played", "window_underrun")
+                 "error", "window_played", "window_underrun", "samples")
 
     def __init__(self, i: int) -> None:
         self.i = i
@@ -332,6 +332,7 @@ class _Call:
         self.error: str | None = None
         self.window_played = 0
         self.window_underrun = 0
+        self.samples = 0  # audio received short of a whole 20 ms frame
 
 
 async def callers_role(args: argparse.Namespace) -> None:
@@ -365,9 +366,18 @@ async def callers_role(args: argparse.Namespace) -> None:
                 else:  # another server's JSON layout (pipecat's has spaces)
                     e = EVENTS.get(json.loads(raw).get("event", ""), "")
                 if e == "media":
-                    c.media_in += 1
-                    c.buf += 1
-                    c.enqueued += 1
+                    # Count 20 ms of audio, not messages: pipecat's transport sends 40 ms chunks
+                    # (audio_out_10ms_chunks=4), the bridge 20 ms frames.
+                    i = raw.find('"payload"')
+                    if i < 0:
+                        continue
+                    s0 = raw.index('"', raw.index(":", i + 9)) + 1
+                    s1 = raw.index('"', s0)
+                    c.samples += (s1 - s0) * 3 // 4 - (raw[s1 - 1] == "=") - (raw[s1 - 2] == "=")
+                    frames, c.samples = divmod(c.samples, 160)
+                    c.media_in += frames
+                    c.buf += frames
+                    c.enqueued += frames
                 elif e == "mark\"":
                     m = name_re.search(raw)
                     c.marks.append((c.enqueued, m.group(1) if m else '""'))
