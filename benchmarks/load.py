@@ -21,7 +21,9 @@ Three processes, as in ``benchmarks/bargein.py``:
   the bundled founder answers, looped with 1 s pauses, one 160-byte ``media`` frame every 20 ms;
   it plays what it receives at 20 ms a frame, returns marks when the audio before them has played
   and honours ``clear`` (what Twilio does). Frames are sent from shared tickers in ten 2 ms phase
-  groups, so the calls are not in lockstep.
+  groups, so the calls are not in lockstep. Each stream's socket is read and written in direct mode
+  (``gemini/client.py``'s ``LiveConnection``: frames handed over inside ``data_received``, sends
+  written at once, no task hop per frame), so the load generator keeps up at the top steps.
 
 Why lean peers: the full :class:`GeminiEmulator` (VAD per frame) and :class:`CallerSimulator` (a
 recorded call per caller) cost about as much CPU per call as the bridge itself, so on a 2-core
@@ -309,7 +311,7 @@ async def emulator_role(args: argparse.Namespace) -> None:
 class _Call:
     __slots__ = ("i", "ws", "sid", "k", "pos", "buf", "enqueued", "played", "marks", "dry_since",
                  "underrun_ticks", "underruns", "sent", "media_in", "marks_back", "clears", "ended",
-                 "error", "window_played", "window_underrun", "samples")
+                 "error", "window_played", "window_underrun", "samples", "client", "backlog")
 
     def __init__(self, i: int) -> None:
         self.i = i
@@ -333,6 +335,8 @@ class _Call:
         self.window_played = 0
         self.window_underrun = 0
         self.samples = 0  # audio received short of a whole 20 ms frame
+        self.client: Any = None  # the stream's socket, read and written without a task hop per frame
+        self.backlog: list[str] = []  # messages waiting for the socket's buffer to drain, in order
 
 
 async def callers_role(args: argparse.Namespace) -> None:
@@ -340,6 +344,8 @@ async def callers_role(args: argparse.Namespace) -> None:
     from twilio.request_validator import RequestValidator
     from websockets.asyncio.client import connect as ws_connect
     from websockets.exceptions import ConnectionClosed
+
+    from telephony_bridge.gemini.client import GeminiLiveClient, LiveConnection
 
     loop = asyncio.get_running_loop()
     pause = b"\xff" * 8000
@@ -358,45 +364,70 @@ async def callers_role(args: argparse.Namespace) -> None:
     mark_head = '{"event":"mark","sequenceNumber":"%d","streamSid":"%s","mark":{"name":%s}}'
     name_re = re.compile(r'"name":\s*("(?:[^"\\]|\\.)*")')
 
+    # The callers are the load, not what is measured: each stream is read and written the lean
+    # way the bridge's Gemini socket is (gemini/client.py's direct mode: frames handed over inside
+    # data_received, sends written at once), so this process keeps up at the top steps.
+    def on_message(c: _Call, raw: str) -> None:
+        if raw.startswith('{"event":"'):
+            e = raw[10:15]
+        else:  # another server's JSON layout (pipecat's has spaces)
+            e = EVENTS.get(json.loads(raw).get("event", ""), "")
+        if e == "media":
+            # Count 20 ms of audio, not messages: pipecat's transport sends 40 ms chunks
+            # (audio_out_10ms_chunks=4), the bridge 20 ms frames.
+            i = raw.find('"payload"')
+            if i < 0:
+                return
+            s0 = raw.index('"', raw.index(":", i + 9)) + 1
+            s1 = raw.index('"', s0)
+            c.samples += (s1 - s0) * 3 // 4 - (raw[s1 - 1] == "=") - (raw[s1 - 2] == "=")
+            frames, c.samples = divmod(c.samples, 160)
+            c.media_in += frames
+            c.buf += frames
+            c.enqueued += frames
+        elif e == "mark\"":
+            m = name_re.search(raw)
+            c.marks.append((c.enqueued, m.group(1) if m else '""'))
+            release(c)
+        elif e == "clear":
+            c.clears += 1
+            c.enqueued -= c.buf
+            c.buf = 0
+            release(c, flushed=True)
+
     async def receive(c: _Call) -> None:
-        try:
-            async for raw in c.ws:
-                if raw.startswith('{"event":"'):
-                    e = raw[10:15]
-                else:  # another server's JSON layout (pipecat's has spaces)
-                    e = EVENTS.get(json.loads(raw).get("event", ""), "")
-                if e == "media":
-                    # Count 20 ms of audio, not messages: pipecat's transport sends 40 ms chunks
-                    # (audio_out_10ms_chunks=4), the bridge 20 ms frames.
-                    i = raw.find('"payload"')
-                    if i < 0:
-                        continue
-                    s0 = raw.index('"', raw.index(":", i + 9)) + 1
-                    s1 = raw.index('"', s0)
-                    c.samples += (s1 - s0) * 3 // 4 - (raw[s1 - 1] == "=") - (raw[s1 - 2] == "=")
-                    frames, c.samples = divmod(c.samples, 160)
-                    c.media_in += frames
-                    c.buf += frames
-                    c.enqueued += frames
-                elif e == "mark\"":
-                    m = name_re.search(raw)
-                    c.marks.append((c.enqueued, m.group(1) if m else '""'))
-                    await release(c)
-                elif e == "clear":
-                    c.clears += 1
-                    c.enqueued -= c.buf
-                    c.buf = 0
-                    await release(c, flushed=True)
-        except ConnectionClosed:
-            pass
+        def on_frame(data: bytes) -> bool:
+            on_message(c, data.decode())
+            return True
+
+        client = c.client
+        client.go_direct(on_frame)
+        while (raw := await client.recv()) is not None:  # frames before direct mode; None: closed
+            on_message(c, raw if isinstance(raw, str) else raw.decode())
+            client.go_direct(on_frame)
         if c.ended is None:
             c.ended = "bridge-closed" if loop.time() < stop_at else "ok"
 
-    async def release(c: _Call, flushed: bool = False) -> None:
+    def send(c: _Call, text: str) -> None:
+        if c.backlog or not c.client.send_nowait(text):
+            c.backlog.append(text)
+            if len(c.backlog) == 1:
+                asyncio.ensure_future(flush(c))
+
+    async def flush(c: _Call) -> None:
+        while c.backlog:
+            try:
+                await c.ws.send(c.backlog[0])
+            except ConnectionClosed:
+                c.backlog.clear()
+                return
+            del c.backlog[0]
+
+    def release(c: _Call, flushed: bool = False) -> None:
         while c.marks and (flushed or c.marks[0][0] <= c.played):
             _, name = c.marks.pop(0)
             c.k += 1
-            await c.ws.send(mark_head % (c.k, c.sid, name))
+            send(c, mark_head % (c.k, c.sid, name))
             c.marks_back += 1
 
     async def one(c: _Call) -> None:
@@ -415,7 +446,9 @@ async def callers_role(args: argparse.Namespace) -> None:
             url = m.group(1).replace("&amp;", "&")
             stream_params = dict(re.findall(r'<Parameter name="([^"]+)" value="([^"]*)"', r.text))
             c.ws = await ws_connect(url, additional_headers={"X-Twilio-Signature": validator.compute_signature(url, {})},
-                                    compression=None, proxy=None, open_timeout=30, ping_interval=None, max_size=None)
+                                    compression=None, proxy=None, open_timeout=30, ping_interval=None, max_size=None,
+                                    create_connection=LiveConnection)
+            c.client = GeminiLiveClient(c.ws, b"")
             await c.ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
             await c.ws.send(json.dumps({"event": "start", "sequenceNumber": "1", "streamSid": c.sid, "start": {
                 "accountSid": params["AccountSid"], "streamSid": c.sid, "callSid": call_sid, "tracks": ["inbound"],
@@ -448,7 +481,7 @@ async def callers_role(args: argparse.Namespace) -> None:
                 c.k += 1
                 c.sent += 1
                 try:
-                    await c.ws.send(media_head % (c.k, c.sent, 20 * c.sent, payloads[c.pos], c.sid))
+                    send(c, media_head % (c.k, c.sent, 20 * c.sent, payloads[c.pos], c.sid))
                     c.pos = (c.pos + 1) % nframes
                     # Playback: one frame per tick.
                     if c.buf:
@@ -465,7 +498,7 @@ async def callers_role(args: argparse.Namespace) -> None:
                                     c.window_underrun += gap
                             c.dry_since = None
                         if c.marks and c.marks[0][0] <= c.played:
-                            await release(c)
+                            release(c)
                     elif c.dry_since is None and c.played:
                         c.dry_since = tick
                 except ConnectionClosed:
