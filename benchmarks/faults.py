@@ -32,11 +32,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import secrets
 import signal
 import sys
 import tempfile
 import time
+from contextlib import redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -312,6 +314,24 @@ def main(argv: list[str] | None = None) -> int:
         if redis is not None:
             stop(redis[0])
 
+    default = parser.get_default("kinds")
+    out = io.StringIO()
+
+    class Tee(io.TextIOBase):
+        def write(self, text: str) -> int:
+            sys.__stdout__.write(text)
+            out.write(text)
+            return len(text)
+
+    with redirect_stdout(Tee()):
+        code = report(rows, args)
+    if args.kinds == default:  # the whole matrix: the figures the README quotes
+        (Path(__file__).resolve().parent / "faults-latest.txt").write_text(out.getvalue())
+    return code
+
+
+def report(rows: list[tuple[str, list[Outcome]]], args: argparse.Namespace) -> int:
+    """The fault matrix, the stall rows and the targets; 1 when one is missed."""
     print(f"fault matrix: {args.calls} call(s) per kind, {TURNS} founder turns each, "
           f"silenceDurationMs {SILENCE_MS}")
     print(f"{'fault':<12} {'continued':>10} {'greet+':>7} {'silence s':>10} {'lost ms':>8} "
