@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import json
 import os
 import secrets
@@ -69,7 +68,7 @@ from telephony_bridge.testing.local_call import DEMO_KEY, LocalBridge, founder_t
 from telephony_bridge.log import setup_logging  # noqa: E402
 from telephony_bridge.settings import Settings  # noqa: E402
 
-from probes import GcPauses, LoopLag, pct  # noqa: E402
+from probes import GcPauses, LoopLag, Tee, pct  # noqa: E402
 
 CLEAR_P99_TARGET_S = 0.002
 HEARD_STOP_P95_TARGET_MS = 100.0
@@ -446,18 +445,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.role == "callers":
         asyncio.run(callers_role(args))
         return 0
-    buf = io.StringIO()
+    tee = Tee()
 
-    class Tee(io.TextIOBase):
-        def write(self, s: str) -> int:
-            sys.__stdout__.write(s)
-            buf.write(s)
-            return len(s)
-
-    with redirect_stdout(Tee()):
+    with redirect_stdout(tee):
         ok = asyncio.run(bench(args))
     if args.save:
-        (ROOT / "benchmarks" / "bargein-latest.txt").write_text(buf.getvalue())
+        (ROOT / "benchmarks" / "bargein-latest.txt").write_text(tee.getvalue())
     return 0 if ok else 1
 
 

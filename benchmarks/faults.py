@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import secrets
 import signal
 import sys
@@ -51,6 +50,8 @@ from telephony_bridge.testing.local_call import (
 )
 from telephony_bridge.testing.processes import free_port, replica_env, start_redis, start_replica, stop
 from telephony_bridge.testing.simulator import loopback_rewrite
+
+from probes import Tee  # (benchmarks/ is the script's own directory on sys.path)
 
 TURNS = 3
 DRAIN_TURNS = 5  # long enough for two replicas to restart one after the other
@@ -315,18 +316,11 @@ def main(argv: list[str] | None = None) -> int:
             stop(redis[0])
 
     default = parser.get_default("kinds")
-    out = io.StringIO()
-
-    class Tee(io.TextIOBase):
-        def write(self, text: str) -> int:
-            sys.__stdout__.write(text)
-            out.write(text)
-            return len(text)
-
-    with redirect_stdout(Tee()):
+    tee = Tee()
+    with redirect_stdout(tee):
         code = report(rows, args)
     if args.kinds == default:  # the whole matrix: the figures the README quotes
-        (Path(__file__).resolve().parent / "faults-latest.txt").write_text(out.getvalue())
+        (Path(__file__).resolve().parent / "faults-latest.txt").write_text(tee.getvalue())
     return code
 
 

@@ -59,7 +59,6 @@ import argparse
 import asyncio
 import base64
 import gc
-import io
 import json
 import os
 import random
@@ -87,7 +86,7 @@ LAG_P99_LIMIT_MS = 50.0
 TARGET_CALLS = 300
 PIPECAT_RATIO_TARGET = 5  # pipecat's CPU per call-second over the bridge's, on the same load
 DEFAULT_STEPS = (25, 50, 75, 100, 150, 200, 300)
-from probes import LoopLag, pct  # noqa: E402
+from probes import LoopLag, Tee, pct  # noqa: E402
 
 GROUPS = 10  # phase groups of the shared tickers
 EVENTS = {"media": "media", "mark": 'mark"', "clear": "clear"}
@@ -1017,13 +1016,7 @@ def main(argv: list[str] | None = None) -> int:
         pin(1)
         asyncio.run(callers_role(args))
         return 0
-    buf = io.StringIO()
-
-    class Tee(io.TextIOBase):
-        def write(self, s: str) -> int:
-            sys.__stdout__.write(s)
-            buf.write(s)
-            return len(s)
+    tee = Tee()
 
     if args.input_chunk_ms is None:
         args.input_chunk_ms = Settings.gemini_input_chunk_ms
@@ -1052,7 +1045,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if rows and not any(r["failed"] for r in rows) else 1
     args.compared = {}  # (what the ratio says, calls) -> the ratio, round by round
     ok = True
-    with redirect_stdout(Tee()):
+    with redirect_stdout(tee):
         for round_ in range(args.rounds):
             if args.rounds > 1:
                 print(f"{'' if round_ == 0 else chr(10)}== round {round_ + 1} of {args.rounds}")
@@ -1061,7 +1054,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.rounds > 1:
             print_rounds(args.compared)
     if not args.no_save:
-        (ROOT / "benchmarks" / "load-latest.txt").write_text(buf.getvalue())
+        (ROOT / "benchmarks" / "load-latest.txt").write_text(tee.getvalue())
     return 0 if ok else 1
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import io
+import sys
 import time
 from typing import Any
 
@@ -53,3 +55,20 @@ class LoopLag:
     def stop(self) -> list[float]:
         self.task.cancel()
         return self.lags
+
+
+class Tee(io.TextIOBase):
+    """Standard output that also keeps what was printed, for a benchmark's ``-latest.txt``
+    (``with redirect_stdout(tee): ...``, then ``tee.getvalue()``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kept = io.StringIO()
+
+    def write(self, s: str) -> int:
+        sys.__stdout__.write(s)
+        self.kept.write(s)
+        return len(s)
+
+    def getvalue(self) -> str:
+        return self.kept.getvalue()
