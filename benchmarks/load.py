@@ -479,29 +479,26 @@ async def callers_role(args: argparse.Namespace) -> None:
                     continue
                 c.k += 1
                 c.sent += 1
-                try:
-                    send(c, media_head % (c.k, c.sent, 20 * c.sent, payloads[c.pos], c.sid))
-                    c.pos = (c.pos + 1) % nframes
-                    # Playback: one frame per tick.
-                    if c.buf:
-                        c.buf -= 1
-                        c.played += 1
-                        if in_window:
-                            c.window_played += 1
-                        if c.dry_since is not None:
-                            gap = tick - c.dry_since
-                            if gap <= 25:  # resumed within 500 ms: a gap inside a reply
-                                c.underruns += 1
-                                c.underrun_ticks += gap
-                                if in_window:
-                                    c.window_underrun += gap
-                            c.dry_since = None
-                        if c.marks and c.marks[0][0] <= c.played:
-                            release(c)
-                    elif c.dry_since is None and c.played:
-                        c.dry_since = tick
-                except ConnectionClosed:
-                    pass
+                send(c, media_head % (c.k, c.sent, 20 * c.sent, payloads[c.pos], c.sid))
+                c.pos = (c.pos + 1) % nframes
+                # Playback: one frame per tick.
+                if c.buf:
+                    c.buf -= 1
+                    c.played += 1
+                    if in_window:
+                        c.window_played += 1
+                    if c.dry_since is not None:
+                        gap = tick - c.dry_since
+                        if gap <= 25:  # resumed within 500 ms: a gap inside a reply
+                            c.underruns += 1
+                            c.underrun_ticks += gap
+                            if in_window:
+                                c.window_underrun += gap
+                        c.dry_since = None
+                    if c.marks and c.marks[0][0] <= c.played:
+                        release(c)
+                elif c.dry_since is None and c.played:
+                    c.dry_since = tick
 
     t0, c0 = time.monotonic(), time.process_time()
     lag = LoopLag()

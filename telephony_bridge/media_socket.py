@@ -88,7 +88,7 @@ class MediaStreamProtocol(WebSocketsSansIOProtocol):
             self._partial = b""
         pos, n = 0, len(data)
         max_size = self._max_size
-        while True:
+        while pos < n:
             opcode, head, end = frame_at(data, pos, n, True, max_size)
             if not opcode:
                 # Not final, reserved bits or opcodes, unmasked, oversized: the websockets

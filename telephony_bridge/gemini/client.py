@@ -107,20 +107,18 @@ class LiveConnection(ClientConnection):
             self.cutting = True
         pos, n = 0, len(data)
         max_size = self._max_size
-        while True:
+        while pos < n:
             opcode, head, end = frame_at(data, pos, n, False, max_size)
             if not opcode:  # a fragment, masked, oversized...: websockets handles it, or fails it
                 break
             if end > n:
                 self._partial = data[pos:]
                 return
-            if opcode >= 8:  # ping, pong, close: websockets answers it
-                self.cutting = False  # (it may close, or its keepalive may write)
+            if opcode >= 8:  # ping, pong, close: websockets answers it (and may close)
                 super().data_received(data[pos:end])
                 pos = end
                 if self.on_frame is not on_frame or not at_frame_boundary(self.protocol):
                     break
-                self.cutting = True
                 continue
             if not on_frame(data[head:end]):  # declined: it and all after it queue for recv()
                 self.stop_direct()
@@ -128,6 +126,8 @@ class LiveConnection(ClientConnection):
             pos = end
             if self.on_frame is not on_frame:  # the reader let go of this connection
                 break
+        else:
+            return  # every byte cut: still cutting
         self.cutting = False
         if pos < n:
             super().data_received(data[pos:])

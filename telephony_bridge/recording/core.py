@@ -33,7 +33,7 @@ FRAME = 160
 #: A frame written this long after the last caller frame arrived plays a tick later: the next
 #: tick has come (its caller frame is on the wire); each 20 ms more, another tick.
 LATE_S = 0.0195
-TICK_S = 0.02
+TICK_S = FRAME / 8000
 #: How far (samples) the first echo of a run may move it: the wire's race, no more.
 MAX_SHIFT = 2 * FRAME
 #: Audio unconfirmed this long after its time (samples) is taken as placed: marks that never
